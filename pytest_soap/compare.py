@@ -1,0 +1,152 @@
+"""Verdicts: is a test's figure a real regression against its baseline, or noise?
+
+A saved baseline is one old sample, so one slow run proves nothing. A test whose first run
+crosses the threshold becomes a suspect and is run again (only suspects are, to keep the cost
+low). It is called regressed when the median of its runs crosses the threshold by more than the
+absolute floor AND a one-sided sign test says its runs sit above the threshold line more often
+than chance would allow (p <= alpha). The sign test assumes nothing about the shape of the noise,
+which on a shared machine is skewed and heavy-tailed, and it needs no spread from the baseline,
+which has none. With alpha 0.05 that takes 5 runs of 5 above the line, or 7 of 8.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field, replace
+from math import comb
+
+from .records import GATED_METRICS, Measurement
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    time_pct: float = 10.0
+    memory_pct: float = 10.0
+    min_time_s: float = 0.001
+    min_memory_mb: float = 1.0
+    alpha: float = 0.05
+
+    def limit(self, metric: str) -> float:
+        """The ratio a figure must exceed to count as slower or bigger."""
+        return 1 + (self.time_pct if metric == "time_s" else self.memory_pct) / 100
+
+    def floor(self, metric: str) -> float:
+        """The smallest absolute change that counts; below it values flap with noise."""
+        if metric == "time_s":
+            return self.min_time_s
+        if metric == "peak_mb":
+            return self.min_memory_mb
+        return self.min_memory_mb * self.min_time_s  # tmu_mbs: a floor of memory held for a floor of time
+
+    def for_test(self, m: Measurement) -> Thresholds:
+        overrides = {}
+        if m.threshold is not None:
+            overrides["time_pct"] = float(m.threshold)
+        if m.memory_threshold is not None:
+            overrides["memory_pct"] = float(m.memory_threshold)
+        return replace(self, **overrides) if overrides else self
+
+
+def sign_test_p(above: int, runs: int) -> float:
+    """P(at least `above` of `runs` fair coin flips land heads): the one-sided sign test."""
+    return sum(comb(runs, k) for k in range(above, runs + 1)) / 2**runs
+
+
+@dataclass
+class MetricVerdict:
+    metric: str
+    verdict: str  # regressed | improved | unchanged | ungated | new
+    baseline: float | None
+    current: float | None
+    ratio: float | None = None
+    p_value: float | None = None
+    runs: int = 0
+    reason: str = ""
+
+
+@dataclass
+class TestVerdict:
+    measurement: Measurement
+    baseline: dict | None
+    verdict: str  # regressed | improved | unchanged | new | ungated | excluded | failed | skipped | ...
+    metrics: dict[str, MetricVerdict] = field(default_factory=dict)
+
+    @property
+    def nodeid(self) -> str:
+        return self.measurement.nodeid
+
+    @property
+    def regressed_metrics(self) -> list[str]:
+        return [m for m, v in self.metrics.items() if v.verdict == "regressed"]
+
+    @property
+    def improved_metrics(self) -> list[str]:
+        return [m for m, v in self.metrics.items() if v.verdict == "improved"]
+
+
+def _crosses(value: float, base: float, limit: float, floor: float) -> bool:
+    return value > base * limit and value - base > floor
+
+
+def judge_metric(metric: str, values: list[float], base: float | None, t: Thresholds) -> MetricVerdict:
+    if base is None or not values:
+        return MetricVerdict(metric, "new", base, None)
+    current = statistics.median(values)
+    verdict = MetricVerdict(metric, "unchanged", base, current, runs=len(values))
+    verdict.ratio = current / base if base > 0 else None
+    limit, floor = t.limit(metric), t.floor(metric)
+    if max(base, current) < floor:
+        verdict.verdict, verdict.reason = "ungated", "below the floor"
+    elif _crosses(current, base, limit, floor):
+        above = sum(_crosses(v, base, limit, floor) for v in values)
+        verdict.p_value = sign_test_p(above, len(values))
+        if verdict.p_value <= t.alpha:
+            verdict.verdict = "regressed"
+        else:
+            verdict.reason = f"{above} of {len(values)} runs above the threshold: not significant"
+    elif _crosses(base, current, limit, floor):
+        verdict.verdict = "improved"
+    return verdict
+
+
+def judge(m: Measurement, baseline: dict | None, thresholds: Thresholds) -> TestVerdict:
+    if m.outcome not in ("passed", "xpassed"):
+        return TestVerdict(m, baseline, m.outcome)
+    if m.skip:
+        return TestVerdict(m, baseline, "excluded")
+    if baseline is None:
+        return TestVerdict(m, None, "new")
+    t = thresholds.for_test(m)
+    metrics = {metric: judge_metric(metric, m.values(metric), baseline.get(metric), t)
+               for metric in GATED_METRICS if m.values(metric)}
+    kinds = {v.verdict for v in metrics.values()}
+    for verdict in ("regressed", "improved", "unchanged", "new", "ungated"):
+        if verdict in kinds:
+            return TestVerdict(m, baseline, verdict, metrics)
+    return TestVerdict(m, baseline, "ungated", metrics)
+
+
+def suspect_metrics(m: Measurement, baseline: dict | None, thresholds: Thresholds) -> list[str]:
+    """Metrics whose figure so far crosses the threshold: the test must run again."""
+    if baseline is None or not m.judged:
+        return []
+    t = thresholds.for_test(m)
+    return [metric for metric in GATED_METRICS
+            if baseline.get(metric) is not None and m.values(metric)
+            and _crosses(m.figure(metric), baseline[metric], t.limit(metric), t.floor(metric))]
+
+
+def undecided(m: Measurement, baseline: dict, thresholds: Thresholds, max_runs: int) -> bool:
+    """Would another run change a suspect's verdict? No once it is significant, or can no longer become so."""
+    runs = len(m.samples)
+    if runs >= max_runs:
+        return False
+    t = thresholds.for_test(m)
+    for metric in suspect_metrics(m, baseline, thresholds):
+        base, limit, floor = baseline[metric], t.limit(metric), t.floor(metric)
+        above = sum(_crosses(v, base, limit, floor) for v in m.values(metric))
+        decided = sign_test_p(above, runs) <= t.alpha
+        reachable = sign_test_p(above + max_runs - runs, max_runs) <= t.alpha
+        if not decided and reachable:
+            return True
+    return False

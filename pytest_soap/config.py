@@ -1,0 +1,128 @@
+"""Settings from the command line, then the ini file, then the defaults; and per-test marker overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .compare import Thresholds
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    help: str
+    default: object = None
+    kind: type = str  # bool, int, float, str, Path, or a tuple of allowed strings
+    metavar: str | None = None
+
+    @property
+    def ini(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+OPTIONS = [
+    Option("--soap", "measure every test's time and memory and compare them with the baseline", False, bool),
+    Option("--soap-baseline", "baseline file (default .soap/baseline.json)", ".soap/baseline.json", Path, "PATH"),
+    Option("--soap-save", "write this run as the baseline (merged: tests not run keep their figures)", False, bool),
+    Option("--soap-threshold", "time regression threshold in percent (default 10)", 10.0, float, "PCT"),
+    Option("--soap-memory-threshold", "peak-memory and TMU regression threshold in percent (default 10)", 10.0, float,
+           "PCT"),
+    Option("--soap-json", "write a machine-readable report to PATH", None, Path, "PATH"),
+    Option("--soap-memory", "memory measurement: 'rss' (default; exact memray heap for suspects) or 'off' (time only)",
+           "rss", ("rss", "off"), "MODE"),
+    Option("--soap-min-time", "tests faster than this many milliseconds are reported, not gated (default 1)", 1.0,
+           float, "MS"),
+    Option("--soap-min-memory", "memory changes smaller than this many MiB are not gated (default 1)", 1.0, float,
+           "MIB"),
+    Option("--soap-rounds", "most runs of a suspect test, the first included (default 8, at least 5)", 8, int,
+           "N"),
+    Option("--soap-slowest", "how many of the slowest tests the terminal report lists (default 5)", 5, int, "N"),
+]
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("soap", "pytest-soap: performance gate")
+    for opt in OPTIONS:
+        if opt.kind is bool:
+            group.addoption(opt.flag, action="store_true", default=None, help=opt.help)
+            parser.addini(opt.ini, opt.help, type="bool", default=opt.default)
+        else:
+            choices = opt.kind if isinstance(opt.kind, tuple) else None
+            group.addoption(opt.flag, default=None, metavar=opt.metavar, choices=choices, help=opt.help)
+            parser.addini(opt.ini, opt.help, default=None)
+
+
+def _value(config: pytest.Config, opt: Option):
+    """The flag if given, else the ini key, else the default; paths resolve against where each was written."""
+    given = config.getoption(opt.ini)
+    base = config.invocation_params.dir
+    if given is None:
+        given = config.getini(opt.ini)
+        base = config.inipath.parent if config.inipath else config.rootpath
+        if given in (None, "") or (opt.kind is bool and not given):
+            given = opt.default
+            base = config.rootpath
+    if given is None or opt.kind is bool:
+        return bool(given) if opt.kind is bool else None
+    if isinstance(opt.kind, tuple):
+        if given not in opt.kind:
+            raise pytest.UsageError(f"{opt.flag} (ini {opt.ini}) must be one of {', '.join(opt.kind)}, not {given!r}")
+        return given
+    if opt.kind is Path:
+        return (base / Path(str(given)).expanduser()).resolve()
+    try:
+        number = opt.kind(given)
+    except (TypeError, ValueError):
+        raise pytest.UsageError(f"{opt.flag} (ini {opt.ini}) must be a number, not {given!r}") from None
+    if number < 0:
+        raise pytest.UsageError(f"{opt.flag} (ini {opt.ini}) must not be negative, not {given!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool
+    baseline: Path
+    save: bool
+    json: Path | None
+    memory: bool
+    rounds: int
+    slowest: int
+    thresholds: Thresholds
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        v = {opt.ini: _value(config, opt) for opt in OPTIONS}
+        return cls(
+            enabled=v["soap"],
+            baseline=v["soap_baseline"],
+            save=v["soap_save"],
+            json=v["soap_json"],
+            memory=v["soap_memory"] != "off",
+            rounds=max(5, v["soap_rounds"]),  # fewer runs can never reach p <= 0.05 in the sign test
+            slowest=v["soap_slowest"],
+            thresholds=Thresholds(
+                time_pct=v["soap_threshold"],
+                memory_pct=v["soap_memory_threshold"],
+                min_time_s=v["soap_min_time"] / 1000,
+                min_memory_mb=v["soap_min_memory"],
+            ),
+        )
+
+
+MARKER = "soap(threshold=None, memory_threshold=None, skip=False): per-test pytest-soap settings"
+
+
+def marker_overrides(item: pytest.Item) -> dict:
+    """threshold / memory_threshold / skip from the closest @pytest.mark.soap, checked."""
+    marker = item.get_closest_marker("soap")
+    if marker is None:
+        return {}
+    unknown = set(marker.kwargs) - {"threshold", "memory_threshold", "skip"}
+    if unknown or marker.args:
+        raise pytest.UsageError(
+            f"{item.nodeid}: @pytest.mark.soap takes threshold=, memory_threshold= and skip= only")
+    return dict(marker.kwargs)

@@ -1,0 +1,189 @@
+"""pytest hooks only: each hook hands its work to the stage that does it.
+
+Roles: a plain session measures and judges in one process. Under pytest-xdist the workers
+measure (and re-run their own suspects), and the controller gathers their measurements when
+each worker goes down, then judges, reports and saves.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from . import compare, store
+from .config import MARKER, Settings, add_options, marker_overrides
+from .measure import CallMeter
+from .measure.heap import track_heap
+from .records import Measurement, Sample
+from .report import json_report, terminal
+from .rerun import confirm_suspects
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER)
+    settings = Settings.from_config(config)
+    if not settings.enabled:
+        return
+    baseline = None
+    if not settings.save:
+        try:
+            baseline = store.load(settings.baseline)
+        except store.BaselineError as e:
+            raise pytest.UsageError(f"pytest-soap: {e}") from None
+    config.pluginmanager.register(SoapSession(config, settings, baseline), "soap-session")
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _is_controller(config: pytest.Config) -> bool:
+    return config.pluginmanager.hasplugin("dsession")
+
+
+class SoapSession:
+    def __init__(self, config: pytest.Config, settings: Settings, baseline: store.Baseline | None):
+        self.config = config
+        self.settings = settings
+        self.baseline = baseline
+        self.measurements: dict[str, Measurement] = {}
+        self.overrides: dict[str, dict] = {}
+        self.meter = CallMeter(memory=settings.memory)
+        self.heap_run = False  # set while a memory suspect runs once more under memray
+        self.notes: list[str] = []
+        self.verdicts: list[compare.TestVerdict] = []
+        self.failure: str | None = None
+        if settings.memory and not self.meter.measures_memory:
+            self.notes.append("memory is not measured: this system has no /proc/self/clear_refs (Linux only)")
+        if _is_controller(config):
+            config.pluginmanager.register(XdistController(self), "soap-xdist-controller")
+
+    def _measurement(self, nodeid: str) -> Measurement:
+        m = self.measurements.get(nodeid)
+        if m is None:
+            m = self.measurements[nodeid] = Measurement(nodeid, **self.overrides.get(nodeid, {}))
+        return m
+
+    # ---- collection ---------------------------------------------------------------------------
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        # Checked here, so a misspelt marker argument stops the run before any test runs.
+        self.overrides = {item.nodeid: marker_overrides(item) for item in items}
+
+    # ---- measuring (plain session or xdist worker) --------------------------------------------
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_runtest_call(self, item: pytest.Item):
+        if _is_controller(self.config):
+            return (yield)
+        m = self._measurement(item.nodeid)
+        if self.heap_run:
+            with track_heap() as heap:
+                result = yield
+            m.heap = Sample(time_s=0.0, cpu_s=0.0, peak_mb=heap.peak_mb, tmu_mbs=heap.tmu_mbs)
+            return result
+        token = self.meter.start()
+        try:
+            return (yield)
+        finally:
+            sample = self.meter.stop(token)
+            benchmark_s = _benchmark_median(item)
+            if benchmark_s is not None:
+                # The fixture ran the code many times; its median round is the test's time,
+                # and the call's CPU share scales to it.
+                share = sample.cpu_s / sample.time_s if sample.time_s > 0 else 1.0
+                sample = Sample(benchmark_s, benchmark_s * share, sample.peak_mb, sample.tmu_mbs)
+                m.timer = "pytest-benchmark"
+            m.samples.append(sample)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if _is_controller(self.config):
+            return
+        outcome = _outcome(report)
+        if outcome:
+            self._measurement(report.nodeid).outcome = outcome
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session):
+        result = yield
+        if not _is_controller(self.config) and self.baseline and not session.shouldstop and not session.shouldfail:
+            confirm_suspects(session, self)
+        return result
+
+    # ---- judging and reporting (plain session or xdist controller) ----------------------------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if _is_worker(self.config):
+            self.config.workeroutput["soap"] = [m.to_dict() for m in self.measurements.values()]
+            return
+        measured = list(self.measurements.values())
+        if self.settings.save:
+            try:
+                previous = store.load(self.settings.baseline)
+            except store.BaselineError:
+                previous = None  # a corrupt old baseline is what --soap-save is for replacing
+            try:
+                count = store.save(self.settings.baseline, measured, previous, self.config.rootpath)
+                self.notes.append(f"saved {count} tests to the baseline {self._shown(self.settings.baseline)}")
+            except store.BaselineError as e:
+                self.failure = f"pytest-soap: {e}"
+        thresholds = self.settings.thresholds
+        tests = self.baseline.tests if self.baseline else {}
+        self.verdicts = [compare.judge(m, tests.get(m.nodeid), thresholds) for m in measured]
+        regressed = [v for v in self.verdicts if v.verdict == "regressed"]
+        if regressed and not self.failure:
+            self.failure = terminal.failure_line(regressed)
+        if self.settings.json:
+            try:
+                json_report.write(self.settings.json, self.verdicts, self.baseline, self.settings)
+            except OSError as e:
+                self.failure = self.failure or f"pytest-soap: cannot write the JSON report {self.settings.json}: {e.strerror}"
+        if self.failure and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if _is_worker(self.config):
+            return
+        terminal.write(terminalreporter, self.verdicts, self.baseline, self.settings, self.notes,
+                       self._shown(self.settings.baseline))
+        if self.failure:
+            terminalreporter.write_line(self.failure, red=True, bold=True)
+
+    def _shown(self, path) -> str:
+        try:
+            return str(path.relative_to(self.config.invocation_params.dir))
+        except ValueError:
+            return str(path)
+
+
+class XdistController:
+    """Registered only on an xdist controller, so the hook is known to exist."""
+
+    def __init__(self, session: SoapSession):
+        self.session = session
+
+    def pytest_testnodedown(self, node, error) -> None:
+        for data in getattr(node, "workeroutput", {}).get("soap", []):
+            m = Measurement.from_dict(data)
+            self.session.measurements[m.nodeid] = m
+
+
+def _benchmark_median(item: pytest.Item) -> float | None:
+    """The median round of pytest-benchmark's fixture, when the test used it and it ran."""
+    fixture = getattr(item, "funcargs", {}).get("benchmark")
+    stats = getattr(getattr(fixture, "stats", None), "stats", None)
+    median = getattr(stats, "median", None) if stats is not None and getattr(stats, "data", None) else None
+    return float(median) if median else None
+
+
+def _outcome(report: pytest.TestReport) -> str | None:
+    """What a phase's report says about the test; None when it says nothing new."""
+    xfail = hasattr(report, "wasxfail")
+    if report.skipped:
+        return "xfailed" if xfail else "skipped"
+    if report.failed:
+        return "failed" if report.when == "call" else "error"
+    if report.when == "call":
+        return "xpassed" if xfail else "passed"
+    return None

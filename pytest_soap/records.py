@@ -1,0 +1,65 @@
+"""Plain values passed between the stages: what one run of a test measured, and what a test measured in all."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+
+# Every figure a test gets, in the units the reports use: seconds, MiB and MiB·s.
+METRICS = ("time_s", "cpu_s", "peak_mb", "tmu_mbs")
+# CPU time is reported but not gated: wall time already carries a CPU regression,
+# and CPU time alone would miss one spent waiting.
+GATED_METRICS = ("time_s", "peak_mb", "tmu_mbs")
+JUDGED_OUTCOMES = ("passed", "xpassed")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One run of a test's call phase (fixture setup and teardown are not the test's cost)."""
+
+    time_s: float
+    cpu_s: float
+    peak_mb: float | None = None
+    tmu_mbs: float | None = None
+
+    def get(self, metric: str) -> float | None:
+        return getattr(self, metric)
+
+
+@dataclass
+class Measurement:
+    """Everything one test measured in this session: the first run, then any confirmation reruns."""
+
+    nodeid: str
+    outcome: str = "passed"  # passed, failed, error, skipped, xfailed, xpassed
+    samples: list[Sample] = field(default_factory=list)
+    heap: Sample | None = None  # memray's exact heap, taken for memory suspects only
+    timer: str = "wall"  # "pytest-benchmark" when that fixture's statistics gave the time
+    threshold: float | None = None  # per-test overrides from @pytest.mark.soap
+    memory_threshold: float | None = None
+    skip: bool = False
+
+    @property
+    def judged(self) -> bool:
+        return self.outcome in JUDGED_OUTCOMES and bool(self.samples) and not self.skip
+
+    def values(self, metric: str) -> list[float]:
+        return [v for v in (s.get(metric) for s in self.samples) if v is not None]
+
+    def figure(self, metric: str) -> float | None:
+        """The median over this session's runs: robust to the one run a scheduler hiccup slowed down."""
+        values = self.values(metric)
+        return statistics.median(values) if values else None
+
+    def figures(self) -> dict[str, float | None]:
+        return {metric: self.figure(metric) for metric in METRICS}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Measurement:
+        data = dict(data)
+        data["samples"] = [Sample(**s) for s in data.get("samples", [])]
+        data["heap"] = Sample(**data["heap"]) if data.get("heap") else None
+        return cls(**data)

@@ -1,0 +1,1 @@
+"""Reports of a session's verdicts: the terminal section and the JSON file."""

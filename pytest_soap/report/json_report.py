@@ -1,0 +1,44 @@
+"""The machine-readable report (`--soap-json`), in the schema of the design."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from ..compare import TestVerdict
+from ..records import METRICS
+from ..store import Baseline, atomic_write
+
+SCHEMA = 1
+
+
+def test_entry(t: TestVerdict) -> dict:
+    m = t.measurement
+    entry = {"nodeid": m.nodeid, "outcome": m.outcome, **m.figures(),
+             "baseline": {k: t.baseline.get(k) for k in METRICS} if t.baseline else None,
+             "verdict": t.verdict, "regressed_metrics": t.regressed_metrics,
+             "metrics": {k: {"verdict": v.verdict, "ratio": v.ratio, "p_value": v.p_value, "runs": v.runs}
+                         for k, v in t.metrics.items()},
+             "runs": len(m.samples), "timer": m.timer,
+             "heap": {"peak_mb": m.heap.peak_mb, "tmu_mbs": m.heap.tmu_mbs} if m.heap else None}
+    return entry
+
+
+def build(verdicts: list[TestVerdict], baseline: Baseline | None, settings) -> dict:
+    return {
+        "schema": SCHEMA,
+        "baseline": ({"path": str(settings.baseline), "created": baseline.created, "commit": baseline.commit,
+                      "machine": baseline.machine, "python": baseline.python} if baseline else None),
+        "memory": "rss" if settings.memory else "off",
+        "thresholds": asdict(settings.thresholds),
+        "tests": [test_entry(t) for t in verdicts],
+        "regressions": [t.nodeid for t in verdicts if t.verdict == "regressed"],
+        "functions": [],  # filled by attribution (not part of this release)
+        "optimizations": [],  # filled by the SOAP loop (not part of this release)
+        "patch": None,
+    }
+
+
+def write(path: Path, verdicts: list[TestVerdict], baseline: Baseline | None, settings) -> None:
+    atomic_write(path, json.dumps(build(verdicts, baseline, settings), indent=1) + "\n")

@@ -1,0 +1,89 @@
+"""The `pytest-soap` section at the end of the terminal output."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ..compare import TestVerdict
+from ..store import Baseline
+from . import units
+
+MEMORY_NOTE = ("time: wall clock of each test's call, no tracer running; memory: growth of resident memory "
+               "during the call (peak and TMU); memray's exact heap for memory regressions")
+ORDER = ["regressed", "improved", "unchanged", "new", "ungated", "excluded", "failed", "error", "flaky", "skipped",
+         "xfailed"]
+
+
+def _metric_line(v) -> str:
+    line = (f"{units.LABEL[v.metric]:>5}  {units.figure(v.metric, v.baseline)} → {units.figure(v.metric, v.current)}"
+            f"  {units.ratio(v.ratio)}")
+    if v.p_value is not None:
+        line += f"  (median of {v.runs} runs, sign test p={v.p_value:.3f})"
+    return line
+
+
+def _heap_line(t: TestVerdict) -> str | None:
+    heap = t.measurement.heap
+    if heap is None:
+        return None
+    return (f"heap by memray: peak {units.mebibytes(heap.peak_mb)}, "
+            f"TMU {units.mebibyte_seconds(heap.tmu_mbs)}")
+
+
+def failure_line(regressed: list[TestVerdict]) -> str:
+    worst = [f"{t.nodeid} ({', '.join(f'{units.LABEL[m]} {units.ratio(t.metrics[m].ratio)}' for m in t.regressed_metrics)})"
+             for t in regressed[:3]]
+    more = f" and {len(regressed) - 3} more" if len(regressed) > 3 else ""
+    return f"pytest-soap: {len(regressed)} test{'s' * (len(regressed) != 1)} regressed: {'; '.join(worst)}{more}"
+
+
+def write(reporter, verdicts: list[TestVerdict], baseline: Baseline | None, settings, notes: list[str],
+          baseline_shown: str) -> None:
+    reporter.write_sep("=", "pytest-soap")
+    write = reporter.write_line
+    if settings.save:
+        write(f"this run is the new baseline at {baseline_shown}")
+    elif baseline is None:
+        write(f"No baseline at {baseline_shown} yet: this run was measured, not compared. "
+              "Record one with `pytest --soap --soap-save`.")
+    else:
+        write(f"baseline {baseline_shown}: {baseline.describe()}")
+    write(MEMORY_NOTE if settings.memory else "time: wall clock of each test's call; memory: not measured (--soap-memory off)")
+    for note in notes:
+        write(note)
+
+    for kind, title in (("regressed", "REGRESSED"), ("improved", "improved")):
+        group = [t for t in verdicts if t.verdict == kind]
+        if not group:
+            continue
+        write("")
+        write(f"{title} ({len(group)}):", red=kind == "regressed", green=kind == "improved", bold=True)
+        for t in group:
+            write(f"  {t.nodeid}")
+            names = t.regressed_metrics if kind == "regressed" else t.improved_metrics
+            for metric in names:
+                write(f"    {_metric_line(t.metrics[metric])}")
+            heap = _heap_line(t)
+            if heap:
+                write(f"    {heap}")
+
+    measured = [t for t in verdicts if t.measurement.samples and t.measurement.outcome != "skipped"]
+    slowest = sorted(measured, key=lambda t: t.measurement.figure("time_s"), reverse=True)[:settings.slowest]
+    if slowest:
+        write("")
+        write(f"slowest {len(slowest)}:")
+        for t in slowest:
+            m = t.measurement
+            memory = f"  peak {units.mebibytes(m.figure('peak_mb'))}" if m.figure("peak_mb") is not None else ""
+            timer = "  (pytest-benchmark median)" if m.timer == "pytest-benchmark" else ""
+            write(f"  {units.seconds(m.figure('time_s')):>9}{memory}  {t.nodeid}{timer}")
+
+    counts = Counter(t.verdict for t in verdicts)
+    if counts:
+        write("")
+        parts = [f"{counts[k]} {k}" for k in ORDER if counts[k]]
+        parts += [f"{n} {k}" for k, n in counts.items() if k not in ORDER]
+        floor = units.seconds(settings.thresholds.min_time_s)
+        write(f"{len(verdicts)} tests: {', '.join(parts)}"
+              + (f" (ungated: changes under {floor} or {units.mebibytes(settings.thresholds.min_memory_mb)})"
+                 if counts["ungated"] else ""))

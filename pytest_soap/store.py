@@ -1,0 +1,113 @@
+"""The baseline file: a versioned, atomically written record of one run's figures per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .records import METRICS, Measurement
+
+SCHEMA = 1
+
+
+class BaselineError(Exception):
+    """A baseline that cannot be read or written; the message is one line for the user."""
+
+
+@dataclass
+class Baseline:
+    tests: dict[str, dict] = field(default_factory=dict)
+    created: str = ""
+    machine: dict = field(default_factory=dict)
+    python: str = ""
+    commit: str | None = None
+    dirty: bool = False
+    memory: str = "rss"
+
+    def describe(self) -> str:
+        commit = f"{self.commit[:10]}{' (dirty)' if self.dirty else ''}" if self.commit else "no commit"
+        return (f"{self.created[:19].replace('T', ' ')} UTC, {commit}, "
+                f"{self.machine.get('node', '?')}, {self.python}")
+
+
+def machine() -> dict:
+    return {"node": platform.node(), "system": platform.system(), "machine": platform.machine(),
+            "processor": platform.processor(), "cpus": os.cpu_count()}
+
+
+def python_version() -> str:
+    return f"{platform.python_implementation()} {platform.python_version()}"
+
+
+def current_commit(path: Path) -> tuple[str | None, bool]:
+    """The commit checked out at `path` and whether the tree differs from it; (None, False) outside git."""
+    try:
+        import git
+
+        repo = git.Repo(path, search_parent_directories=True)
+        return repo.head.commit.hexsha, repo.is_dirty(untracked_files=False)
+    except Exception:  # not a repository, no commits yet, or no git binary: the baseline just lacks a commit
+        return None, False
+
+
+def load(path: Path) -> Baseline | None:
+    """The baseline at `path`, None when there is none yet; BaselineError when it cannot be trusted."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise BaselineError(f"cannot read baseline {path}: {e.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BaselineError(f"baseline {path} is corrupt ({e.msg} at line {e.lineno}); "
+                            "re-create it with `pytest --soap --soap-save`") from None
+    if not isinstance(data, dict) or not isinstance(data.get("schema"), int) or not isinstance(data.get("tests"), dict):
+        raise BaselineError(f"baseline {path} is not a pytest-soap baseline; "
+                            "re-create it with `pytest --soap --soap-save`")
+    if data["schema"] > SCHEMA:
+        raise BaselineError(f"baseline {path} has schema {data['schema']}, newer than this pytest-soap reads "
+                            f"({SCHEMA}); upgrade pytest-soap or re-create it with --soap-save")
+    tests = {nodeid: {m: figs.get(m) for m in METRICS} for nodeid, figs in data["tests"].items()
+             if isinstance(figs, dict)}
+    return Baseline(tests=tests, created=data.get("created", ""), machine=data.get("machine", {}),
+                    python=data.get("python", ""), commit=data.get("commit"), dirty=data.get("dirty", False),
+                    memory=data.get("memory", "rss"))
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and a rename, so a failure leaves the old file whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save(path: Path, measurements: list[Measurement], previous: Baseline | None, rootdir: Path) -> int:
+    """Merge this run's passing tests into the baseline at `path`; returns how many were written."""
+    tests = dict(previous.tests) if previous else {}
+    fresh = {m.nodeid: m.figures() for m in measurements if m.outcome in ("passed", "xpassed") and m.samples}
+    tests.update(fresh)
+    commit, dirty = current_commit(rootdir)
+    data = {"schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(), "machine": machine(),
+            "python": python_version(), "commit": commit, "dirty": dirty,
+            "memory": "rss", "tests": dict(sorted(tests.items()))}
+    try:
+        atomic_write(path, json.dumps(data, indent=1) + "\n")
+    except OSError as e:
+        raise BaselineError(f"cannot write baseline {path}: {e.strerror or e}; the old baseline is untouched") from None
+    return len(fresh)
