@@ -58,8 +58,6 @@ class SoapSession:
         self.failure: str | None = None
         if settings.memory and not self.meter.measures_memory:
             self.notes.append("memory is not measured: this system has no /proc/self/clear_refs (Linux only)")
-        if _is_controller(config):
-            config.pluginmanager.register(XdistController(self), "soap-xdist-controller")
 
     def _measurement(self, nodeid: str) -> Measurement:
         m = self.measurements.get(nodeid)
@@ -150,23 +148,21 @@ class SoapSession:
         if self.failure:
             terminalreporter.write_line(self.failure, red=True, bold=True)
 
+    def pytest_unconfigure(self) -> None:
+        self.meter.close()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        """xdist controller: a worker finished; take its measurements (reruns included)."""
+        for data in getattr(node, "workeroutput", {}).get("soap", []):
+            m = Measurement.from_dict(data)
+            self.measurements[m.nodeid] = m
+
     def _shown(self, path) -> str:
         try:
             return str(path.relative_to(self.config.invocation_params.dir))
         except ValueError:
             return str(path)
-
-
-class XdistController:
-    """Registered only on an xdist controller, so the hook is known to exist."""
-
-    def __init__(self, session: SoapSession):
-        self.session = session
-
-    def pytest_testnodedown(self, node, error) -> None:
-        for data in getattr(node, "workeroutput", {}).get("soap", []):
-            m = Measurement.from_dict(data)
-            self.session.measurements[m.nodeid] = m
 
 
 def _benchmark_median(item: pytest.Item) -> float | None:

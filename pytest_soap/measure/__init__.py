@@ -35,3 +35,7 @@ class CallMeter:
         if self.rss:
             peak, tmu = self.rss.stop(started_rss)
         return Sample(time_s=wall - wall0, cpu_s=cpu - cpu0, peak_mb=peak, tmu_mbs=tmu)
+
+    def close(self) -> None:
+        if self.rss:
+            self.rss.close()

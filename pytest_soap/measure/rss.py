@@ -11,6 +11,7 @@ memory does not drown the test's.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
@@ -26,6 +27,16 @@ def available() -> bool:
         return os.path.exists("/proc/self/statm")
     except OSError:
         return False
+
+
+def _malloc_trim():
+    """glibc's malloc_trim(0), or a no-op elsewhere."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0)
 
 
 def trapezoid(points: list[tuple[float, float]]) -> float:
@@ -49,6 +60,8 @@ class RssMeter:
         self._points: list[tuple[float, int]] = []
         self._thread: threading.Thread | None = None
         self._owner_pid = os.getpid()
+        self._closed = False
+        self._trim = _malloc_trim()
 
     def resident(self) -> int:
         return int(os.pread(self._statm, 128, 0).split()[1]) * _PAGE
@@ -56,6 +69,8 @@ class RssMeter:
     def _sample_while_active(self) -> None:
         while True:
             self._active.wait()
+            if self._closed:
+                return
             self._points.append((time.perf_counter(), self.resident()))
             time.sleep(self._interval_s)
 
@@ -64,6 +79,10 @@ class RssMeter:
             self._owner_pid = os.getpid()
             self._thread = threading.Thread(target=self._sample_while_active, name="soap-rss", daemon=True)
             self._thread.start()
+        # Hand freed heap pages back to the kernel first. Otherwise glibc keeps what earlier tests
+        # freed resident (its mmap threshold grows with each large free), a later test reuses it,
+        # and its growth reads as zero.
+        self._trim()
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
         start = (time.perf_counter(), self.resident())
@@ -81,3 +100,11 @@ class RssMeter:
         peak = max(_high_water_mark(), *(rss for _, rss in points)) - base
         growth = [(t, max(rss - base, 0) / MIB) for t, rss in points]
         return max(peak, 0) / MIB, trapezoid(growth)
+
+    def close(self) -> None:
+        """End the sampler thread and release the file it reads."""
+        self._closed = True
+        self._active.set()
+        if self._thread is not None and self._owner_pid == os.getpid():
+            self._thread.join()
+        os.close(self._statm)

@@ -67,7 +67,7 @@ def write(reporter, verdicts: list[TestVerdict], baseline: Baseline | None, sett
             if heap:
                 write(f"    {heap}")
 
-    measured = [t for t in verdicts if t.measurement.samples and t.measurement.outcome != "skipped"]
+    measured = [t for t in verdicts if t.measurement.samples and t.measurement.outcome in ("passed", "xpassed")]
     slowest = sorted(measured, key=lambda t: t.measurement.figure("time_s"), reverse=True)[:settings.slowest]
     if slowest:
         write("")

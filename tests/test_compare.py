@@ -1,0 +1,88 @@
+"""The statistics of the gate, on synthetic samples: no timing involved."""
+
+import pytest
+
+from pytest_soap.compare import Thresholds, judge, judge_metric, sign_test_p, suspect_metrics, undecided
+from pytest_soap.records import Measurement, Sample
+
+T = Thresholds()
+
+
+def measurement(times, peaks=None, **kw):
+    peaks = peaks or [None] * len(times)
+    return Measurement("t.py::test", samples=[Sample(t, t, p, None) for t, p in zip(times, peaks)], **kw)
+
+
+def test_sign_test_matches_the_binomial_tail():
+    assert sign_test_p(5, 5) == pytest.approx(1 / 32)
+    assert sign_test_p(7, 8) == pytest.approx(9 / 256)
+    assert sign_test_p(0, 4) == 1.0
+    assert sign_test_p(1, 1) == 0.5
+
+
+def test_one_slow_run_is_a_suspect_not_a_regression():
+    v = judge_metric("time_s", [0.200], 0.020, T)
+    assert v.verdict == "unchanged"
+    assert v.ratio == pytest.approx(10)
+    assert "not significant" in v.reason
+
+
+def test_five_runs_all_above_the_line_are_a_regression():
+    v = judge_metric("time_s", [0.2, 0.21, 0.19, 0.2, 0.22], 0.02, T)
+    assert v.verdict == "regressed"
+    assert v.ratio == pytest.approx(10)
+    assert v.p_value == pytest.approx(1 / 32)
+
+
+def test_a_run_below_the_line_spoils_significance_with_few_runs():
+    v = judge_metric("time_s", [0.2, 0.21, 0.019, 0.2, 0.22], 0.02, T)
+    assert v.verdict == "unchanged"
+
+
+def test_regression_needs_to_clear_the_threshold_not_just_be_slower():
+    assert judge_metric("time_s", [0.0105] * 8, 0.010, T).verdict == "unchanged"  # 5% < 10%
+    assert judge_metric("time_s", [0.0125] * 8, 0.010, T).verdict == "regressed"  # 25% > 10% and > 1 ms floor
+
+
+def test_changes_under_the_absolute_floor_do_not_count():
+    # 0.3 ms to 0.9 ms is 3x, but both are under the 1 ms floor: noise territory.
+    assert judge_metric("time_s", [0.0009] * 8, 0.0003, T).verdict == "ungated"
+    # Above the floor on one side but the change itself is under it.
+    assert judge_metric("time_s", [0.0016] * 8, 0.0008, T).verdict == "unchanged"
+    # A short test that becomes long is a regression.
+    assert judge_metric("time_s", [0.05] * 8, 0.0003, T).verdict == "regressed"
+    # Memory: 0.5 MiB more is under the 1 MiB floor whatever the ratio.
+    assert judge_metric("peak_mb", [1.5] * 8, 1.0, T).verdict == "unchanged"
+    assert judge_metric("peak_mb", [30.0] * 8, 10.0, T).verdict == "regressed"
+
+
+def test_improvement_is_reported():
+    v = judge_metric("time_s", [0.01], 0.05, T)
+    assert v.verdict == "improved"
+    assert v.ratio == pytest.approx(0.2)
+
+
+def test_test_verdict_lists_regressed_metrics_and_respects_markers():
+    m = measurement([0.2] * 5, [30.0] * 5)
+    base = {"time_s": 0.02, "cpu_s": 0.02, "peak_mb": 10.0, "tmu_mbs": None}
+    v = judge(m, base, T)
+    assert v.verdict == "regressed"
+    assert v.regressed_metrics == ["time_s", "peak_mb"]
+    assert judge(measurement([0.2] * 5, threshold=2000), base | {"peak_mb": None}, T).verdict == "unchanged"
+    assert judge(measurement([0.2] * 5, skip=True), base, T).verdict == "excluded"
+    assert judge(measurement([0.2] * 5, outcome="failed"), base, T).verdict == "failed"
+    assert judge(measurement([0.2] * 5), None, T).verdict == "new"
+
+
+def test_suspects_and_the_stopping_rule():
+    base = {"time_s": 0.02, "peak_mb": None, "tmu_mbs": None}
+    slow = measurement([0.2])
+    assert suspect_metrics(slow, base, T) == ["time_s"]
+    assert undecided(slow, base, T, max_runs=8)
+    # Five of five above: significant, stop.
+    assert not undecided(measurement([0.2] * 5), base, T, max_runs=8)
+    # Two runs below the line out of 8 possible: 7 of 8 can no longer be reached, stop.
+    assert not undecided(measurement([0.2, 0.02, 0.02]), base, T, max_runs=8)
+    # The round budget ends it too.
+    assert not undecided(measurement([0.2, 0.02] * 4), base, T, max_runs=8)
+    assert suspect_metrics(measurement([0.02]), base, T) == []
