@@ -73,8 +73,6 @@ class SoapSession:
     # ---- measuring (plain session or xdist worker) --------------------------------------------
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_runtest_call(self, item: pytest.Item):
-        if _is_controller(self.config):
-            return (yield)
         m = self._measurement(item.nodeid)
         if self.heap_run:
             with track_heap() as heap:
@@ -116,7 +114,9 @@ class SoapSession:
             self.config.workeroutput["soap"] = [m.to_dict() for m in self.measurements.values()]
             return
         measured = list(self.measurements.values())
-        if self.settings.save:
+        if self.settings.save and session.exitstatus == pytest.ExitCode.INTERRUPTED:
+            self.notes.append("interrupted: the baseline was not saved")
+        elif self.settings.save:
             try:
                 previous = store.load(self.settings.baseline)
             except store.BaselineError:
