@@ -288,3 +288,34 @@ def test_pytest_benchmark_statistics_give_the_time(pytester):
     assert entry["timer"] == "pytest-benchmark"
     # The median round, not the whole call with its five rounds and calibration.
     assert entry["time_s"] == pytest.approx(report(pytester, "bench.json")["benchmarks"][0]["stats"]["median"])
+
+
+def test_a_suspect_that_fails_when_re_run_is_flaky_not_judged(pytester):
+    pytester.makepyfile(test_flaky="""
+        import pathlib, time
+        def test_flaky():
+            runs = pathlib.Path("runs.txt")
+            count = int(runs.read_text()) + 1 if runs.exists() else 1
+            runs.write_text(str(count))
+            if count > 1:
+                time.sleep(0.1)   # slow from the second session on
+            assert count < 3      # and failing when re-run to confirm
+    """)
+    pytester.runpytest("--soap", "--soap-save")
+    result = pytester.runpytest("--soap", "--soap-json", "report.json")
+    assert result.ret == 0, result.stdout.str()
+    entry = report(pytester)["tests"][0]
+    assert entry["verdict"] == "flaky"
+    assert entry["runs"] == 1  # the failed rerun's figures are dropped
+    assert report(pytester)["regressions"] == []
+
+
+def test_an_interrupted_save_writes_no_baseline(pytester):
+    pytester.makepyfile("""
+        def test_first(): pass
+        def test_interrupt(): raise KeyboardInterrupt
+    """)
+    result = pytester.runpytest_subprocess("--soap", "--soap-save")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["interrupted: the baseline was not saved"])
+    assert not (pytester.path / ".soap" / "baseline.json").exists()
