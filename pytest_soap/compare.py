@@ -6,7 +6,8 @@ low). It is called regressed when the median of its runs crosses the threshold b
 absolute floor AND a one-sided sign test says its runs sit above the threshold line more often
 than chance would allow (p <= alpha). The sign test assumes nothing about the shape of the noise,
 which on a shared machine is skewed and heavy-tailed, and it needs no spread from the baseline,
-which has none. With alpha 0.05 that takes 5 runs of 5 above the line, or 7 of 8.
+which has none. With alpha 0.05 that takes 5 runs of 5 above the line (the default budget, so a
+false suspect is let go at its first run below the line), or 7 of 8 with `--soap-rounds 8`.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ class Thresholds:
         """The ratio a figure must exceed to count as slower or bigger."""
         return 1 + (self.time_pct if metric == "time_s" else self.memory_pct) / 100
 
-    def floor(self, metric: str) -> float:
+    def floor(self, metric: str, duration_s: float) -> float:
         """The smallest absolute change that counts; below it values flap with noise."""
         if metric == "time_s":
             return self.min_time_s
         if metric == "peak_mb":
             return self.min_memory_mb
-        return self.min_memory_mb * self.min_time_s  # tmu_mbs: a floor of memory held for a floor of time
+        # TMU: the memory floor held for the whole call. Below it, TMU is time noise times a few pages.
+        return self.min_memory_mb * duration_s
 
     def for_test(self, m: Measurement) -> Thresholds:
         overrides = {}
@@ -88,13 +90,14 @@ def _crosses(value: float, base: float, limit: float, floor: float) -> bool:
     return value > base * limit and value - base > floor
 
 
-def judge_metric(metric: str, values: list[float], base: float | None, t: Thresholds) -> MetricVerdict:
+def judge_metric(metric: str, values: list[float], base: float | None, t: Thresholds,
+                 floor: float) -> MetricVerdict:
     if base is None or not values:
         return MetricVerdict(metric, "new", base, None)
     current = statistics.median(values)
     verdict = MetricVerdict(metric, "unchanged", base, current, runs=len(values))
     verdict.ratio = current / base if base > 0 else None
-    limit, floor = t.limit(metric), t.floor(metric)
+    limit = t.limit(metric)
     if max(base, current) < floor:
         verdict.verdict, verdict.reason = "ungated", "below the floor"
     elif _crosses(current, base, limit, floor):
@@ -117,13 +120,18 @@ def judge(m: Measurement, baseline: dict | None, thresholds: Thresholds) -> Test
     if baseline is None:
         return TestVerdict(m, None, "new")
     t = thresholds.for_test(m)
-    metrics = {metric: judge_metric(metric, m.values(metric), baseline.get(metric), t)
+    metrics = {metric: judge_metric(metric, m.values(metric), baseline.get(metric), t, _floor(metric, m, baseline, t))
                for metric in GATED_METRICS if m.values(metric)}
     kinds = {v.verdict for v in metrics.values()}
     for verdict in ("regressed", "improved", "unchanged", "new", "ungated"):
         if verdict in kinds:
             return TestVerdict(m, baseline, verdict, metrics)
     return TestVerdict(m, baseline, "ungated", metrics)
+
+
+def _floor(metric: str, m: Measurement, baseline: dict, t: Thresholds) -> float:
+    duration = max(m.figure("time_s") or 0.0, baseline.get("time_s") or 0.0)
+    return t.floor(metric, duration)
 
 
 def suspect_metrics(m: Measurement, baseline: dict | None, thresholds: Thresholds) -> list[str]:
@@ -133,7 +141,7 @@ def suspect_metrics(m: Measurement, baseline: dict | None, thresholds: Threshold
     t = thresholds.for_test(m)
     return [metric for metric in GATED_METRICS
             if baseline.get(metric) is not None and m.values(metric)
-            and _crosses(m.figure(metric), baseline[metric], t.limit(metric), t.floor(metric))]
+            and _crosses(m.figure(metric), baseline[metric], t.limit(metric), _floor(metric, m, baseline, t))]
 
 
 def undecided(m: Measurement, baseline: dict, thresholds: Thresholds, max_runs: int) -> bool:
@@ -143,7 +151,7 @@ def undecided(m: Measurement, baseline: dict, thresholds: Thresholds, max_runs: 
         return False
     t = thresholds.for_test(m)
     for metric in suspect_metrics(m, baseline, thresholds):
-        base, limit, floor = baseline[metric], t.limit(metric), t.floor(metric)
+        base, limit, floor = baseline[metric], t.limit(metric), _floor(metric, m, baseline, t)
         above = sum(_crosses(v, base, limit, floor) for v in m.values(metric))
         decided = sign_test_p(above, runs) <= t.alpha
         reachable = sign_test_p(above + max_runs - runs, max_runs) <= t.alpha

@@ -37,7 +37,7 @@ OPTIONS = [
            float, "MS"),
     Option("--soap-min-memory", "memory changes smaller than this many MiB are not gated (default 1)", 1.0, float,
            "MIB"),
-    Option("--soap-rounds", "most runs of a suspect test, the first included (default 8, at least 5)", 8, int,
+    Option("--soap-rounds", "most runs of a suspect test, the first included (default 5, at least 5)", 5, int,
            "N"),
     Option("--soap-slowest", "how many of the slowest tests the terminal report lists (default 5)", 5, int, "N"),
 ]

@@ -15,7 +15,7 @@ from .measure import CallMeter
 from .measure.heap import track_heap
 from .records import Measurement, Sample
 from .report import json_report, terminal
-from .rerun import confirm_suspects
+from .rerun import confirm
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -101,10 +101,10 @@ class SoapSession:
             self._measurement(report.nodeid).outcome = outcome
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtestloop(self, session: pytest.Session):
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None):
         result = yield
-        if not _is_controller(self.config) and self.baseline and not session.shouldstop and not session.shouldfail:
-            confirm_suspects(session, self)
+        if self.baseline and not item.session.shouldstop and not item.session.shouldfail:
+            confirm(item, nextitem, self)
         return result
 
     # ---- judging and reporting (plain session or xdist controller) ----------------------------

@@ -21,43 +21,43 @@ def test_sign_test_matches_the_binomial_tail():
 
 
 def test_one_slow_run_is_a_suspect_not_a_regression():
-    v = judge_metric("time_s", [0.200], 0.020, T)
+    v = judge_metric("time_s", [0.200], 0.020, T, T.floor("time_s", 0.1))
     assert v.verdict == "unchanged"
     assert v.ratio == pytest.approx(10)
     assert "not significant" in v.reason
 
 
 def test_five_runs_all_above_the_line_are_a_regression():
-    v = judge_metric("time_s", [0.2, 0.21, 0.19, 0.2, 0.22], 0.02, T)
+    v = judge_metric("time_s", [0.2, 0.21, 0.19, 0.2, 0.22], 0.02, T, T.floor("time_s", 0.1))
     assert v.verdict == "regressed"
     assert v.ratio == pytest.approx(10)
     assert v.p_value == pytest.approx(1 / 32)
 
 
 def test_a_run_below_the_line_spoils_significance_with_few_runs():
-    v = judge_metric("time_s", [0.2, 0.21, 0.019, 0.2, 0.22], 0.02, T)
+    v = judge_metric("time_s", [0.2, 0.21, 0.019, 0.2, 0.22], 0.02, T, T.floor("time_s", 0.1))
     assert v.verdict == "unchanged"
 
 
 def test_regression_needs_to_clear_the_threshold_not_just_be_slower():
-    assert judge_metric("time_s", [0.0105] * 8, 0.010, T).verdict == "unchanged"  # 5% < 10%
-    assert judge_metric("time_s", [0.0125] * 8, 0.010, T).verdict == "regressed"  # 25% > 10% and > 1 ms floor
+    assert judge_metric("time_s", [0.0105] * 8, 0.010, T, T.floor("time_s", 0.1)).verdict == "unchanged"  # 5% < 10%
+    assert judge_metric("time_s", [0.0125] * 8, 0.010, T, T.floor("time_s", 0.1)).verdict == "regressed"  # 25% > 10% and > 1 ms floor
 
 
 def test_changes_under_the_absolute_floor_do_not_count():
     # 0.3 ms to 0.9 ms is 3x, but both are under the 1 ms floor: noise territory.
-    assert judge_metric("time_s", [0.0009] * 8, 0.0003, T).verdict == "ungated"
+    assert judge_metric("time_s", [0.0009] * 8, 0.0003, T, T.floor("time_s", 0.1)).verdict == "ungated"
     # Above the floor on one side but the change itself is under it.
-    assert judge_metric("time_s", [0.0016] * 8, 0.0008, T).verdict == "unchanged"
+    assert judge_metric("time_s", [0.0016] * 8, 0.0008, T, T.floor("time_s", 0.1)).verdict == "unchanged"
     # A short test that becomes long is a regression.
-    assert judge_metric("time_s", [0.05] * 8, 0.0003, T).verdict == "regressed"
+    assert judge_metric("time_s", [0.05] * 8, 0.0003, T, T.floor("time_s", 0.1)).verdict == "regressed"
     # Memory: 0.5 MiB more is under the 1 MiB floor whatever the ratio.
-    assert judge_metric("peak_mb", [1.5] * 8, 1.0, T).verdict == "unchanged"
-    assert judge_metric("peak_mb", [30.0] * 8, 10.0, T).verdict == "regressed"
+    assert judge_metric("peak_mb", [1.5] * 8, 1.0, T, T.floor("peak_mb", 0.1)).verdict == "unchanged"
+    assert judge_metric("peak_mb", [30.0] * 8, 10.0, T, T.floor("peak_mb", 0.1)).verdict == "regressed"
 
 
 def test_improvement_is_reported():
-    v = judge_metric("time_s", [0.01], 0.05, T)
+    v = judge_metric("time_s", [0.01], 0.05, T, T.floor("time_s", 0.1))
     assert v.verdict == "improved"
     assert v.ratio == pytest.approx(0.2)
 
@@ -86,3 +86,14 @@ def test_suspects_and_the_stopping_rule():
     # The round budget ends it too.
     assert not undecided(measurement([0.2, 0.02] * 4), base, T, max_runs=8)
     assert suspect_metrics(measurement([0.02]), base, T) == []
+
+
+def test_tmu_floor_is_the_memory_floor_held_for_the_whole_call():
+    # 0.6 MiB more, held for a 0.2 s call: 0.12 MiB·s, under 1 MiB x 0.2 s. Not a memory regression.
+    m = Measurement("t.py::test", samples=[Sample(0.2, 0.2, 0.7, 0.14)] * 5)
+    base = {"time_s": 0.2, "peak_mb": 0.1, "tmu_mbs": 0.02}
+    assert judge(m, base, T).metrics["tmu_mbs"].verdict == "ungated"
+    assert suspect_metrics(m, base, T) == []
+    # 30 MiB more for the same call is.
+    m = Measurement("t.py::test", samples=[Sample(0.2, 0.2, 30.1, 6.0)] * 5)
+    assert judge(m, base, T).regressed_metrics == ["peak_mb", "tmu_mbs"]
