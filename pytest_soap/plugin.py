@@ -89,7 +89,7 @@ class SoapSession:
                 # The fixture ran the code many times; its median round is the test's time,
                 # and the call's CPU share scales to it.
                 share = sample.cpu_s / sample.time_s if sample.time_s > 0 else 1.0
-                sample = Sample(benchmark_s, benchmark_s * share, sample.peak_mb, sample.tmu_mbs)
+                sample = Sample(benchmark_s, benchmark_s * share, sample.peak_mb, sample.tmu_mbs, sample.wait_s)
                 m.timer = "pytest-benchmark"
             m.samples.append(sample)
 

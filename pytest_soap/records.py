@@ -17,10 +17,11 @@ JUDGED_OUTCOMES = ("passed", "xpassed")
 class Sample:
     """One run of a test's call phase (fixture setup and teardown are not the test's cost)."""
 
-    time_s: float
+    time_s: float  # wall time, less the time spent waiting for a CPU that other processes held
     cpu_s: float
     peak_mb: float | None = None
     tmu_mbs: float | None = None
+    wait_s: float = 0.0  # that run-queue wait, reported so the raw wall time can be recovered
 
     def get(self, metric: str) -> float | None:
         return getattr(self, metric)

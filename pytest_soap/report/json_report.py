@@ -20,7 +20,7 @@ def test_entry(t: TestVerdict) -> dict:
              "verdict": t.verdict, "regressed_metrics": t.regressed_metrics,
              "metrics": {k: {"verdict": v.verdict, "ratio": v.ratio, "p_value": v.p_value, "runs": v.runs}
                          for k, v in t.metrics.items()},
-             "runs": len(m.samples), "timer": m.timer,
+             "wait_s": m.figure("wait_s"), "runs": len(m.samples), "timer": m.timer,
              "heap": {"peak_mb": m.heap.peak_mb, "tmu_mbs": m.heap.tmu_mbs} if m.heap else None}
     return entry
 

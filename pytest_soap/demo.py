@@ -1,0 +1,155 @@
+"""`soap demo`: the whole gate, run on the bundled example project in a temporary directory.
+
+1. copy examples/demo (a small inventory library and its tests) and commit it;
+2. record a baseline:  pytest --soap --soap-save;
+3. commit the planted regression from examples/demo_regression (one module made slower and hungrier);
+4. run the gate:       pytest --soap --soap-json report.json   (it should fail, naming the slowed-down test);
+then sum up the JSON report and say what to run on one's own project.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+KEEP_ENV = "SOAP_DEMO_KEEP"  # set it to keep the temporary project for a look around
+# What examples/demo_regression changes, and the tests that must catch it.
+SLOWED_TEST = "tests/test_orders.py::test_pick_list"
+BIGGER_TEST = "tests/test_orders.py::test_parse_orders"
+CAUSES = {SLOWED_TEST: "pick_list now scans a list where it looked up a set",
+          BIGGER_TEST: "parse_orders now reads every CSV row into memory before building the order lines"}
+STEPS = 4
+LABELS = {"time_s": "time", "peak_mb": "peak memory", "tmu_mbs": "TMU"}
+BOLD, RESET = ("\033[1m", "\033[0m") if sys.stdout.isatty() and not os.environ.get("NO_COLOR") else ("", "")
+
+
+def find_examples() -> Path | None:
+    """The bundled examples: inside the package when installed from a wheel, else at the repository root."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "examples", package.parent / "examples"):
+        if (candidate / "demo").is_dir() and (candidate / "demo_regression").is_dir():
+            return candidate
+    return None
+
+
+def step(number: int, title: str, command: str | None = None) -> None:
+    print(f"\n{BOLD}━━ Step {number}/{STEPS}: {title}{RESET}")
+    if command:
+        print(f"   $ {command}")
+    print(flush=True)  # before a subprocess writes to the same terminal
+
+
+def run_pytest(project: Path, *options: str) -> int:
+    """Run pytest in the project as the user would, its output going straight to the terminal."""
+    env = dict(os.environ)
+    env.pop("PYTEST_ADDOPTS", None)  # the user's options are meant for their own projects, not this one
+    return subprocess.run([sys.executable, "-m", "pytest", *options], cwd=project, env=env).returncode
+
+
+def commit(repo, message: str) -> None:
+    repo.git.add("--all")
+    # --no-verify: hooks from the user's global git configuration have no business in the demo.
+    repo.git.commit("--no-verify", "--quiet", "-m", message)
+
+
+def ratios(test: dict) -> str:
+    """'time 9.94×, peak memory 1.65×' for a regressed test of the JSON report."""
+    return ", ".join(f"{LABELS.get(m, m)} {test['metrics'][m]['ratio']:.2f}×"
+                     if test["metrics"][m]["ratio"] is not None else LABELS.get(m, m)
+                     for m in test["regressed_metrics"])
+
+
+def demo_flow(examples: Path, project: Path) -> str | None:
+    """Steps 1 to 4 and the summary; None when the demo went as intended, else what went wrong."""
+    import git  # GitPython: imported here so that a missing git binary is reported like any other failure
+
+    step(1, f"copy the example project to {project} and commit it",
+         'git init && git add --all && git commit -m "inventory 1.4.0"')
+    shutil.copytree(examples / "demo", project,
+                    ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", ".soap", "report.json"))
+    repo = git.Repo.init(project)
+    with repo.config_writer() as config:  # works on a machine with no git identity, and never asks to sign
+        config.set_value("user", "name", "pytest-soap demo")
+        config.set_value("user", "email", "demo@pytest-soap.invalid")
+        config.set_value("commit", "gpgsign", "false")
+    commit(repo, "inventory 1.4.0")
+    files = sorted(p.relative_to(project).as_posix() for p in project.rglob("*")
+                   if p.is_file() and ".git" not in p.relative_to(project).parts)
+    print("A small inventory library with a few tests:\n" + "\n".join(f"  {f}" for f in files))
+
+    step(2, "record the baseline: every test's time and memory go to .soap/baseline.json",
+         "python -m pytest --soap --soap-save")
+    code = run_pytest(project, "--soap", "--soap-save")
+    if code != 0:
+        return f"the baseline run failed (pytest exited {code}); see its output above"
+
+    step(3, "plant a regression: a commit that makes inventory/orders.py slower and hungrier (its tests still pass)",
+         'git commit -am "slow down pick_list and parse_orders"')
+    shutil.copytree(examples / "demo_regression", project, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    commit(repo, "slow down pick_list and parse_orders")
+    print(repo.git.diff("HEAD~1", "HEAD"))
+
+    step(4, "run the gate: suspects are re-run, and a test that got worse fails the run",
+         "python -m pytest --soap --soap-json report.json")
+    code = run_pytest(project, "--soap", "--soap-json", "report.json")
+    report = project / "report.json"
+    if code not in (0, 1) or not report.is_file():
+        return f"the gate run failed (pytest exited {code}); see its output above"
+    tests = json.loads(report.read_text(encoding="utf-8"))["tests"]
+    regressed = [t for t in tests if t["verdict"] == "regressed"]
+    names = [t["nodeid"] for t in regressed]
+
+    print(f"\n{BOLD}━━ What happened{RESET}\n")
+    if code != 1 or SLOWED_TEST not in names:
+        return (f"the gate did not flag {SLOWED_TEST} (pytest exited {code}); "
+                "the machine may be too busy for steady timings, try again")
+    print("pytest exited 1: the gate caught the planted regression. From report.json:")
+    width = max(map(len, names))
+    for test in regressed:
+        print(f"  {test['nodeid']:<{width}}  {ratios(test)}")
+        if test["nodeid"] in CAUSES:
+            print(f"  {'':<{width}}  ({CAUSES[test['nodeid']]})")
+    if BIGGER_TEST not in names:
+        print(f"{BIGGER_TEST} was not flagged this time: its extra memory was lost in the noise.")
+    unexpected = [name for name in names if name not in CAUSES]
+    if unexpected:
+        print(f"{', '.join(unexpected)}: not changed; the machine was probably busier during the second run.")
+    print(f"The other {len(tests) - len(names)} tests passed the gate.")
+    print("""
+On your own project:
+  pytest --soap --soap-save            # on a known-good commit: record .soap/baseline.json
+  pytest --soap                        # after a change: exits 1 when a test got slower or bigger
+  pytest --soap --soap-json soap.json  # the same, plus a machine-readable report (for CI)
+Options: pytest --help, section "pytest-soap"; per test: @pytest.mark.soap(threshold=25).""")
+    if not os.environ.get(KEEP_ENV):
+        print(f"To look around the demo project and its report.json, run `{KEEP_ENV}=1 soap demo`.")
+    return None
+
+
+def run_demo() -> int:
+    examples = find_examples()
+    if examples is None:
+        print("soap demo: the example project (examples/demo) is not installed with pytest-soap", file=sys.stderr)
+        return 1
+    tmp = Path(tempfile.mkdtemp(prefix="soap-demo-"))
+    try:
+        problem = demo_flow(examples, tmp / "inventory")
+    except KeyboardInterrupt:
+        problem = "interrupted"
+    except Exception as e:  # git missing, a full disk...: one line, not a traceback
+        problem = f"{type(e).__name__}: {e}".splitlines()[0]
+    finally:
+        if os.environ.get(KEEP_ENV):
+            print(f"\nThe demo project is kept at {tmp / 'inventory'} ({KEEP_ENV} is set).")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if problem:
+        print(f"\nsoap demo failed: {problem}", file=sys.stderr)
+        return 1
+    return 0
