@@ -73,13 +73,14 @@ def main() -> int:
         baseline = str(tmp / "baseline.json")
 
         # The gate needs a baseline from the same code. Saving it is a one-off cost, shown on its own.
-        save_s, proc = run_pytest([*suite, "--soap", "--soap-save", "--soap-baseline", baseline], cwd)
+        save_s, proc = run_pytest([*suite, "--soap", "--soap-save", "--soap-baseline", baseline,
+                                   "--soap-json", str(tmp / "save.json")], cwd)
         if proc.returncode != 0:
             print(f"saving the baseline failed ({why(proc)}); the gate is skipped")
 
         configs = {
             "plain": suite,
-            "time-only": [*suite, "--soap", "--soap-memory", "off"],
+            "time-only": [*suite, "--soap", "--soap-memory", "off", "--soap-json", str(tmp / "time-only-{n}.json")],
             # The time-and-memory gate; {n} becomes the round, so each run leaves its own JSON report.
             "gate": [*suite, "--soap", "--soap-baseline", baseline, "--soap-json", str(tmp / "gate-{n}.json")],
             "memray": [*suite, "--memray"],
@@ -121,6 +122,21 @@ def main() -> int:
             target = f"<= {TARGETS[name]:.2f}x" if name in TARGETS else ""
             print(f"{label:<28} {median:8.2f} {median / plain:7.2f}x  {target}")
         print(f"{'(saving the baseline, once)':<28} {save_s:8.2f} {save_s / plain:7.2f}x")
+
+        # Does sampling memory inflate the times it reports? Per test, the time measured with memory
+        # (the save run) against the median of the time-only runs; tests under 1 ms are noise.
+        if "time-only" not in skipped and (tmp / "save.json").exists():
+            with_memory = {t["nodeid"]: t["time_s"] for t in json.loads((tmp / "save.json").read_text())["tests"]}
+            time_only: dict[str, list[float]] = {}
+            for n in range(1, len(times["time-only"]) + 1):
+                for t in json.loads((tmp / f"time-only-{n}.json").read_text())["tests"]:
+                    if t["time_s"] is not None:
+                        time_only.setdefault(t["nodeid"], []).append(t["time_s"])
+            ratios = [with_memory[k] / statistics.median(v) for k, v in time_only.items()
+                      if with_memory.get(k) and statistics.median(v) >= 0.001]
+            if ratios:
+                print(f"reported test times with memory sampling / without: median {statistics.median(ratios):.3f}x "
+                      f"over {len(ratios)} tests of 1 ms or more")
 
         # False alarms: the code did not change between the baseline and the gate runs.
         if "gate" not in skipped:
