@@ -58,6 +58,10 @@ class SoapSession:
         self.failure: str | None = None
         if settings.memory and not self.meter.measures_memory:
             self.notes.append("memory is not measured: this system has no /proc/self/clear_refs (Linux only)")
+        if baseline and (baseline.machine.get("node"), baseline.python) != (store.machine()["node"],
+                                                                             store.python_version()):
+            self.notes.append("the baseline comes from another machine or Python: only gross changes are meaningful; "
+                              "re-save it here with --soap-save")
 
     def _measurement(self, nodeid: str) -> Measurement:
         m = self.measurements.get(nodeid)
@@ -114,21 +118,10 @@ class SoapSession:
             self.config.workeroutput["soap"] = [m.to_dict() for m in self.measurements.values()]
             return
         measured = list(self.measurements.values())
-        if self.settings.save and session.exitstatus == pytest.ExitCode.INTERRUPTED:
-            self.notes.append("interrupted: the baseline was not saved")
-        elif self.settings.save:
-            try:
-                previous = store.load(self.settings.baseline)
-            except store.BaselineError:
-                previous = None  # a corrupt old baseline is what --soap-save is for replacing
-            try:
-                count = store.save(self.settings.baseline, measured, previous, self.config.rootpath)
-                self.notes.append(f"saved {count} tests to the baseline {self._shown(self.settings.baseline)}")
-            except store.BaselineError as e:
-                self.failure = f"pytest-soap: {e}"
-        thresholds = self.settings.thresholds
+        if self.settings.save:
+            self._save(measured, interrupted=session.exitstatus == pytest.ExitCode.INTERRUPTED)
         tests = self.baseline.tests if self.baseline else {}
-        self.verdicts = [compare.judge(m, tests.get(m.nodeid), thresholds) for m in measured]
+        self.verdicts = [compare.judge(m, tests.get(m.nodeid), self.settings.thresholds) for m in measured]
         regressed = [v for v in self.verdicts if v.verdict == "regressed"]
         if regressed and not self.failure:
             self.failure = terminal.failure_line(regressed)
@@ -139,6 +132,20 @@ class SoapSession:
                 self.failure = self.failure or f"pytest-soap: cannot write the JSON report {self.settings.json}: {e.strerror}"
         if self.failure and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _save(self, measured: list[Measurement], interrupted: bool) -> None:
+        if interrupted:
+            self.notes.append("interrupted: the baseline was not saved")
+            return
+        try:
+            previous = store.load(self.settings.baseline)
+        except store.BaselineError:
+            previous = None  # a corrupt old baseline is what --soap-save is for replacing
+        try:
+            count = store.save(self.settings.baseline, measured, previous, self.config.rootpath)
+            self.notes.append(f"saved {count} tests to the baseline {self._shown(self.settings.baseline)}")
+        except store.BaselineError as e:
+            self.failure = f"pytest-soap: {e}"
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if _is_worker(self.config):

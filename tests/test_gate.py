@@ -319,3 +319,15 @@ def test_an_interrupted_save_writes_no_baseline(pytester):
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["interrupted: the baseline was not saved"])
     assert not (pytester.path / ".soap" / "baseline.json").exists()
+
+
+def test_a_baseline_from_another_machine_is_flagged_in_the_header(project):
+    project.runpytest("--soap", "--soap-save")
+    path = project.path / ".soap" / "baseline.json"
+    data = json.loads(path.read_text())
+    data["machine"]["node"] = "some-other-runner"
+    path.write_text(json.dumps(data))
+    result = project.runpytest("--soap")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["baseline .soap?baseline.json: *some-other-runner*",
+                                 "*the baseline comes from another machine or Python*"])
