@@ -1,0 +1,1 @@
+"""Order and stock helpers for a small web shop's warehouse."""
