@@ -73,8 +73,7 @@ def main() -> int:
         baseline = str(tmp / "baseline.json")
 
         # The gate needs a baseline from the same code. Saving it is a one-off cost, shown on its own.
-        save_s, proc = run_pytest([*suite, "--soap", "--soap-save", "--soap-baseline", baseline,
-                                   "--soap-json", str(tmp / "save.json")], cwd)
+        save_s, proc = run_pytest([*suite, "--soap", "--soap-save", "--soap-baseline", baseline], cwd)
         if proc.returncode != 0:
             print(f"saving the baseline failed ({why(proc)}); the gate is skipped")
 
@@ -123,17 +122,20 @@ def main() -> int:
             print(f"{label:<28} {median:8.2f} {median / plain:7.2f}x  {target}")
         print(f"{'(saving the baseline, once)':<28} {save_s:8.2f} {save_s / plain:7.2f}x")
 
-        # Does sampling memory inflate the times it reports? Per test, the time measured with memory
-        # (the save run) against the median of the time-only runs; tests under 1 ms are noise.
-        if "time-only" not in skipped and (tmp / "save.json").exists():
-            with_memory = {t["nodeid"]: t["time_s"] for t in json.loads((tmp / "save.json").read_text())["tests"]}
-            time_only: dict[str, list[float]] = {}
-            for n in range(1, len(times["time-only"]) + 1):
-                for t in json.loads((tmp / f"time-only-{n}.json").read_text())["tests"]:
+        # Does sampling memory inflate the times it reports? Per test, the median time over the gate
+        # runs (time and memory) against the median over the time-only runs, interleaved with them in
+        # the same rounds; tests under 1 ms are noise.
+        def per_test_times(config: str) -> dict[str, float]:
+            seen: dict[str, list[float]] = {}
+            for n in range(1, len(times[config]) + 1):
+                for t in json.loads((tmp / f"{config}-{n}.json").read_text())["tests"]:
                     if t["time_s"] is not None:
-                        time_only.setdefault(t["nodeid"], []).append(t["time_s"])
-            ratios = [with_memory[k] / statistics.median(v) for k, v in time_only.items()
-                      if with_memory.get(k) and statistics.median(v) >= 0.001]
+                        seen.setdefault(t["nodeid"], []).append(t["time_s"])
+            return {k: statistics.median(v) for k, v in seen.items()}
+
+        if not {"gate", "time-only"} & set(skipped):
+            with_memory, time_only = per_test_times("gate"), per_test_times("time-only")
+            ratios = [with_memory[k] / v for k, v in time_only.items() if k in with_memory and v >= 0.001]
             if ratios:
                 print(f"reported test times with memory sampling / without: median {statistics.median(ratios):.3f}x "
                       f"over {len(ratios)} tests of 1 ms or more")
