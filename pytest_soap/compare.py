@@ -16,7 +16,7 @@ import statistics
 from dataclasses import dataclass, field, replace
 from math import comb
 
-from .records import GATED_METRICS, Measurement
+from .records import GATED_METRICS, JUDGED_OUTCOMES, MEMORY_METRICS, Measurement
 
 
 @dataclass(frozen=True)
@@ -86,42 +86,81 @@ class TestVerdict:
         return [m for m, v in self.metrics.items() if v.verdict == "improved"]
 
 
-def _crosses(value: float, base: float, limit: float, floor: float) -> bool:
-    return value > base * limit and value - base > floor
+@dataclass(frozen=True)
+class Line:
+    """What a metric's figure must exceed to count as worse: base × limit, and base + floor."""
+
+    base: float
+    limit: float
+    floor: float
+
+    def crossed_by(self, value: float) -> bool:
+        return value > self.base * self.limit and value - self.base > self.floor
+
+    def undercut_by(self, value: float) -> bool:
+        return self.base > value * self.limit and self.base - value > self.floor
 
 
-def judge_metric(metric: str, values: list[float], base: float | None, t: Thresholds,
-                 floor: float) -> MetricVerdict:
-    if base is None or not values:
-        return MetricVerdict(metric, "new", base, None)
+def saved_spread(metric: str, baseline: dict) -> float:
+    """How far apart the test's saved runs lie, as a share of their median: noise one save cannot show."""
+    values = [s[metric] for s in baseline.get("saves") or [] if s.get(metric) is not None]
+    middle = statistics.median(values) if len(values) > 1 else 0.0
+    return (max(values) - min(values)) / middle if middle > 0 else 0.0
+
+
+def line(metric: str, m: Measurement, baseline: dict, t: Thresholds) -> Line | None:
+    base = baseline.get(metric)
+    if base is None:
+        return None
+    duration = max(m.figure("time_s") or 0.0, baseline.get("time_s") or 0.0)
+    return Line(base, t.limit(metric) + saved_spread(metric, baseline), t.floor(metric, duration))
+
+
+def judge_metric(metric: str, values: list[float], at: Line | None, alpha: float) -> MetricVerdict:
+    if at is None or not values:
+        return MetricVerdict(metric, "new", None, None)
     current = statistics.median(values)
-    verdict = MetricVerdict(metric, "unchanged", base, current, runs=len(values))
-    verdict.ratio = current / base if base > 0 else None
-    limit = t.limit(metric)
-    if max(base, current) < floor:
+    verdict = MetricVerdict(metric, "unchanged", at.base, current, runs=len(values))
+    verdict.ratio = current / at.base if at.base > 0 else None
+    if max(at.base, current) < at.floor:
         verdict.verdict, verdict.reason = "ungated", "below the floor"
-    elif _crosses(current, base, limit, floor):
-        above = sum(_crosses(v, base, limit, floor) for v in values)
+    elif at.crossed_by(current):
+        above = sum(at.crossed_by(v) for v in values)
         verdict.p_value = sign_test_p(above, len(values))
-        if verdict.p_value <= t.alpha:
+        if verdict.p_value <= alpha:
             verdict.verdict = "regressed"
         else:
             verdict.reason = f"{above} of {len(values)} runs above the threshold: not significant"
-    elif _crosses(base, current, limit, floor):
+    elif at.undercut_by(current):
         verdict.verdict = "improved"
     return verdict
 
 
+def _heap_disagrees(metric: str, m: Measurement, baseline: dict, at: Line) -> bool:
+    """Resident memory depends on what earlier tests left behind; memray's heap does not. When both sides
+    have a heap figure and it did not cross the line, the resident growth was the process's, not the code's."""
+    before, now = (baseline.get("heap") or {}).get(metric), (m.heap or {}).get(metric)
+    if before is None or now is None:
+        return False
+    return not Line(before, at.limit, at.floor).crossed_by(now)
+
+
 def judge(m: Measurement, baseline: dict | None, thresholds: Thresholds) -> TestVerdict:
-    if m.outcome not in ("passed", "xpassed"):
+    if m.outcome not in JUDGED_OUTCOMES:
         return TestVerdict(m, baseline, m.outcome)
     if m.skip:
         return TestVerdict(m, baseline, "excluded")
     if baseline is None:
         return TestVerdict(m, None, "new")
     t = thresholds.for_test(m)
-    metrics = {metric: judge_metric(metric, m.values(metric), baseline.get(metric), t, _floor(metric, m, baseline, t))
-               for metric in GATED_METRICS if m.values(metric)}
+    metrics = {}
+    for metric in GATED_METRICS:
+        if not m.values(metric):
+            continue
+        at = line(metric, m, baseline, t)
+        verdict = metrics[metric] = judge_metric(metric, m.values(metric), at, t.alpha)
+        if verdict.verdict == "regressed" and metric in MEMORY_METRICS and _heap_disagrees(metric, m, baseline, at):
+            verdict.verdict, verdict.reason = "unchanged", "resident memory grew, memray's heap did not"
     kinds = {v.verdict for v in metrics.values()}
     for verdict in ("regressed", "improved", "unchanged", "new", "ungated"):
         if verdict in kinds:
@@ -129,19 +168,13 @@ def judge(m: Measurement, baseline: dict | None, thresholds: Thresholds) -> Test
     return TestVerdict(m, baseline, "ungated", metrics)
 
 
-def _floor(metric: str, m: Measurement, baseline: dict, t: Thresholds) -> float:
-    duration = max(m.figure("time_s") or 0.0, baseline.get("time_s") or 0.0)
-    return t.floor(metric, duration)
-
-
 def suspect_metrics(m: Measurement, baseline: dict | None, thresholds: Thresholds) -> list[str]:
-    """Metrics whose figure so far crosses the threshold: the test must run again."""
+    """Metrics whose figure so far crosses its line: the test must run again."""
     if baseline is None or not m.judged:
         return []
     t = thresholds.for_test(m)
     return [metric for metric in GATED_METRICS
-            if baseline.get(metric) is not None and m.values(metric)
-            and _crosses(m.figure(metric), baseline[metric], t.limit(metric), _floor(metric, m, baseline, t))]
+            if m.values(metric) and (at := line(metric, m, baseline, t)) and at.crossed_by(m.figure(metric))]
 
 
 def undecided(m: Measurement, baseline: dict, thresholds: Thresholds, max_runs: int) -> bool:
@@ -151,8 +184,8 @@ def undecided(m: Measurement, baseline: dict, thresholds: Thresholds, max_runs: 
         return False
     t = thresholds.for_test(m)
     for metric in suspect_metrics(m, baseline, thresholds):
-        base, limit, floor = baseline[metric], t.limit(metric), _floor(metric, m, baseline, t)
-        above = sum(_crosses(v, base, limit, floor) for v in m.values(metric))
+        at = line(metric, m, baseline, t)
+        above = sum(at.crossed_by(v) for v in m.values(metric))
         decided = sign_test_p(above, runs) <= t.alpha
         reachable = sign_test_p(above + max_runs - runs, max_runs) <= t.alpha
         if not decided and reachable:

@@ -15,7 +15,7 @@ from .measure import CallMeter
 from .measure.heap import track_heap
 from .records import Measurement, Sample
 from .report import json_report, terminal
-from .rerun import confirm
+from .rerun import confirm, run_under_memray
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -81,7 +81,7 @@ class SoapSession:
         if self.heap_run:
             with track_heap() as heap:
                 result = yield
-            m.heap = Sample(time_s=0.0, cpu_s=0.0, peak_mb=heap.peak_mb, tmu_mbs=heap.tmu_mbs)
+            m.heap = {"peak_mb": heap.peak_mb, "tmu_mbs": heap.tmu_mbs}
             return result
         token = self.meter.start()
         try:
@@ -107,7 +107,12 @@ class SoapSession:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None):
         result = yield
-        if self.baseline and not item.session.shouldstop and not item.session.shouldfail:
+        m = self.measurements.get(item.nodeid)
+        if m is None or not m.judged or item.session.shouldstop or item.session.shouldfail:
+            return result
+        if self.settings.save and self.meter.measures_memory:
+            run_under_memray(item, nextitem, self)  # the baseline keeps each test's exact heap
+        elif self.baseline:
             confirm(item, nextitem, self)
         return result
 

@@ -10,6 +10,7 @@ METRICS = ("time_s", "cpu_s", "peak_mb", "tmu_mbs")
 # CPU time is reported but not gated: wall time already carries a CPU regression,
 # and CPU time alone would miss one spent waiting.
 GATED_METRICS = ("time_s", "peak_mb", "tmu_mbs")
+MEMORY_METRICS = ("peak_mb", "tmu_mbs")
 JUDGED_OUTCOMES = ("passed", "xpassed")
 
 
@@ -34,7 +35,7 @@ class Measurement:
     nodeid: str
     outcome: str = "passed"  # passed, failed, error, skipped, xfailed, xpassed
     samples: list[Sample] = field(default_factory=list)
-    heap: Sample | None = None  # memray's exact heap, taken for memory suspects only
+    heap: dict | None = None  # memray's exact heap {"peak_mb", "tmu_mbs"}: memory suspects, and every test saved
     timer: str = "wall"  # "pytest-benchmark" when that fixture's statistics gave the time
     threshold: float | None = None  # per-test overrides from @pytest.mark.soap
     memory_threshold: float | None = None
@@ -62,5 +63,4 @@ class Measurement:
     def from_dict(cls, data: dict) -> Measurement:
         data = dict(data)
         data["samples"] = [Sample(**s) for s in data.get("samples", [])]
-        data["heap"] = Sample(**data["heap"]) if data.get("heap") else None
         return cls(**data)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .records import METRICS, Measurement
+from .records import JUDGED_OUTCOMES, METRICS, Measurement
 
 SCHEMA = 1
+KEPT_SAVES = 5  # a test's figures from this many most recent saves: their spread is its run-to-run noise
 
 
 class BaselineError(Exception):
@@ -74,8 +76,7 @@ def load(path: Path) -> Baseline | None:
     if data["schema"] > SCHEMA:
         raise BaselineError(f"baseline {path} has schema {data['schema']}, newer than this pytest-soap reads "
                             f"({SCHEMA}); upgrade pytest-soap or re-create it with --soap-save")
-    tests = {nodeid: {m: figs.get(m) for m in METRICS} for nodeid, figs in data["tests"].items()
-             if isinstance(figs, dict)}
+    tests = {nodeid: entry for nodeid, entry in data["tests"].items() if isinstance(entry, dict)}
     return Baseline(tests=tests, created=data.get("created", ""), machine=data.get("machine", {}),
                     python=data.get("python", ""), commit=data.get("commit"), dirty=data.get("dirty", False),
                     memory=data.get("memory", "rss"))
@@ -97,10 +98,21 @@ def atomic_write(path: Path, text: str) -> None:
         raise
 
 
+def entry(m: Measurement, previous: dict | None) -> dict:
+    """A test's baseline entry: the median of its last few saves, those saves, and memray's heap."""
+    saves = ((previous or {}).get("saves") or [])[-(KEPT_SAVES - 1):] + [m.figures()]
+    figures = {}
+    for metric in METRICS:
+        values = [s[metric] for s in saves if s.get(metric) is not None]
+        figures[metric] = statistics.median(values) if values else None
+    return {**figures, "heap": m.heap or (previous or {}).get("heap"), "saves": saves}
+
+
 def save(path: Path, measurements: list[Measurement], previous: Baseline | None, rootdir: Path) -> int:
     """Merge this run's passing tests into the baseline at `path`; returns how many were written."""
     tests = dict(previous.tests) if previous else {}
-    fresh = {m.nodeid: m.figures() for m in measurements if m.outcome in ("passed", "xpassed") and m.samples}
+    fresh = {m.nodeid: entry(m, tests.get(m.nodeid)) for m in measurements
+             if m.outcome in JUDGED_OUTCOMES and m.samples}
     tests.update(fresh)
     commit, dirty = current_commit(rootdir)
     data = {"schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(), "machine": machine(),

@@ -2,10 +2,14 @@
 
 import pytest
 
-from pytest_soap.compare import Thresholds, judge, judge_metric, sign_test_p, suspect_metrics, undecided
+from pytest_soap.compare import Line, Thresholds, judge, judge_metric, sign_test_p, suspect_metrics, undecided
 from pytest_soap.records import Measurement, Sample
 
 T = Thresholds()
+
+
+def verdict(metric, values, base):
+    return judge_metric(metric, values, Line(base, T.limit(metric), T.floor(metric, 0.1)), T.alpha)
 
 
 def measurement(times, peaks=None, **kw):
@@ -21,43 +25,43 @@ def test_sign_test_matches_the_binomial_tail():
 
 
 def test_one_slow_run_is_a_suspect_not_a_regression():
-    v = judge_metric("time_s", [0.200], 0.020, T, T.floor("time_s", 0.1))
+    v = verdict("time_s", [0.200], 0.020)
     assert v.verdict == "unchanged"
     assert v.ratio == pytest.approx(10)
     assert "not significant" in v.reason
 
 
 def test_five_runs_all_above_the_line_are_a_regression():
-    v = judge_metric("time_s", [0.2, 0.21, 0.19, 0.2, 0.22], 0.02, T, T.floor("time_s", 0.1))
+    v = verdict("time_s", [0.2, 0.21, 0.19, 0.2, 0.22], 0.02)
     assert v.verdict == "regressed"
     assert v.ratio == pytest.approx(10)
     assert v.p_value == pytest.approx(1 / 32)
 
 
 def test_a_run_below_the_line_spoils_significance_with_few_runs():
-    v = judge_metric("time_s", [0.2, 0.21, 0.019, 0.2, 0.22], 0.02, T, T.floor("time_s", 0.1))
+    v = verdict("time_s", [0.2, 0.21, 0.019, 0.2, 0.22], 0.02)
     assert v.verdict == "unchanged"
 
 
 def test_regression_needs_to_clear_the_threshold_not_just_be_slower():
-    assert judge_metric("time_s", [0.0105] * 8, 0.010, T, T.floor("time_s", 0.1)).verdict == "unchanged"  # 5% < 10%
-    assert judge_metric("time_s", [0.0125] * 8, 0.010, T, T.floor("time_s", 0.1)).verdict == "regressed"  # 25% > 10% and > 1 ms floor
+    assert verdict("time_s", [0.0105] * 8, 0.010).verdict == "unchanged"  # 5% < 10%
+    assert verdict("time_s", [0.0125] * 8, 0.010).verdict == "regressed"  # 25% > 10% and > 1 ms floor
 
 
 def test_changes_under_the_absolute_floor_do_not_count():
     # 0.3 ms to 0.9 ms is 3x, but both are under the 1 ms floor: noise territory.
-    assert judge_metric("time_s", [0.0009] * 8, 0.0003, T, T.floor("time_s", 0.1)).verdict == "ungated"
+    assert verdict("time_s", [0.0009] * 8, 0.0003).verdict == "ungated"
     # Above the floor on one side but the change itself is under it.
-    assert judge_metric("time_s", [0.0016] * 8, 0.0008, T, T.floor("time_s", 0.1)).verdict == "unchanged"
+    assert verdict("time_s", [0.0016] * 8, 0.0008).verdict == "unchanged"
     # A short test that becomes long is a regression.
-    assert judge_metric("time_s", [0.05] * 8, 0.0003, T, T.floor("time_s", 0.1)).verdict == "regressed"
+    assert verdict("time_s", [0.05] * 8, 0.0003).verdict == "regressed"
     # Memory: 0.5 MiB more is under the 1 MiB floor whatever the ratio.
-    assert judge_metric("peak_mb", [1.5] * 8, 1.0, T, T.floor("peak_mb", 0.1)).verdict == "unchanged"
-    assert judge_metric("peak_mb", [30.0] * 8, 10.0, T, T.floor("peak_mb", 0.1)).verdict == "regressed"
+    assert verdict("peak_mb", [1.5] * 8, 1.0).verdict == "unchanged"
+    assert verdict("peak_mb", [30.0] * 8, 10.0).verdict == "regressed"
 
 
 def test_improvement_is_reported():
-    v = judge_metric("time_s", [0.01], 0.05, T, T.floor("time_s", 0.1))
+    v = verdict("time_s", [0.01], 0.05)
     assert v.verdict == "improved"
     assert v.ratio == pytest.approx(0.2)
 
@@ -97,3 +101,25 @@ def test_tmu_floor_is_the_memory_floor_held_for_the_whole_call():
     # 30 MiB more for the same call is.
     m = Measurement("t.py::test", samples=[Sample(0.2, 0.2, 30.1, 6.0)] * 5)
     assert judge(m, base, T).regressed_metrics == ["peak_mb", "tmu_mbs"]
+
+
+def test_spread_between_saved_runs_widens_the_line():
+    # Three saves put this test between 18 and 22 ms: 20% of run-to-run noise one save would not show.
+    saves = [{"time_s": 0.018}, {"time_s": 0.020}, {"time_s": 0.022}]
+    base = {"time_s": 0.020, "saves": saves}
+    assert judge(measurement([0.0235] * 5), base, T).verdict == "unchanged"  # 1.18x: inside 10% + 20%
+    assert judge(measurement([0.0235] * 5), {"time_s": 0.020}, T).verdict == "regressed"  # one save: no allowance
+    assert judge(measurement([0.03] * 5), base, T).verdict == "regressed"  # 1.5x clears both
+
+
+def test_memray_heap_overrules_resident_growth_when_both_sides_have_it():
+    base = {"time_s": 0.02, "peak_mb": 10.0, "tmu_mbs": None, "heap": {"peak_mb": 10.0, "tmu_mbs": 0.2}}
+    m = measurement([0.02] * 5, [30.0] * 5)
+    m.heap = {"peak_mb": 10.2, "tmu_mbs": 0.2}  # the heap did not grow: the process's memory did
+    v = judge(m, base, T)
+    assert v.metrics["peak_mb"].verdict == "unchanged"
+    assert "memray's heap did not" in v.metrics["peak_mb"].reason
+    m.heap = {"peak_mb": 30.0, "tmu_mbs": 0.6}
+    assert judge(m, base, T).regressed_metrics == ["peak_mb"]
+    m.heap = None  # no heap run (memray unavailable): resident memory decides
+    assert judge(m, base, T).regressed_metrics == ["peak_mb"]

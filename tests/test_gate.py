@@ -294,14 +294,16 @@ def test_a_suspect_that_fails_when_re_run_is_flaky_not_judged(pytester):
     pytester.makepyfile(test_flaky="""
         import pathlib, time
         def test_flaky():
+            if not pathlib.Path("gate").exists():
+                return            # fast while the baseline is saved
             runs = pathlib.Path("runs.txt")
             count = int(runs.read_text()) + 1 if runs.exists() else 1
             runs.write_text(str(count))
-            if count > 1:
-                time.sleep(0.1)   # slow from the second session on
-            assert count < 3      # and failing when re-run to confirm
+            time.sleep(0.1)       # slow in the gate: a suspect
+            assert count < 2      # that fails when re-run to confirm
     """)
     pytester.runpytest("--soap", "--soap-save")
+    (pytester.path / "gate").touch()
     result = pytester.runpytest("--soap", "--soap-json", "report.json")
     assert result.ret == 0, result.stdout.str()
     entry = report(pytester)["tests"][0]

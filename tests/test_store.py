@@ -37,7 +37,8 @@ def test_save_merges_and_skips_failed_tests(tmp_path):
     failed = Measurement("t::b", outcome="failed", samples=[Sample(9.0, 9.0)])
     store.save(path, [passed("t::a", 0.03), failed], store.load(path), tmp_path)
     tests = store.load(path).tests
-    assert tests["t::a"]["time_s"] == 0.03  # re-measured
+    assert tests["t::a"]["time_s"] == 0.02  # the median of both saves
+    assert len(tests["t::a"]["saves"]) == 2
     assert tests["t::b"]["time_s"] == 0.02  # a failing run does not overwrite a good figure
 
 
@@ -77,3 +78,15 @@ def test_a_failed_write_leaves_the_old_baseline_intact(tmp_path, monkeypatch):
 
 def test_outside_git_the_commit_is_none(tmp_path):
     assert store.current_commit(tmp_path) == (None, False)
+
+
+def test_each_save_adds_a_run_and_the_figure_is_their_median(tmp_path):
+    path = tmp_path / "b.json"
+    for t in (0.010, 0.030, 0.020, 0.040, 0.050, 0.060):
+        m = passed("t::a", t)
+        m.heap = {"peak_mb": 2.0, "tmu_mbs": 0.01}
+        store.save(path, [m], store.load(path), tmp_path)
+    entry = store.load(path).tests["t::a"]
+    assert [s["time_s"] for s in entry["saves"]] == [0.030, 0.020, 0.040, 0.050, 0.060]  # the last five
+    assert entry["time_s"] == 0.040
+    assert entry["heap"] == {"peak_mb": 2.0, "tmu_mbs": 0.01}

@@ -21,7 +21,7 @@ def test_entry(t: TestVerdict) -> dict:
              "metrics": {k: {"verdict": v.verdict, "ratio": v.ratio, "p_value": v.p_value, "runs": v.runs}
                          for k, v in t.metrics.items()},
              "wait_s": m.figure("wait_s"), "runs": len(m.samples), "timer": m.timer,
-             "heap": {"peak_mb": m.heap.peak_mb, "tmu_mbs": m.heap.tmu_mbs} if m.heap else None}
+             "heap": m.heap, "baseline_heap": (t.baseline or {}).get("heap")}
     return entry
 
 

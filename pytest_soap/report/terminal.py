@@ -26,8 +26,11 @@ def _heap_line(t: TestVerdict) -> str | None:
     heap = t.measurement.heap
     if heap is None:
         return None
-    return (f"heap by memray: peak {units.mebibytes(heap.peak_mb)}, "
-            f"TMU {units.mebibyte_seconds(heap.tmu_mbs)}")
+    base = (t.baseline or {}).get("heap") or {}
+    before = (f"peak {units.mebibytes(base['peak_mb'])} → " if base.get("peak_mb") is not None else "peak ")
+    before_tmu = (f"TMU {units.mebibyte_seconds(base['tmu_mbs'])} → " if base.get("tmu_mbs") is not None else "TMU ")
+    return (f"heap by memray: {before}{units.mebibytes(heap['peak_mb'])}, "
+            f"{before_tmu}{units.mebibyte_seconds(heap['tmu_mbs'])}")
 
 
 def failure_line(regressed: list[TestVerdict]) -> str:
