@@ -15,7 +15,7 @@ from .measure import CallMeter
 from .measure.heap import track_heap
 from .records import Measurement, Sample
 from .report import json_report, terminal
-from .rerun import confirm, run_under_memray
+from .rerun import confirm, measure_heaps
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,7 +52,8 @@ class SoapSession:
         self.measurements: dict[str, Measurement] = {}
         self.overrides: dict[str, dict] = {}
         self.meter = CallMeter(memory=settings.memory)
-        self.heap_run = False  # set while a memory suspect runs once more under memray
+        self.heap_run = False  # set while a test runs once more under memray
+        self.heap_queue: list[pytest.Item] = []  # tests whose exact heap is wanted, measured at the end
         self.notes: list[str] = []
         self.verdicts: list[compare.TestVerdict] = []
         self.failure: str | None = None
@@ -110,10 +111,22 @@ class SoapSession:
         m = self.measurements.get(item.nodeid)
         if m is None or not m.judged or item.session.shouldstop or item.session.shouldfail:
             return result
-        if self.settings.save and self.meter.measures_memory:
-            run_under_memray(item, nextitem, self)  # the baseline keeps each test's exact heap
-        elif self.baseline:
-            confirm(item, nextitem, self)
+        if self.settings.save:
+            # The baseline keeps memray's exact heap of each test long enough to hold memory that
+            # matters; under the time floor a test cannot touch more than a few MiB.
+            if m.figure("time_s") >= self.settings.thresholds.min_time_s:
+                self.heap_queue.append(item)
+        elif self.baseline and confirm(item, nextitem, self):
+            self.heap_queue.append(item)
+        return result
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session):
+        result = yield
+        # Heap runs come last: memray's heap does not depend on what ran before, but the times and
+        # resident memory of the tests after a tracked run would.
+        if self.meter.measures_memory and not session.shouldstop and not session.shouldfail:
+            measure_heaps(self.heap_queue, self)
         return result
 
     # ---- judging and reporting (plain session or xdist controller) ----------------------------

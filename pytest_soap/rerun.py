@@ -1,6 +1,6 @@
 """Confirm a suspect: run a test that crossed a threshold again, right away, until its verdict is settled.
 
-Reruns follow the test's first run at once, before the next test, so the process is in the same
+Confirming reruns follow the test's first run at once, before the next test, so the process is in the same
 state it was in then (the same garbage to collect, the same memory held by the allocator), as it
 was when the baseline was taken. Rerunning at the end of the session measured a different process
 state, and turned it into false alarms. A rerun goes through pytest's own run protocol with fresh
@@ -30,29 +30,30 @@ def run_again(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
     return all(r.passed for r in reports)
 
 
-def confirm(item: pytest.Item, nextitem: pytest.Item | None, soap: SoapSession) -> None:
+def confirm(item: pytest.Item, nextitem: pytest.Item | None, soap: SoapSession) -> bool:
+    """Re-run a suspect until its verdict is settled; True when its memory regressed, so memray should
+    confirm that with the exact heap."""
     m = soap.measurements.get(item.nodeid)
     base = soap.baseline.tests.get(item.nodeid) if soap.baseline else None
     thresholds = soap.settings.thresholds
     if m is None or not compare.suspect_metrics(m, base, thresholds):
-        return
+        return False
     while compare.undecided(m, base, thresholds, soap.settings.rounds):
         before = len(m.samples)
         if not run_again(item, nextitem):
             # It failed when re-run: its outcome is flaky, so no performance verdict.
             del m.samples[before:]
             m.outcome = "flaky"
-            return
-    memory = set(MEMORY_METRICS) & set(compare.judge(m, base, thresholds).regressed_metrics)
-    if memory and soap.meter.measures_memory:
-        # Resident memory found the regression; memray's exact heap confirms it (see compare.judge).
-        run_under_memray(item, nextitem, soap)
+            return False
+    return bool(set(MEMORY_METRICS) & set(compare.judge(m, base, thresholds).regressed_metrics))
 
 
-def run_under_memray(item: pytest.Item, nextitem: pytest.Item | None, soap: SoapSession) -> None:
-    """One more run with memray tracking the call, for its exact heap; its time is not used."""
+def measure_heaps(items: list[pytest.Item], soap: SoapSession) -> None:
+    """One more run of each test with memray tracking the call, for its exact heap; times are not used.
+    Each run keeps the fixtures the next one shares, as pytest's own loop does."""
     soap.heap_run = True
     try:
-        run_again(item, nextitem)
+        for item, nextitem in zip(items, [*items[1:], None]):
+            run_again(item, nextitem)
     finally:
         soap.heap_run = False
