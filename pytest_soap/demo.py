@@ -2,7 +2,7 @@
 
 1. copy examples/demo (a small inventory library and its tests) and commit it;
 2. record a baseline:  pytest --soap --soap-save;
-3. commit the planted regression from examples/demo_regression (one module made slower and hungrier);
+3. apply and commit the planted regression, examples/demo_regression.patch (one module made slower and hungrier);
 4. run the gate:       pytest --soap --soap-json report.json   (it should fail, naming the slowed-down test);
 then sum up the JSON report and say what to run on one's own project.
 """
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 KEEP_ENV = "SOAP_DEMO_KEEP"  # set it to keep the temporary project for a look around
-# What examples/demo_regression changes, and the tests that must catch it.
+# What examples/demo_regression.patch changes, and the tests that must catch it.
 SLOWED_TEST = "tests/test_orders.py::test_pick_list"
 BIGGER_TEST = "tests/test_orders.py::test_parse_orders"
 CAUSES = {SLOWED_TEST: "pick_list now scans a list where it looked up a set",
@@ -32,7 +32,7 @@ def find_examples() -> Path | None:
     """The bundled examples: inside the package when installed from a wheel, else at the repository root."""
     package = Path(__file__).resolve().parent
     for candidate in (package / "examples", package.parent / "examples"):
-        if (candidate / "demo").is_dir() and (candidate / "demo_regression").is_dir():
+        if (candidate / "demo").is_dir() and (candidate / "demo_regression.patch").is_file():
             return candidate
     return None
 
@@ -90,8 +90,7 @@ def demo_flow(examples: Path, project: Path) -> str | None:
 
     step(3, "plant a regression: a commit that makes inventory/orders.py slower and hungrier (its tests still pass)",
          'git commit -am "slow down pick_list and parse_orders"')
-    shutil.copytree(examples / "demo_regression", project, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    repo.git.apply(str(examples / "demo_regression.patch"))
     commit(repo, "slow down pick_list and parse_orders")
     print(repo.git.diff("HEAD~1", "HEAD"))
 
