@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field, replace
-from math import comb
 
+from .stats import mann_whitney_greater, ratio_interval, sign_test_p
 from .records import GATED_METRICS, JUDGED_OUTCOMES, MEMORY_METRICS, Measurement
 
 
@@ -25,7 +25,8 @@ class Thresholds:
     memory_pct: float = 10.0
     min_time_s: float = 0.001
     min_memory_mb: float = 1.0
-    alpha: float = 0.05
+    alpha: float = 0.05  # the sign test against a saved baseline
+    paired_alpha: float = 0.01  # Mann-Whitney U between the two sides of --soap-against
 
     def limit(self, metric: str) -> float:
         """The ratio a figure must exceed to count as slower or bigger."""
@@ -49,11 +50,6 @@ class Thresholds:
         return replace(self, **overrides) if overrides else self
 
 
-def sign_test_p(above: int, runs: int) -> float:
-    """P(at least `above` of `runs` fair coin flips land heads): the one-sided sign test."""
-    return sum(comb(runs, k) for k in range(above, runs + 1)) / 2**runs
-
-
 @dataclass
 class MetricVerdict:
     metric: str
@@ -64,6 +60,7 @@ class MetricVerdict:
     p_value: float | None = None
     runs: int = 0
     reason: str = ""
+    interval: tuple[float, float] | None = None  # bootstrap 95% interval of the ratio (--soap-against)
 
 
 @dataclass
@@ -191,3 +188,54 @@ def undecided(m: Measurement, baseline: dict, thresholds: Thresholds, max_runs: 
         if not decided and reachable:
             return True
     return False
+
+
+def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds) -> TestVerdict:
+    """A test measured on both sides in this run: regressed when the ratio of medians crosses the line,
+    a one-sided Mann-Whitney U test on all runs says head is larger (p <= paired_alpha), and every
+    pair of processes agrees, so one slow process cannot make the verdict."""
+    figures = base.figures()
+    if m.outcome not in JUDGED_OUTCOMES:
+        return TestVerdict(m, figures, m.outcome)
+    if base.outcome not in JUDGED_OUTCOMES:
+        return TestVerdict(m, figures, f"{base.outcome} on ref")
+    if m.skip:
+        return TestVerdict(m, figures, "excluded")
+    t = thresholds.for_test(m)
+    metrics = {}
+    for metric in GATED_METRICS:
+        head_values, base_values = m.values(metric), base.values(metric)
+        if not head_values or not base_values:
+            continue
+        at = line(metric, m, figures, t)
+        current = statistics.median(head_values)
+        v = metrics[metric] = MetricVerdict(metric, "unchanged", at.base, current, runs=len(head_values),
+                                            ratio=current / at.base if at.base > 0 else None,
+                                            interval=ratio_interval(head_values, base_values))
+        if max(at.base, current) < at.floor:
+            v.verdict, v.reason = "ungated", "below the floor"
+        elif at.crossed_by(current):
+            v.p_value = mann_whitney_greater(head_values, base_values)
+            pairs = list(zip(m.by_process(metric), base.by_process(metric)))
+            agree = len(pairs) > 1 and all(Line(b, at.limit, at.floor).crossed_by(h) for h, b in pairs)
+            if v.p_value <= t.paired_alpha and agree:
+                v.verdict = "regressed"
+            else:
+                v.reason = (f"p={v.p_value:.3g} over {len(head_values)} and {len(base_values)} runs, "
+                            f"{len(pairs)} process pairs{'' if agree else ' that disagree'}: not significant")
+        elif at.undercut_by(current):
+            v.verdict = "improved"
+    kinds = {v.verdict for v in metrics.values()}
+    for verdict in ("regressed", "improved", "unchanged", "ungated"):
+        if verdict in kinds:
+            return TestVerdict(m, figures, verdict, metrics)
+    return TestVerdict(m, figures, "ungated", metrics)
+
+
+def paired_undecided(m: Measurement, base: Measurement, thresholds: Thresholds, rounds: int, max_rounds: int) -> bool:
+    """Should a suspect get another round? Not once regressed, nor once its median is back under the line."""
+    if rounds >= max_rounds or not m.judged or not base.judged:
+        return False
+    if judge_paired(m, base, thresholds).regressed_metrics:
+        return False
+    return bool(suspect_metrics(m, base.figures(), thresholds))

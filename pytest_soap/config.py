@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,8 @@ OPTIONS = [
     Option("--soap-threshold", "time regression threshold in percent (default 10)", 10.0, float, "PCT"),
     Option("--soap-memory-threshold", "peak-memory and TMU regression threshold in percent (default 10)", 10.0, float,
            "PCT"),
+    Option("--soap-against", "compare with a git ref (branch, tag or sha) measured side by side in this run", None, str,
+           "REF"),
     Option("--soap-json", "write a machine-readable report to PATH", None, Path, "PATH"),
     Option("--soap-memory", "memory measurement: 'rss' (default; exact memray heap for suspects) or 'off' (time only)",
            "rss", ("rss", "off"), "MODE"),
@@ -43,8 +46,18 @@ OPTIONS = [
 ]
 
 
+# How a --soap-against session drives the pytest processes that measure each side; not for users.
+INTERNAL = [
+    Option("--soap-side", "measure only, and write the measurements to PATH", None, Path, "PATH"),
+    Option("--soap-only", "run only the node ids listed in PATH", None, Path, "PATH"),
+    Option("--soap-repeat", "run each test N times", 1, int, "N"),
+]
+
+
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("soap", "pytest-soap: performance gate")
+    for opt in INTERNAL:
+        group.addoption(opt.flag, default=None, help=argparse.SUPPRESS)
     for opt in OPTIONS:
         if opt.kind is bool:
             group.addoption(opt.flag, action="store_true", default=None, help=opt.help)
@@ -59,7 +72,9 @@ def _value(config: pytest.Config, opt: Option):
     """The flag if given, else the ini key, else the default; paths resolve against where each was written."""
     given = config.getoption(opt.ini)
     base = config.invocation_params.dir
-    if given is None:
+    if given is None and opt in INTERNAL:
+        given = opt.default
+    elif given is None:
         given = config.getini(opt.ini)
         base = config.inipath.parent if config.inipath else config.rootpath
         if given in (None, "") or (opt.kind is bool and not given):
@@ -73,6 +88,8 @@ def _value(config: pytest.Config, opt: Option):
         return given
     if opt.kind is Path:
         return (base / Path(str(given)).expanduser()).resolve()
+    if opt.kind is str:
+        return str(given)
     try:
         number = opt.kind(given)
     except (TypeError, ValueError):
@@ -92,10 +109,14 @@ class Settings:
     rounds: int
     slowest: int
     thresholds: Thresholds
+    against: str | None = None
+    side: Path | None = None  # set in a process measuring one side for a --soap-against session
+    only: Path | None = None
+    repeat: int = 1
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
-        v = {opt.ini: _value(config, opt) for opt in OPTIONS}
+        v = {opt.ini: _value(config, opt) for opt in OPTIONS + INTERNAL}
         return cls(
             enabled=v["soap"],
             baseline=v["soap_baseline"],
@@ -104,6 +125,10 @@ class Settings:
             memory=v["soap_memory"] != "off",
             rounds=max(5, v["soap_rounds"]),  # fewer runs can never reach p <= 0.05 in the sign test
             slowest=v["soap_slowest"],
+            against=v["soap_against"],
+            side=v["soap_side"],
+            only=v["soap_only"],
+            repeat=max(1, v["soap_repeat"]),
             thresholds=Thresholds(
                 time_pct=v["soap_threshold"],
                 memory_pct=v["soap_memory_threshold"],

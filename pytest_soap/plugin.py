@@ -7,15 +7,17 @@ each worker goes down, then judges, reports and saves.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from . import compare, store
+from . import against, compare, store
 from .config import MARKER, Settings, add_options, marker_overrides
 from .measure import CallMeter
 from .measure.heap import track_heap
 from .records import Measurement, Sample
 from .report import json_report, terminal
-from .rerun import confirm, measure_heaps
+from .rerun import confirm, measure_heaps, repeat
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -27,13 +29,19 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = Settings.from_config(config)
     if not settings.enabled:
         return
-    baseline = None
-    if not settings.save:
-        try:
+    baseline = ref = None
+    try:
+        if settings.side:
+            pass  # measuring one side for a --soap-against session: no baseline, no ref of its own
+        elif settings.against:
+            if settings.save:
+                raise pytest.UsageError("pytest-soap: --soap-save and --soap-against do not mix: choose one baseline")
+            ref = against.resolve(config.rootpath, settings.against)
+        elif not settings.save:
             baseline = store.load(settings.baseline)
-        except store.BaselineError as e:
-            raise pytest.UsageError(f"pytest-soap: {e}") from None
-    config.pluginmanager.register(SoapSession(config, settings, baseline), "soap-session")
+    except (store.BaselineError, against.AgainstError) as e:
+        raise pytest.UsageError(f"pytest-soap: {e}") from None
+    config.pluginmanager.register(SoapSession(config, settings, baseline, ref), "soap-session")
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -45,10 +53,13 @@ def _is_controller(config: pytest.Config) -> bool:
 
 
 class SoapSession:
-    def __init__(self, config: pytest.Config, settings: Settings, baseline: store.Baseline | None):
+    def __init__(self, config: pytest.Config, settings: Settings, baseline: store.Baseline | None,
+                 ref: against.Ref | None = None):
         self.config = config
         self.settings = settings
         self.baseline = baseline
+        self.ref = ref
+        self.paired: against.PairedRun | None = None
         self.measurements: dict[str, Measurement] = {}
         self.overrides: dict[str, dict] = {}
         self.meter = CallMeter(memory=settings.memory)
@@ -71,9 +82,13 @@ class SoapSession:
         return m
 
     # ---- collection ---------------------------------------------------------------------------
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         # Checked here, so a misspelt marker argument stops the run before any test runs.
         self.overrides = {item.nodeid: marker_overrides(item) for item in items}
+        if self.settings.only:
+            wanted = set(self.settings.only.read_text(encoding="utf-8").splitlines())
+            config.hook.pytest_deselected(items=[item for item in items if item.nodeid not in wanted])
+            items[:] = [item for item in items if item.nodeid in wanted]
 
     # ---- measuring (plain session or xdist worker) --------------------------------------------
     @pytest.hookimpl(wrapper=True, trylast=True)
@@ -111,7 +126,9 @@ class SoapSession:
         m = self.measurements.get(item.nodeid)
         if m is None or not m.judged or item.session.shouldstop or item.session.shouldfail:
             return result
-        if self.settings.save:
+        if self.settings.repeat > 1:
+            repeat(item, nextitem, self, self.settings.repeat - 1)
+        elif self.settings.save:
             # The baseline keeps memray's exact heap of each test long enough to hold memory that
             # matters; under the time floor a test cannot touch more than a few MiB.
             if m.figure("time_s") >= self.settings.thresholds.min_time_s:
@@ -127,29 +144,49 @@ class SoapSession:
         # resident memory of the tests after a tracked run would.
         if self.meter.measures_memory and not session.shouldstop and not session.shouldfail:
             measure_heaps(self.heap_queue, self)
+        if self.ref and not _is_worker(self.config) and not session.shouldstop and not session.shouldfail:
+            self.paired = against.measure_ref(self.ref, self.measurements, list(self.config.invocation_params.args),
+                                              self.config.invocation_params.dir, self.settings.thresholds)
         return result
 
     # ---- judging and reporting (plain session or xdist controller) ----------------------------
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        dump = [m.to_dict() for m in self.measurements.values()]
         if _is_worker(self.config):
-            self.config.workeroutput["soap"] = [m.to_dict() for m in self.measurements.values()]
+            self.config.workeroutput["soap"] = dump
+            return
+        if self.settings.side:
+            store.atomic_write(self.settings.side, json.dumps(dump))
             return
         measured = list(self.measurements.values())
         if self.settings.save:
             self._save(measured, interrupted=session.exitstatus == pytest.ExitCode.INTERRUPTED)
-        tests = self.baseline.tests if self.baseline else {}
-        self.verdicts = [compare.judge(m, tests.get(m.nodeid), self.settings.thresholds) for m in measured]
+        self.verdicts = self._judge(measured)
         regressed = [v for v in self.verdicts if v.verdict == "regressed"]
         if regressed and not self.failure:
             self.failure = terminal.failure_line(regressed)
         if self.settings.json:
             try:
-                json_report.write(self.settings.json, self.verdicts, self.baseline, self.settings)
+                json_report.write(self.settings.json, self.verdicts, self.baseline, self.settings, self.paired)
             except OSError as e:
                 self.failure = self.failure or f"pytest-soap: cannot write the JSON report {self.settings.json}: {e.strerror}"
         if self.failure and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _judge(self, measured: list[Measurement]) -> list[compare.TestVerdict]:
+        thresholds = self.settings.thresholds
+        if self.paired is None:
+            tests = self.baseline.tests if self.baseline else {}
+            return [compare.judge(m, tests.get(m.nodeid), thresholds) for m in measured]
+        if self.paired.problem:
+            self.notes.append(f"not compared: {self.paired.problem}")
+        base = self.paired.base
+        verdicts = [compare.judge_paired(m, base[m.nodeid], thresholds) if m.nodeid in base
+                    else compare.TestVerdict(m, None, "new" if m.judged else m.outcome) for m in measured]
+        removed = [compare.TestVerdict(Measurement(nodeid, outcome="removed"), b.figures(), "removed")
+                   for nodeid, b in base.items() if nodeid not in self.measurements]
+        return verdicts + removed
 
     def _save(self, measured: list[Measurement], interrupted: bool) -> None:
         if interrupted:
@@ -166,10 +203,11 @@ class SoapSession:
             self.failure = f"pytest-soap: {e}"
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        if _is_worker(self.config):
+        if _is_worker(self.config) or self.settings.side:
             return
-        terminal.write(terminalreporter, self.verdicts, self.baseline, self.settings, self.notes,
-                       self._shown(self.settings.baseline))
+        compared_with = (f"against {self.ref.describe()}" if self.ref else
+                         terminal.baseline_line(self.baseline, self.settings, self._shown(self.settings.baseline)))
+        terminal.write(terminalreporter, self.verdicts, compared_with, self.settings, self.notes)
         if self.failure:
             terminalreporter.write_line(self.failure, red=True, bold=True)
 

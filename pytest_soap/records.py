@@ -37,6 +37,7 @@ class Measurement:
     samples: list[Sample] = field(default_factory=list)
     heap: dict | None = None  # memray's exact heap {"peak_mb", "tmu_mbs"}: memory suspects, and every test saved
     timer: str = "wall"  # "pytest-benchmark" when that fixture's statistics gave the time
+    rounds: list[int] = field(default_factory=list)  # samples each later fresh process added (--soap-against)
     threshold: float | None = None  # per-test overrides from @pytest.mark.soap
     memory_threshold: float | None = None
     skip: bool = False
@@ -52,6 +53,16 @@ class Measurement:
         """The median over this session's runs: robust to the one run a scheduler hiccup slowed down."""
         values = self.values(metric)
         return statistics.median(values) if values else None
+
+    def by_process(self, metric: str) -> list[float]:
+        """The median of each process's runs: the first pass, then each round of --soap-against."""
+        medians, start = [], 0
+        for size in [len(self.samples) - sum(self.rounds), *self.rounds]:
+            values = [v for v in (s.get(metric) for s in self.samples[start:start + size]) if v is not None]
+            if values:
+                medians.append(statistics.median(values))
+            start += size
+        return medians
 
     def figures(self) -> dict[str, float | None]:
         return {metric: self.figure(metric) for metric in METRICS}

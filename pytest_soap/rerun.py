@@ -30,6 +30,15 @@ def run_again(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
     return all(r.passed for r in reports)
 
 
+def repeat(item: pytest.Item, nextitem: pytest.Item | None, soap: SoapSession, times: int) -> None:
+    """Run a test `times` more times in a row (a round of --soap-against); flaky if any run fails."""
+    m = soap.measurements[item.nodeid]
+    for _ in range(times):
+        if not run_again(item, nextitem):
+            m.outcome = "flaky"
+            return
+
+
 def confirm(item: pytest.Item, nextitem: pytest.Item | None, soap: SoapSession) -> bool:
     """Re-run a suspect until its verdict is settled; True when its memory regressed, so memray should
     confirm that with the exact heap."""

@@ -18,18 +18,22 @@ def test_entry(t: TestVerdict) -> dict:
     entry = {"nodeid": m.nodeid, "outcome": m.outcome, **m.figures(),
              "baseline": {k: t.baseline.get(k) for k in METRICS} if t.baseline else None,
              "verdict": t.verdict, "regressed_metrics": t.regressed_metrics,
-             "metrics": {k: {"verdict": v.verdict, "ratio": v.ratio, "p_value": v.p_value, "runs": v.runs}
+             "metrics": {k: {"verdict": v.verdict, "ratio": v.ratio, "p_value": v.p_value, "runs": v.runs,
+                             "interval": list(v.interval) if v.interval else None, "reason": v.reason or None}
                          for k, v in t.metrics.items()},
              "wait_s": m.figure("wait_s"), "runs": len(m.samples), "timer": m.timer,
              "heap": m.heap, "baseline_heap": (t.baseline or {}).get("heap")}
     return entry
 
 
-def build(verdicts: list[TestVerdict], baseline: Baseline | None, settings) -> dict:
+def build(verdicts: list[TestVerdict], baseline: Baseline | None, settings, paired=None) -> dict:
     return {
         "schema": SCHEMA,
         "baseline": ({"path": str(settings.baseline), "created": baseline.created, "commit": baseline.commit,
                       "machine": baseline.machine, "python": baseline.python} if baseline else None),
+        "against": ({"ref": paired.ref.name, "commit": paired.ref.sha, "head": paired.ref.head_sha,
+                     "dirty": paired.ref.dirty, "rounds": paired.rounds, "problem": paired.problem}
+                    if paired else None),
         "memory": "rss" if settings.memory else "off",
         "thresholds": asdict(settings.thresholds),
         "tests": [test_entry(t) for t in verdicts],
@@ -40,5 +44,5 @@ def build(verdicts: list[TestVerdict], baseline: Baseline | None, settings) -> d
     }
 
 
-def write(path: Path, verdicts: list[TestVerdict], baseline: Baseline | None, settings) -> None:
-    atomic_write(path, json.dumps(build(verdicts, baseline, settings), indent=1) + "\n")
+def write(path: Path, verdicts: list[TestVerdict], baseline: Baseline | None, settings, paired=None) -> None:
+    atomic_write(path, json.dumps(build(verdicts, baseline, settings, paired), indent=1) + "\n")

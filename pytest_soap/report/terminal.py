@@ -17,8 +17,11 @@ ORDER = ["regressed", "improved", "unchanged", "new", "ungated", "excluded", "fa
 def _metric_line(v) -> str:
     line = (f"{units.LABEL[v.metric]:>5}  {units.figure(v.metric, v.baseline)} → {units.figure(v.metric, v.current)}"
             f"  {units.ratio(v.ratio)}")
+    if v.interval:
+        line += f" [{v.interval[0]:.2f}–{v.interval[1]:.2f}]"
     if v.p_value is not None:
-        line += f"  (median of {v.runs} runs, sign test p={v.p_value:.3f})"
+        test = "Mann-Whitney U" if v.interval else "sign test"
+        line += f"  (median of {v.runs} runs, {test} p={v.p_value:.3g})"
     return line
 
 
@@ -40,17 +43,19 @@ def failure_line(regressed: list[TestVerdict]) -> str:
     return f"pytest-soap: {len(regressed)} test{'s' * (len(regressed) != 1)} regressed: {'; '.join(worst)}{more}"
 
 
-def write(reporter, verdicts: list[TestVerdict], baseline: Baseline | None, settings, notes: list[str],
-          baseline_shown: str) -> None:
+def baseline_line(baseline: Baseline | None, settings, shown: str) -> str:
+    if settings.save:
+        return f"this run is the new baseline at {shown}"
+    if baseline is None:
+        return (f"No baseline at {shown} yet: this run was measured, not compared. "
+                "Record one with `pytest --soap --soap-save`, or compare with a git ref: `--soap-against main`.")
+    return f"baseline {shown}: {baseline.describe()}"
+
+
+def write(reporter, verdicts: list[TestVerdict], compared_with: str, settings, notes: list[str]) -> None:
     reporter.write_sep("=", "pytest-soap")
     write = reporter.write_line
-    if settings.save:
-        write(f"this run is the new baseline at {baseline_shown}")
-    elif baseline is None:
-        write(f"No baseline at {baseline_shown} yet: this run was measured, not compared. "
-              "Record one with `pytest --soap --soap-save`.")
-    else:
-        write(f"baseline {baseline_shown}: {baseline.describe()}")
+    write(compared_with)
     write(MEMORY_NOTE if settings.memory else "time: wall clock of each test's call; memory: not measured (--soap-memory off)")
     for note in notes:
         write(note)

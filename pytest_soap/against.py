@@ -1,0 +1,194 @@
+"""`--soap-against REF`: measure a git ref side by side with the working tree, on this machine, in this run.
+
+The working tree's tests run in the user's own session (the head side). REF is checked out into a
+temporary git worktree and the same selection runs there in a fresh pytest process with the same
+interpreter and options (the base side). Tests whose first figures cross their line are suspects;
+they get rounds that alternate base and head, each in a fresh process, until the statistics decide
+(see compare.judge_paired) or the round budget ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import git
+
+from . import compare
+from .records import Measurement
+
+ROUNDS = 3  # most rounds of base-then-head processes for the suspects
+REPEAT = 2  # runs of each suspect in each of those processes
+# Options of the user's command line that concern the controlling session only.
+CONTROL_FLAGS = {"--soap-save"}
+CONTROL_OPTIONS = {"--soap-against", "--soap-json", "--soap-baseline"}
+
+
+class AgainstError(Exception):
+    """A ref that cannot be measured; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Ref:
+    name: str
+    sha: str
+    repo_root: Path
+    head_sha: str | None
+    dirty: bool
+
+    def describe(self) -> str:
+        parts = [f"{self.name} ({self.sha[:10]})"]
+        if self.head_sha == self.sha:
+            parts.append("the same commit as HEAD: a null comparison" + (", but the tree has changes" if self.dirty else ""))
+        elif self.dirty:
+            parts.append("the working tree has uncommitted changes: they are compared as they are")
+        return "; ".join(parts)
+
+
+def resolve(path: Path, name: str) -> Ref:
+    try:
+        repo = git.Repo(path, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise AgainstError(f"--soap-against needs a git repository, and {path} is not in one") from None
+    try:
+        sha = repo.commit(name).hexsha
+    except (git.BadName, git.BadObject, ValueError, git.GitCommandError):
+        if (Path(repo.git_dir) / "shallow").exists():
+            raise AgainstError(f"{name!r} is not in this shallow clone: fetch it with `git fetch --unshallow` "
+                               "(on GitHub Actions, `fetch-depth: 0` in actions/checkout)") from None
+        raise AgainstError(f"unknown git ref {name!r}: no branch, tag or commit of that name") from None
+    try:
+        head = repo.head.commit.hexsha
+    except ValueError:
+        head = None
+    return Ref(name, sha, Path(repo.working_tree_dir), head, repo.is_dirty(untracked_files=False))
+
+
+@contextmanager
+def worktree(ref: Ref):
+    """REF checked out, detached, in a temporary folder; removed on every way out, Ctrl-C included."""
+    repo = git.Repo(ref.repo_root)
+    folder = Path(tempfile.mkdtemp(prefix="soap-ref-"))
+    tree = folder / "tree"
+    try:
+        repo.git.worktree("add", "--detach", "--force", str(tree), ref.sha)
+        yield tree
+    finally:
+        try:
+            repo.git.worktree("remove", "--force", str(tree))
+        except git.GitCommandError:
+            pass  # never created, or already gone: the folder and `prune` below settle it
+        shutil.rmtree(folder, ignore_errors=True)
+        repo.git.worktree("prune")
+
+
+def side_arguments(args: list[str]) -> list[str]:
+    """The user's command line without the options that belong to the controlling session."""
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in CONTROL_OPTIONS:
+            skip = True  # its value is the next argument
+        elif arg not in CONTROL_FLAGS and arg.split("=", 1)[0] not in CONTROL_OPTIONS:
+            kept.append(arg)
+    return kept
+
+
+@dataclass
+class Side:
+    """How to run pytest on one side: where, with what environment."""
+
+    label: str
+    cwd: Path
+    env: dict[str, str]
+
+    @classmethod
+    def base(cls, tree: Path, ref: Ref, invocation_dir: Path) -> Side:
+        # The worktree's code must be what its tests import, even when the project is installed in
+        # editable mode (a .pth or finder pointing at the working tree): PYTHONPATH comes before both.
+        paths = [str(tree)] + [str(tree / "src")] * (tree / "src").is_dir()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+        return cls(f"{ref.name}", tree / invocation_dir.relative_to(ref.repo_root), env)
+
+    @classmethod
+    def head(cls, invocation_dir: Path) -> Side:
+        return cls("HEAD", invocation_dir, dict(os.environ))
+
+    def run(self, args: list[str], work: Path, only: list[str] | None = None,
+            repeat: int = 1) -> tuple[dict[str, Measurement], str | None]:
+        """Measure in a fresh pytest process; the measurements, and what went wrong if it did not run."""
+        dump = work / f"{self.label.replace('/', '_')}-{len(list(work.iterdir()))}.json"
+        cmd = [sys.executable, "-m", "pytest", *args, "--soap", f"--soap-side={dump}", "-p", "no:cacheprovider"]
+        if only is not None:
+            only_file = dump.with_suffix(".only")
+            only_file.write_text("\n".join(only), encoding="utf-8")
+            cmd.append(f"--soap-only={only_file}")
+        if repeat > 1:
+            cmd.append(f"--soap-repeat={repeat}")
+        proc = subprocess.run(cmd, cwd=self.cwd, env=self.env, capture_output=True, text=True)
+        if not dump.exists():
+            return {}, _why(proc)
+        measured = {d["nodeid"]: Measurement.from_dict(d) for d in json.loads(dump.read_text(encoding="utf-8"))}
+        if proc.returncode not in (0, 1) or (not measured and proc.returncode != 5):
+            return measured, _why(proc)
+        return measured, None
+
+
+def _why(proc: subprocess.CompletedProcess) -> str:
+    """pytest's own account of a run that did not happen: its last error line, else its last line."""
+    lines = [line.strip() for line in (proc.stdout + "\n" + proc.stderr).splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(("ERROR", "E ")) or "error" in line.lower()]
+    return f"pytest exited {proc.returncode}: {(errors or lines or ['no output'])[-1]}"
+
+
+@dataclass
+class PairedRun:
+    ref: Ref
+    base: dict[str, Measurement] = field(default_factory=dict)
+    rounds: int = 0
+    problem: str | None = None  # why the ref could not be measured
+
+
+def measure_ref(ref: Ref, head: dict[str, Measurement], args: list[str], invocation_dir: Path,
+                thresholds: compare.Thresholds) -> PairedRun:
+    """The base side's first pass, then rounds for the suspects; head measurements get the rounds' samples."""
+    run = PairedRun(ref)
+    args = side_arguments(args)
+    with worktree(ref) as tree, tempfile.TemporaryDirectory(prefix="soap-sides-") as work_dir:
+        work = Path(work_dir)
+        base_side, head_side = Side.base(tree, ref, invocation_dir), Side.head(invocation_dir)
+        run.base, problem = base_side.run(args, work)
+        if problem:
+            run.problem = f"the tests at {ref.name} did not run ({problem})"
+            return run
+        suspects = [n for n, m in head.items() if n in run.base and run.base[n].judged
+                    and compare.suspect_metrics(m, run.base[n].figures(), thresholds)]
+        while suspects and run.rounds < ROUNDS:
+            run.rounds += 1
+            for side, measured in ((base_side, run.base), (head_side, head)):
+                fresh, problem = side.run(args, work, only=suspects, repeat=REPEAT)
+                if problem:
+                    run.problem = f"a confirming run on {side.label} failed ({problem})"
+                    return run
+                for nodeid in suspects:
+                    _add_round(measured[nodeid], fresh.get(nodeid))
+            suspects = [n for n in suspects
+                        if compare.paired_undecided(head[n], run.base[n], thresholds, run.rounds, ROUNDS)]
+    return run
+
+
+def _add_round(m: Measurement, fresh: Measurement | None) -> None:
+    """Fold a round's runs into a test's measurement; a test that failed in a round is flaky."""
+    if fresh is None or fresh.outcome not in ("passed", "xpassed"):
+        m.outcome = "flaky"
+        return
+    m.samples.extend(fresh.samples)
+    m.rounds.append(len(fresh.samples))
