@@ -143,10 +143,11 @@ class Side:
 
 
 def _why(proc: subprocess.CompletedProcess) -> str:
-    """pytest's own account of a run that did not happen: its last error line, else its last line."""
+    """pytest's own account of a run that did not happen: the exception it printed, else its last error line."""
     lines = [line.strip() for line in (proc.stdout + "\n" + proc.stderr).splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith(("ERROR", "E ")) or "error" in line.lower()]
-    return f"pytest exited {proc.returncode}: {(errors or lines or ['no output'])[-1]}"
+    exceptions = [line[1:].strip() for line in lines if line.startswith("E ")]
+    errors = [line for line in lines if line.startswith("ERROR")]
+    return f"pytest exited {proc.returncode}: {(exceptions or errors or lines or ['no output'])[-1]}"
 
 
 @dataclass
@@ -170,7 +171,7 @@ def measure_ref(ref: Ref, head: dict[str, Measurement], args: list[str], invocat
             run.problem = f"the tests at {ref.name} did not run ({problem})"
             return run
         suspects = [n for n, m in head.items() if n in run.base and run.base[n].judged
-                    and compare.suspect_metrics(m, run.base[n].figures(), thresholds)]
+                    and compare.suspect_metrics(m, run.base[n].figures(), thresholds, improvements=True)]
         while suspects and run.rounds < ROUNDS:
             run.rounds += 1
             for side, measured in ((base_side, run.base), (head_side, head)):

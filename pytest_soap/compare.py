@@ -165,13 +165,15 @@ def judge(m: Measurement, baseline: dict | None, thresholds: Thresholds) -> Test
     return TestVerdict(m, baseline, "ungated", metrics)
 
 
-def suspect_metrics(m: Measurement, baseline: dict | None, thresholds: Thresholds) -> list[str]:
-    """Metrics whose figure so far crosses its line: the test must run again."""
+def suspect_metrics(m: Measurement, baseline: dict | None, thresholds: Thresholds,
+                    improvements: bool = False) -> list[str]:
+    """Metrics whose figure so far crosses its line (or, asked, undercuts it): the test must run again."""
     if baseline is None or not m.judged:
         return []
     t = thresholds.for_test(m)
     return [metric for metric in GATED_METRICS
-            if m.values(metric) and (at := line(metric, m, baseline, t)) and at.crossed_by(m.figure(metric))]
+            if m.values(metric) and (at := line(metric, m, baseline, t))
+            and (at.crossed_by(m.figure(metric)) or improvements and at.undercut_by(m.figure(metric)))]
 
 
 def undecided(m: Measurement, baseline: dict, thresholds: Thresholds, max_runs: int) -> bool:
@@ -224,7 +226,12 @@ def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds) -> T
                 v.reason = (f"p={v.p_value:.3g} over {len(head_values)} and {len(base_values)} runs, "
                             f"{len(pairs)} process pairs{'' if agree else ' that disagree'}: not significant")
         elif at.undercut_by(current):
-            v.verdict = "improved"
+            # The same evidence the other way round: a faster first process alone is no improvement.
+            v.p_value = mann_whitney_greater(base_values, head_values)
+            pairs = list(zip(m.by_process(metric), base.by_process(metric)))
+            if v.p_value <= t.paired_alpha and len(pairs) > 1 and all(Line(b, at.limit, at.floor).undercut_by(h)
+                                                                      for h, b in pairs):
+                v.verdict = "improved"
     kinds = {v.verdict for v in metrics.values()}
     for verdict in ("regressed", "improved", "unchanged", "ungated"):
         if verdict in kinds:
@@ -233,9 +240,9 @@ def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds) -> T
 
 
 def paired_undecided(m: Measurement, base: Measurement, thresholds: Thresholds, rounds: int, max_rounds: int) -> bool:
-    """Should a suspect get another round? Not once regressed, nor once its median is back under the line."""
+    """Should a suspect get another round? Yes while a metric is past its line (either way) and undecided."""
     if rounds >= max_rounds or not m.judged or not base.judged:
         return False
-    if judge_paired(m, base, thresholds).regressed_metrics:
-        return False
-    return bool(suspect_metrics(m, base.figures(), thresholds))
+    decided = judge_paired(m, base, thresholds).metrics
+    return any(decided[metric].verdict not in ("regressed", "improved")
+               for metric in suspect_metrics(m, base.figures(), thresholds, improvements=True))

@@ -1,0 +1,283 @@
+"""`pytest --soap --soap-against REF`, on real git repositories (GitPython) and real pytest sessions."""
+
+import json
+import site
+import sys
+import textwrap
+
+import git
+import pytest
+
+from pytest_soap.against import side_arguments
+from pytest_soap.compare import Thresholds, judge_paired
+from pytest_soap.records import Measurement, Sample
+from pytest_soap.stats import mann_whitney_greater, ratio_interval
+
+WORK = """
+    import time
+
+    def slowed():
+        time.sleep(0.02 * {slow})
+
+    def steady():
+        time.sleep(0.01)
+
+    def hungry():
+        return b"x" * ({mem_mb} * 2**20)
+"""
+
+TESTS = """
+    from pkg import work
+
+    def test_slowed():
+        work.slowed()
+
+    def test_steady():
+        work.steady()
+
+    def test_hungry():
+        assert work.hungry()
+"""
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+
+
+def commit(repo, message):
+    repo.git.add("--all")
+    repo.index.commit(message, author=git.Actor("t", "t@example.com"), committer=git.Actor("t", "t@example.com"))
+
+
+@pytest.fixture
+def project(pytester):
+    """A repository with a base commit; each test changes it and commits (or not) as it needs."""
+    root = pytester.path
+    write(root / "pyproject.toml", """
+        [tool.pytest.ini_options]
+        testpaths = ["tests"]
+        pythonpath = ["."]
+    """)
+    write(root / "pkg" / "__init__.py", "")
+    write(root / "pkg" / "work.py", WORK.format(slow=1, mem_mb=10))
+    write(root / "tests" / "test_work.py", TESTS)
+    (root / ".gitignore").write_text("report.json\n")
+    repo = git.Repo.init(root)
+    commit(repo, "base")
+    pytester.repo = repo
+    return pytester
+
+
+def report(pytester):
+    return json.loads((pytester.path / "report.json").read_text())
+
+
+def verdicts(pytester):
+    return {t["nodeid"].split("::")[-1]: t["verdict"] for t in report(pytester)["tests"]}
+
+
+def no_worktree_left(pytester):
+    return len(pytester.repo.git.worktree("list").splitlines()) == 1
+
+
+def test_planted_regressions_are_caught_with_ratio_and_interval(project):
+    write(project.path / "pkg" / "work.py", WORK.format(slow=10, mem_mb=30))
+    commit(project.repo, "slower and hungrier")
+    result = project.runpytest("--soap", "--soap-against", "HEAD~1", "--soap-json", "report.json")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    result.stdout.fnmatch_lines(["against HEAD~1 (*)", "REGRESSED (2):", "*time *×*[[]*–*[]]*Mann-Whitney U p=*"])
+    data = report(project)
+    assert data["against"]["ref"] == "HEAD~1" and data["against"]["rounds"] >= 2
+    tests = {t["nodeid"].split("::")[-1]: t for t in data["tests"]}
+    slowed, hungry = tests["test_slowed"], tests["test_hungry"]
+    assert slowed["verdict"] == "regressed" and slowed["regressed_metrics"] == ["time_s"]
+    low, high = slowed["metrics"]["time_s"]["interval"]
+    assert 5 < low <= slowed["metrics"]["time_s"]["ratio"] <= high < 15
+    assert slowed["baseline"]["time_s"] < slowed["time_s"]  # "baseline" holds the ref's figures
+    assert "peak_mb" in hungry["regressed_metrics"]
+    assert 2.5 < hungry["metrics"]["peak_mb"]["ratio"] < 3.5
+    assert tests["test_steady"]["verdict"] in ("unchanged", "improved")
+    assert no_worktree_left(project)
+
+
+def test_ref_equal_to_head_is_a_null_comparison(project):
+    result = project.runpytest("--soap", "--soap-against", "HEAD", "--soap-json", "report.json")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["against HEAD (*); the same commit as HEAD: a null comparison"])
+    assert report(project)["regressions"] == []
+    assert set(verdicts(project).values()) <= {"unchanged", "improved", "ungated"}
+
+
+def test_a_dirty_tree_is_compared_as_it_is_and_said_so(project):
+    write(project.path / "pkg" / "work.py", WORK.format(slow=10, mem_mb=10))  # not committed
+    result = project.runpytest("--soap", "--soap-against", "HEAD", "--soap-json", "report.json")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*the same commit as HEAD*but the tree has changes*"])
+    assert report(project)["regressions"] == ["tests/test_work.py::test_slowed"]
+
+
+def test_the_worktree_code_wins_over_an_editable_install_of_the_working_tree(project, monkeypatch):
+    """An editable install puts the working tree on sys.path through a .pth file; the ref's side must still
+    import the ref's code. Each side's test records which pkg/work.py it imported."""
+    tests = TESTS + """
+    def test_where():
+        import pathlib, os
+        pathlib.Path(os.environ["WHERE_LOG"]).open("a").write(work.__file__ + "\\n")
+    """
+    write(project.path / "tests" / "test_work.py", tests)
+    commit(project.repo, "log where pkg comes from")
+    write(project.path / "pkg" / "work.py", WORK.format(slow=10, mem_mb=10))
+    commit(project.repo, "slower")
+    # What `pip install -e` leaves behind: a .pth in site-packages naming the working tree.
+    pth = __import__("pathlib").Path(site.getsitepackages()[0]) / "soap_test_editable.pth"
+    pth.write_text(str(project.path) + "\n")
+    log = project.path.parent / "where.log"
+    monkeypatch.setenv("WHERE_LOG", str(log))
+    try:
+        result = project.runpytest("--soap", "--soap-against", "HEAD~1", "--soap-json", "report.json")
+    finally:
+        pth.unlink()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    imported = set(log.read_text().splitlines())
+    assert str(project.path / "pkg" / "work.py") in imported  # the head side
+    ref_side = [p for p in imported if "soap-ref-" in p]
+    assert ref_side and all(p.endswith("/tree/pkg/work.py") for p in ref_side)  # the ref's side, from its worktree
+    assert report(project)["regressions"] == ["tests/test_work.py::test_slowed"]
+
+
+def test_tests_on_one_side_only_are_new_or_removed(project):
+    write(project.path / "tests" / "test_gone.py", "def test_gone():\n    pass\n")
+    commit(project.repo, "a test that will go")
+    (project.path / "tests" / "test_gone.py").unlink()
+    write(project.path / "tests" / "test_new.py", "def test_new():\n    pass\n")
+    commit(project.repo, "a new test instead")
+    result = project.runpytest("--soap", "--soap-against", "HEAD~1", "--soap-json", "report.json")
+    assert result.ret == 0, result.stdout.str()
+    found = verdicts(project)
+    assert found["test_new"] == "new" and found["test_gone"] == "removed"
+
+
+def test_a_test_failing_on_the_ref_is_shown_not_judged(project):
+    write(project.path / "tests" / "test_fixed.py", "def test_fixed():\n    assert False\n")
+    commit(project.repo, "a broken test")
+    write(project.path / "tests" / "test_fixed.py", "import time\ndef test_fixed():\n    time.sleep(0.05)\n")
+    commit(project.repo, "fixed, and slower")
+    result = project.runpytest("--soap", "--soap-against", "HEAD~1", "--soap-json", "report.json")
+    assert result.ret == 0, result.stdout.str()
+    assert verdicts(project)["test_fixed"] == "failed on ref"
+
+
+def test_a_test_flaky_in_outcome_gets_no_verdict(project):
+    write(project.path / "tests" / "test_flaky.py", """
+        import pathlib, time
+        def test_flaky():
+            runs = pathlib.Path(__file__).with_name("runs.txt")
+            count = int(runs.read_text()) + 1 if runs.exists() else 1
+            runs.write_text(str(count))
+            time.sleep(0.05)
+            # Fails once on the head's side, in a confirming round (the ref's side runs from its worktree).
+            assert count != 3 or "soap-ref-" in __file__
+    """)
+    (project.path / ".gitignore").write_text("report.json\nruns.txt\n")
+    commit(project.repo, "flaky")
+    # The ref's side is fast, so the head's first run is a suspect and gets rounds.
+    write(project.path / "tests" / "test_flaky.py",
+          (project.path / "tests" / "test_flaky.py").read_text().replace("0.05", "0.2"))
+    commit(project.repo, "slower")
+    result = project.runpytest("--soap", "--soap-against", "HEAD~1", "--soap-json", "report.json")
+    assert verdicts(project)["test_flaky"] == "flaky", result.stdout.str()
+    assert "tests/test_flaky.py::test_flaky" not in report(project)["regressions"]
+
+
+def test_ref_whose_tests_do_not_collect_is_one_clear_line(project):
+    write(project.path / "tests" / "test_work.py", "import does_not_exist\n")
+    commit(project.repo, "broken")
+    write(project.path / "tests" / "test_work.py", TESTS)
+    commit(project.repo, "mended")
+    result = project.runpytest("--soap", "--soap-against", "HEAD~1")
+    result.stdout.fnmatch_lines(["not compared: the tests at HEAD~1 did not run (pytest exited 2: *does_not_exist*)"])
+    assert result.ret == 0  # the gate could not judge; the tests themselves passed
+    assert no_worktree_left(project)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--soap-against", "no-such-branch"], "ERROR: pytest-soap: unknown git ref 'no-such-branch': *"),
+    (["--soap-against", "HEAD", "--soap-save"], "ERROR: pytest-soap: --soap-save and --soap-against do not mix*"),
+])
+def test_bad_refs_are_usage_errors_before_any_test_runs(project, args, message):
+    result = project.runpytest("--soap", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "passed" not in result.stdout.str()
+
+
+def test_outside_a_git_repository(pytester):
+    pytester.makepyfile("def test_a(): pass")
+    result = pytester.runpytest("--soap", "--soap-against", "main")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: pytest-soap: --soap-against needs a git repository, and * is not in one"])
+
+
+def test_a_shallow_clone_without_the_ref_says_how_to_fetch_it(project, tmp_path):
+    for n in range(3):
+        write(project.path / "pkg" / "more.py", f"N = {n}\n")
+        commit(project.repo, f"commit {n}")
+    old = project.repo.commit("HEAD~2").hexsha
+    clone = tmp_path / "shallow"
+    git.Repo.clone_from(f"file://{project.path}", clone, depth=1)
+    result = project.run(sys.executable, "-m", "pytest", "--soap", f"--soap-against={old}", str(clone / "tests"))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: pytest-soap: '{old}' is not in this shallow clone: *fetch-depth: 0*"])
+
+
+def test_side_arguments_drop_what_belongs_to_the_controlling_session():
+    args = ["-x", "--soap", "--soap-against", "main", "--soap-json=r.json", "tests", "--soap-baseline", "b.json",
+            "-k", "fast", "--soap-memory=off", "--soap-save"]
+    assert side_arguments(args) == ["-x", "--soap", "tests", "-k", "fast", "--soap-memory=off"]
+
+
+# ---- the statistics, on synthetic samples ------------------------------------------------------------
+
+def paired(head_rounds, base_rounds):
+    """Measurements whose runs come from several processes: [[first pass], [round 1 runs], ...]."""
+    def build(rounds):
+        m = Measurement("t.py::test", samples=[Sample(v, v) for r in rounds for v in r])
+        m.rounds = [len(r) for r in rounds[1:]]
+        return m
+    return build(head_rounds), build(base_rounds)
+
+
+def test_mann_whitney_is_exact_on_small_samples():
+    assert mann_whitney_greater([2, 3, 4, 5, 6], [0.1, 0.2, 0.3, 0.4, 0.5]) == pytest.approx(1 / 252)
+    assert mann_whitney_greater([1, 2, 3], [1, 2, 3]) > 0.5
+    assert mann_whitney_greater([0.1, 0.2], [5, 6]) == 1.0
+
+
+def test_bootstrap_interval_brackets_the_ratio_and_is_reproducible():
+    head, base = [2.0, 2.1, 1.9, 2.05, 2.0], [1.0, 1.02, 0.98, 1.01, 1.0]
+    low, high = ratio_interval(head, base)
+    assert low < 2.0 < high and (low, high) == ratio_interval(head, base)
+
+
+def test_a_clear_regression_across_three_process_pairs_is_regressed():
+    head, base = paired([[0.030], [0.031, 0.030], [0.029, 0.031]], [[0.020], [0.020, 0.021], [0.019, 0.020]])
+    v = judge_paired(head, base, Thresholds())
+    assert v.verdict == "regressed"
+    assert v.metrics["time_s"].ratio == pytest.approx(1.5)
+    assert v.metrics["time_s"].p_value <= 0.01
+
+
+def test_one_slow_process_is_not_a_regression():
+    # The head's first process was slow (a busy machine, an unlucky memory layout); its later ones were not.
+    head, base = paired([[0.040], [0.021, 0.020], [0.020, 0.021]], [[0.020], [0.020, 0.021], [0.019, 0.020]])
+    assert judge_paired(head, base, Thresholds()).verdict != "regressed"
+    # Every run slower, but one pair of processes disagrees: still not enough.
+    head, base = paired([[0.030], [0.031, 0.030], [0.021, 0.0215]], [[0.020], [0.020, 0.021], [0.020, 0.020]])
+    v = judge_paired(head, base, Thresholds())
+    assert v.verdict != "regressed" and "disagree" in v.metrics["time_s"].reason
+
+
+def test_a_small_effect_is_significant_but_under_the_threshold():
+    head, base = paired([[0.0210], [0.0211, 0.0210], [0.0212, 0.0211]], [[0.020], [0.0200, 0.0201], [0.0199, 0.020]])
+    assert judge_paired(head, base, Thresholds()).verdict == "unchanged"  # 5% is real, but under 10%
