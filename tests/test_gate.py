@@ -330,6 +330,5 @@ def test_a_baseline_from_another_machine_is_flagged_in_the_header(project):
     data["machine"]["node"] = "some-other-runner"
     path.write_text(json.dumps(data))
     result = project.runpytest("--soap")
-    assert result.ret == 0
     result.stdout.fnmatch_lines(["baseline .soap?baseline.json: *some-other-runner*",
                                  "*the baseline comes from another machine or Python*"])
