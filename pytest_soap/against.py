@@ -116,7 +116,11 @@ class Side:
         # editable mode (a .pth or finder pointing at the working tree): PYTHONPATH comes before both.
         paths = [str(tree)] + [str(tree / "src")] * (tree / "src").is_dir()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-        return cls(f"{ref.name}", tree / invocation_dir.relative_to(ref.repo_root), env)
+        try:
+            cwd = tree / invocation_dir.relative_to(ref.repo_root)
+        except ValueError:  # pytest was started outside the repository
+            cwd = tree
+        return cls(ref.name, cwd, env)
 
     @classmethod
     def head(cls, invocation_dir: Path) -> Side:
