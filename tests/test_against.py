@@ -281,3 +281,13 @@ def test_one_slow_process_is_not_a_regression():
 def test_a_small_effect_is_significant_but_under_the_threshold():
     head, base = paired([[0.0210], [0.0211, 0.0210], [0.0212, 0.0211]], [[0.020], [0.0200, 0.0201], [0.0199, 0.020]])
     assert judge_paired(head, base, Thresholds()).verdict == "unchanged"  # 5% is real, but under 10%
+
+
+def test_under_xdist_both_sides_run_distributed(project):
+    pytest.importorskip("xdist")
+    write(project.path / "pkg" / "work.py", WORK.format(slow=10, mem_mb=10))
+    commit(project.repo, "slower")
+    result = project.runpytest("-n", "2", "--soap", "--soap-against", "HEAD~1", "--soap-json", "report.json")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    assert report(project)["regressions"] == ["tests/test_work.py::test_slowed"]
+    assert no_worktree_left(project)
