@@ -106,9 +106,11 @@ def side_arguments(args: list[str]) -> list[str]:
 class Side:
     """How to run pytest on one side: where, with what environment."""
 
-    label: str
+    name: str  # "base" or "head": names its files
+    label: str  # the ref or HEAD: names it to the user
     cwd: Path
     env: dict[str, str]
+    runs: int = 0
 
     @classmethod
     def base(cls, tree: Path, ref: Ref, invocation_dir: Path) -> Side:
@@ -120,16 +122,17 @@ class Side:
             cwd = tree / invocation_dir.relative_to(ref.repo_root)
         except ValueError:  # pytest was started outside the repository
             cwd = tree
-        return cls(ref.name, cwd, env)
+        return cls("base", ref.name, cwd, env)
 
     @classmethod
     def head(cls, invocation_dir: Path) -> Side:
-        return cls("HEAD", invocation_dir, dict(os.environ))
+        return cls("head", "HEAD", invocation_dir, dict(os.environ))
 
     def run(self, args: list[str], work: Path, only: list[str] | None = None,
             repeat: int = 1) -> tuple[dict[str, Measurement], str | None]:
         """Measure in a fresh pytest process; the measurements, and what went wrong if it did not run."""
-        dump = work / f"{self.label.replace('/', '_')}-{len(list(work.iterdir()))}.json"
+        self.runs += 1
+        dump = work / f"{self.name}-{self.runs}.json"
         cmd = [sys.executable, "-m", "pytest", *args, "--soap", f"--soap-side={dump}", "-p", "no:cacheprovider"]
         if only is not None:
             only_file = dump.with_suffix(".only")
