@@ -12,43 +12,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+import git
+import networkx
+
+from common import pkg_version, run_pytest, why  # next to this file
 
 DEFAULT_SUITE = ["networkx.algorithms.shortest_paths", "networkx.algorithms.flow"]
 TARGETS = {"time-only": 1.05, "gate": 1.3}  # the ratios to plain pytest the plugin aims for
-
-
-def run_pytest(args: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
-    """One pytest run in a fresh interpreter; its wall time, measured from outside."""
-    # Keep the caller's pytest settings out, or they would apply to some configurations' runs only by accident.
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
-    cmd = [sys.executable, "-m", "pytest", *args, "-q", "-p", "no:cacheprovider"]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    return time.perf_counter() - start, proc
-
-
-def why(proc: subprocess.CompletedProcess) -> str:
-    """pytest's own one-line explanation: its last line naming an error, else its last line."""
-    lines = [line.strip() for line in (proc.stdout + "\n" + proc.stderr).splitlines() if line.strip()]
-    errors = [line for line in lines if "error" in line.lower()]
-    return f"exit code {proc.returncode}: {(errors or lines or ['no output'])[-1]}"
-
-
-def pkg_version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 def main() -> int:
@@ -77,13 +56,25 @@ def main() -> int:
         if proc.returncode != 0:
             print(f"saving the baseline failed ({why(proc)}); the gate is skipped")
 
+        # --soap-against needs a git repository: a copy of networkx, committed, its tests run by path.
+        repo_dir = tmp / "nx"
+        shutil.copytree(Path(networkx.__file__).parent, repo_dir / "networkx",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        repo = git.Repo.init(repo_dir)
+        repo.git.add("--all")
+        repo.index.commit("networkx", author=git.Actor("bench", "bench@example.com"))
+        by_path = [str(Path("networkx", *module.split(".")[1:])) for module in opts.pyargs]
+
         configs = {
             "plain": suite,
             "time-only": [*suite, "--soap", "--soap-memory", "off", "--soap-json", str(tmp / "time-only-{n}.json")],
             # The time-and-memory gate; {n} becomes the round, so each run leaves its own JSON report.
             "gate": [*suite, "--soap", "--soap-baseline", baseline, "--soap-json", str(tmp / "gate-{n}.json")],
             "memray": [*suite, "--memray"],
+            # The side-by-side gate, HEAD against HEAD: the same code on both sides.
+            "against": [*by_path, "--soap", "--soap-against", "HEAD", "--soap-json", str(tmp / "against-{n}.json")],
         }
+        cwds = {"against": repo_dir}
         times: dict[str, list[float]] = {name: [] for name in configs}
         skipped: dict[str, str] = {}
         if proc.returncode != 0:
@@ -93,7 +84,7 @@ def main() -> int:
             for name, args in configs.items():
                 if name in skipped:
                     continue
-                seconds, proc = run_pytest([a.replace("{n}", str(n)) for a in args], cwd)
+                seconds, proc = run_pytest([a.replace("{n}", str(n)) for a in args], cwds.get(name, cwd))
                 # Exit 1 means tests failed, or (for the gate) that it flagged a regression: a run that
                 # still counts. Anything else (2 usage error, 4 unknown option, ...) means it did not run.
                 ok = proc.returncode == 0 or (proc.returncode == 1 and name != "plain")
@@ -101,7 +92,7 @@ def main() -> int:
                     skipped[name] = why(proc)
                     print(f"{name}: skipped, {skipped[name]}")
                     continue
-                if proc.returncode == 1 and name != "gate":
+                if proc.returncode == 1 and name not in ("gate", "against"):
                     print(f"{name} (round {n}): tests failed, {why(proc)}")
                 times[name].append(seconds)
                 print(f"round {n}: {name:<9} {seconds:6.2f} s  (exit {proc.returncode})", flush=True)
@@ -113,7 +104,8 @@ def main() -> int:
         print(f"\n{'configuration':<28} {'median s':>8} {'x plain':>8}  target")
         for name, runs in times.items():
             label = {"plain": "plain pytest", "time-only": "--soap --soap-memory off",
-                     "gate": "--soap gate (time + memory)", "memray": "--memray (pytest-memray)"}[name]
+                     "gate": "--soap gate (time + memory)", "memray": "--memray (pytest-memray)",
+                     "against": "--soap-against HEAD"}[name]
             if name in skipped:
                 print(f"{label:<28} {'skipped':>8}")
                 continue
@@ -141,20 +133,22 @@ def main() -> int:
                       f"over {len(ratios)} tests of 1 ms or more")
 
         # False alarms: the code did not change between the baseline and the gate runs.
-        if "gate" not in skipped:
+        for config in ("gate", "against"):
+            if config in skipped:
+                continue
             false_alarms, flagged = 0, {}
-            for n in range(1, len(times["gate"]) + 1):
-                report = json.loads((tmp / f"gate-{n}.json").read_text())
+            for n in range(1, len(times[config]) + 1):
+                report = json.loads((tmp / f"{config}-{n}.json").read_text())
                 verdicts = Counter(t["verdict"] for t in report["tests"])
                 # Judged: compared with its baseline figure (not below the noise floor, not new or skipped).
                 judged = sum(verdicts[v] for v in ("regressed", "improved", "unchanged"))
                 false_alarms += len(report["regressions"])
-                print(f"gate run {n}: {len(report['regressions'])} flagged; judged {judged} of "
+                print(f"{config} run {n}: {len(report['regressions'])} flagged; judged {judged} of "
                       f"{len(report['tests'])} tests ({', '.join(f'{v} {c}' for v, c in verdicts.most_common())})")
                 for t in report["tests"]:
                     if t["verdict"] == "regressed":
                         flagged.setdefault(t["nodeid"], []).append((n, t))
-            print(f"false alarms over {len(times['gate'])} gate runs: {false_alarms} (target 0)")
+            print(f"false alarms over {len(times[config])} {config} runs: {false_alarms} (target 0)")
             for nodeid, hits in flagged.items():
                 for n, t in hits:
                     # ratio is None when the baseline figure was 0

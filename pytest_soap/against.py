@@ -24,8 +24,11 @@ import git
 from . import compare
 from .records import Measurement
 
-ROUNDS = 3  # most rounds of base-then-head processes for the suspects
-REPEAT = 2  # runs of each suspect in each of those processes
+# Runs of each suspect in each round's fresh processes, one base then one head per round. The first
+# round is cheap and lets most false suspects go (their median falls back under the line); only a
+# suspect still past its line gets the second, after which 5 runs a side can reach p < 0.01 with
+# three process pairs behind it.
+ROUND_REPEATS = (1, 3)
 # Options of the user's command line that concern the controlling session only.
 CONTROL_FLAGS = {"--soap-save"}
 CONTROL_OPTIONS = {"--soap-against", "--soap-json", "--soap-baseline"}
@@ -89,15 +92,15 @@ def worktree(ref: Ref):
         repo.git.worktree("prune")
 
 
-def side_arguments(args: list[str]) -> list[str]:
-    """The user's command line without the options that belong to the controlling session."""
+def side_arguments(args: list[str], drop: tuple[str, ...] = ()) -> list[str]:
+    """The user's command line without the options that belong to the controlling session, nor `drop`."""
     kept, skip = [], False
     for arg in args:
         if skip:
             skip = False
         elif arg in CONTROL_OPTIONS:
             skip = True  # its value is the next argument
-        elif arg not in CONTROL_FLAGS and arg.split("=", 1)[0] not in CONTROL_OPTIONS:
+        elif arg not in CONTROL_FLAGS and arg.split("=", 1)[0] not in CONTROL_OPTIONS and arg not in drop:
             kept.append(arg)
     return kept
 
@@ -109,28 +112,31 @@ class Side:
     name: str  # "base" or "head": names its files
     label: str  # the ref or HEAD: names it to the user
     cwd: Path
+    rootdir: Path  # where node ids start, on this side
     env: dict[str, str]
     runs: int = 0
 
     @classmethod
-    def base(cls, tree: Path, ref: Ref, invocation_dir: Path) -> Side:
+    def base(cls, tree: Path, ref: Ref, invocation_dir: Path, rootdir: Path) -> Side:
         # The worktree's code must be what its tests import, even when the project is installed in
         # editable mode (a .pth or finder pointing at the working tree): PYTHONPATH comes before both.
         paths = [str(tree)] + [str(tree / "src")] * (tree / "src").is_dir()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-        try:
-            cwd = tree / invocation_dir.relative_to(ref.repo_root)
-        except ValueError:  # pytest was started outside the repository
-            cwd = tree
-        return cls("base", ref.name, cwd, env)
+        def inside(path: Path) -> Path:
+            try:
+                return tree / path.relative_to(ref.repo_root)
+            except ValueError:  # outside the repository: the worktree's root is the best match
+                return tree
+        return cls("base", ref.name, inside(invocation_dir), inside(rootdir), env)
 
     @classmethod
-    def head(cls, invocation_dir: Path) -> Side:
-        return cls("head", "HEAD", invocation_dir, dict(os.environ))
+    def head(cls, invocation_dir: Path, rootdir: Path) -> Side:
+        return cls("head", "HEAD", invocation_dir, rootdir, dict(os.environ))
 
     def run(self, args: list[str], work: Path, only: list[str] | None = None,
             repeat: int = 1) -> tuple[dict[str, Measurement], str | None]:
-        """Measure in a fresh pytest process; the measurements, and what went wrong if it did not run."""
+        """Measure in a fresh pytest process; the measurements, and what went wrong if it did not run.
+        With `only`, the process collects just those tests' files (`args` then holds no paths of its own)."""
         self.runs += 1
         dump = work / f"{self.name}-{self.runs}.json"
         cmd = [sys.executable, "-m", "pytest", *args, "--soap", f"--soap-side={dump}", "-p", "no:cacheprovider"]
@@ -138,6 +144,7 @@ class Side:
             only_file = dump.with_suffix(".only")
             only_file.write_text("\n".join(only), encoding="utf-8")
             cmd.append(f"--soap-only={only_file}")
+            cmd += sorted({str(self.rootdir / nodeid.split("::")[0]) for nodeid in only})
         if repeat > 1:
             cmd.append(f"--soap-repeat={repeat}")
         proc = subprocess.run(cmd, cwd=self.cwd, env=self.env, capture_output=True, text=True)
@@ -165,31 +172,35 @@ class PairedRun:
     problem: str | None = None  # why the ref could not be measured
 
 
-def measure_ref(ref: Ref, head: dict[str, Measurement], args: list[str], invocation_dir: Path,
-                thresholds: compare.Thresholds) -> PairedRun:
-    """The base side's first pass, then rounds for the suspects; head measurements get the rounds' samples."""
+def measure_ref(ref: Ref, head: dict[str, Measurement], args: list[str], paths: list[str], invocation_dir: Path,
+                rootdir: Path, thresholds: compare.Thresholds) -> PairedRun:
+    """The base side's first pass, then rounds for the suspects; head measurements get the rounds' samples.
+    `paths` are the test paths pytest took from `args`: rounds name the suspects' files instead."""
     run = PairedRun(ref)
+    round_args = side_arguments(args, drop=tuple(paths))
     args = side_arguments(args)
     with worktree(ref) as tree, tempfile.TemporaryDirectory(prefix="soap-sides-") as work_dir:
         work = Path(work_dir)
-        base_side, head_side = Side.base(tree, ref, invocation_dir), Side.head(invocation_dir)
+        base_side, head_side = Side.base(tree, ref, invocation_dir, rootdir), Side.head(invocation_dir, rootdir)
         run.base, problem = base_side.run(args, work)
         if problem:
             run.problem = f"the tests at {ref.name} did not run ({problem})"
             return run
         suspects = [n for n, m in head.items() if n in run.base and run.base[n].judged
                     and compare.suspect_metrics(m, run.base[n].figures(), thresholds, improvements=True)]
-        while suspects and run.rounds < ROUNDS:
+        for repeat in ROUND_REPEATS:
+            if not suspects:
+                break
             run.rounds += 1
             for side, measured in ((base_side, run.base), (head_side, head)):
-                fresh, problem = side.run(args, work, only=suspects, repeat=REPEAT)
+                fresh, problem = side.run(round_args, work, only=suspects, repeat=repeat)
                 if problem:
                     run.problem = f"a confirming run on {side.label} failed ({problem})"
                     return run
                 for nodeid in suspects:
                     _add_round(measured[nodeid], fresh.get(nodeid))
             suspects = [n for n in suspects
-                        if compare.paired_undecided(head[n], run.base[n], thresholds, run.rounds, ROUNDS)]
+                        if compare.paired_undecided(head[n], run.base[n], thresholds, run.rounds, len(ROUND_REPEATS))]
     return run
 
 

@@ -146,7 +146,8 @@ class SoapSession:
             measure_heaps(self.heap_queue, self)
         if self.ref and not _is_worker(self.config) and not session.shouldstop and not session.shouldfail:
             self.paired = against.measure_ref(self.ref, self.measurements, list(self.config.invocation_params.args),
-                                              self.config.invocation_params.dir, self.settings.thresholds)
+                                              list(self.config.args), self.config.invocation_params.dir,
+                                              self.config.rootpath, self.settings.thresholds)
         return result
 
     # ---- judging and reporting (plain session or xdist controller) ----------------------------

@@ -235,6 +235,7 @@ def test_side_arguments_drop_what_belongs_to_the_controlling_session():
     args = ["-x", "--soap", "--soap-against", "main", "--soap-json=r.json", "tests", "--soap-baseline", "b.json",
             "-k", "fast", "--soap-memory=off", "--soap-save"]
     assert side_arguments(args) == ["-x", "--soap", "tests", "-k", "fast", "--soap-memory=off"]
+    assert side_arguments(args, drop=("tests",)) == ["-x", "--soap", "-k", "fast", "--soap-memory=off"]
 
 
 # ---- the statistics, on synthetic samples ------------------------------------------------------------
