@@ -187,7 +187,7 @@ def measure_ref(ref: Ref, head: dict[str, Measurement], args: list[str], paths: 
             run.problem = f"the tests at {ref.name} did not run ({problem})"
             return run
         suspects = [n for n, m in head.items() if n in run.base and run.base[n].judged
-                    and compare.suspect_metrics(m, run.base[n].figures(), thresholds, improvements=True)]
+                    and compare.suspect_metrics(m, run.base[n].figures(), thresholds, True, compare.SUSPECT_MARGIN)]
         for repeat in ROUND_REPEATS:
             if not suspects:
                 break
