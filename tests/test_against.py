@@ -292,3 +292,37 @@ def test_under_xdist_both_sides_run_distributed(project):
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
     assert report(project)["regressions"] == ["tests/test_work.py::test_slowed"]
     assert no_worktree_left(project)
+
+
+def test_ctrl_c_while_the_ref_is_measured_removes_the_worktree(project, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    started = tmp_path / "ref-side-started"
+    write(project.path / "tests" / "test_wait.py", f"""
+        import pathlib, time
+        def test_wait():
+            if "soap-ref-" in __file__:   # only on the ref's side, in its worktree
+                pathlib.Path({str(started)!r}).write_text(__file__)
+                time.sleep(60)
+    """)
+    commit(project.repo, "a test that waits on the ref's side")
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "--soap", "--soap-against", "HEAD", "-p", "no:cacheprovider"],
+                            cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert started.exists(), "the ref's side never started"
+        worktree_file = __import__("pathlib").Path(started.read_text())
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
+    assert no_worktree_left(project)
+    assert not worktree_file.exists() and not worktree_file.parents[2].exists()  # .../soap-ref-*/tree/tests/
