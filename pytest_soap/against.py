@@ -19,8 +19,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import git
-
 from . import compare
 from .records import Measurement
 
@@ -56,6 +54,8 @@ class Ref:
 
 
 def resolve(path: Path, name: str) -> Ref:
+    import git  # here, not at the top: the processes that measure a side never need it
+
     try:
         repo = git.Repo(path, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
@@ -77,6 +77,8 @@ def resolve(path: Path, name: str) -> Ref:
 @contextmanager
 def worktree(ref: Ref):
     """REF checked out, detached, in a temporary folder; removed on every way out, Ctrl-C included."""
+    import git
+
     repo = git.Repo(ref.repo_root)
     folder = Path(tempfile.mkdtemp(prefix="soap-ref-"))
     tree = folder / "tree"

@@ -11,7 +11,6 @@ import tempfile
 import time
 from contextlib import contextmanager
 
-import memray
 
 from .rss import MIB, trapezoid
 
@@ -24,6 +23,8 @@ class HeapResult:
 @contextmanager
 def track_heap(interval_ms: int = 1):
     """Track the block's heap with memray; the yielded result is filled when the block ends."""
+    import memray  # here, not at the top: most sessions never track a heap, and it costs 30 ms to import
+
     result = HeapResult()
     fd, path = tempfile.mkstemp(prefix="soap-", suffix=".memray")
     os.close(fd)
