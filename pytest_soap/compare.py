@@ -133,13 +133,20 @@ def judge_metric(metric: str, values: list[float], at: Line | None, alpha: float
     return verdict
 
 
-def _heap_disagrees(metric: str, m: Measurement, baseline: dict, at: Line) -> bool:
+# The heap figure that confirms each memory metric. For TMU it is the heap's mean over the call: a TMU
+# that grew only because the call took longer is the time verdict's business, and the heap's TMU moves
+# with the time a tracked run happens to take.
+HEAP_FIGURE = {"peak_mb": "peak_mb", "tmu_mbs": "mean_mb"}
+
+
+def _heap_disagrees(metric: str, m: Measurement, baseline: dict, at: Line, t: Thresholds) -> bool:
     """Resident memory depends on what earlier tests left behind; memray's heap does not. When both sides
     have a heap figure and it did not cross the line, the resident growth was the process's, not the code's."""
-    before, now = (baseline.get("heap") or {}).get(metric), (m.heap or {}).get(metric)
+    key = HEAP_FIGURE[metric]
+    before, now = (baseline.get("heap") or {}).get(key), (m.heap or {}).get(key)
     if before is None or now is None:
         return False
-    return not Line(before, at.limit, at.floor).crossed_by(now)
+    return not Line(before, at.limit, t.min_memory_mb).crossed_by(now)
 
 
 def judge(m: Measurement, baseline: dict | None, thresholds: Thresholds) -> TestVerdict:
@@ -156,7 +163,7 @@ def judge(m: Measurement, baseline: dict | None, thresholds: Thresholds) -> Test
             continue
         at = line(metric, m, baseline, t)
         verdict = metrics[metric] = judge_metric(metric, m.values(metric), at, t.alpha)
-        if verdict.verdict == "regressed" and metric in MEMORY_METRICS and _heap_disagrees(metric, m, baseline, at):
+        if verdict.verdict == "regressed" and metric in MEMORY_METRICS and _heap_disagrees(metric, m, baseline, at, t):
             verdict.verdict, verdict.reason = "unchanged", "resident memory grew, memray's heap did not"
     kinds = {v.verdict for v in metrics.values()}
     for verdict in ("regressed", "improved", "unchanged", "new", "ungated"):

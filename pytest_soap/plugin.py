@@ -97,7 +97,7 @@ class SoapSession:
         if self.heap_run:
             with track_heap() as heap:
                 result = yield
-            m.heap = {"peak_mb": heap.peak_mb, "tmu_mbs": heap.tmu_mbs}
+            m.heap = heap.figures()
             return result
         token = self.meter.start()
         try:

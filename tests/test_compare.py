@@ -114,13 +114,25 @@ def test_spread_between_saved_runs_widens_the_line():
 
 
 def test_memray_heap_overrules_resident_growth_when_both_sides_have_it():
-    base = {"time_s": 0.02, "peak_mb": 10.0, "tmu_mbs": None, "heap": {"peak_mb": 10.0, "tmu_mbs": 0.2}}
+    base = {"time_s": 0.02, "peak_mb": 10.0, "tmu_mbs": None, "heap": {"peak_mb": 10.0, "mean_mb": 8.0}}
     m = measurement([0.02] * 5, [30.0] * 5)
-    m.heap = {"peak_mb": 10.2, "tmu_mbs": 0.2}  # the heap did not grow: the process's memory did
+    m.heap = {"peak_mb": 10.2, "mean_mb": 8.1}  # the heap did not grow: the process's memory did
     v = judge(m, base, T)
     assert v.metrics["peak_mb"].verdict == "unchanged"
     assert "memray's heap did not" in v.metrics["peak_mb"].reason
-    m.heap = {"peak_mb": 30.0, "tmu_mbs": 0.6}
+    m.heap = {"peak_mb": 30.0, "mean_mb": 24.0}
     assert judge(m, base, T).regressed_metrics == ["peak_mb"]
     m.heap = None  # no heap run (memray unavailable): resident memory decides
     assert judge(m, base, T).regressed_metrics == ["peak_mb"]
+
+
+def test_tmu_is_confirmed_by_the_heap_mean_not_the_heap_tmu():
+    # Resident TMU 8x up; the heap's TMU rose too, only because the tracked run took longer; its mean did not.
+    base = {"time_s": 0.2, "peak_mb": 20.0, "tmu_mbs": 1.0,
+            "heap": {"peak_mb": 20.0, "tmu_mbs": 2.0, "mean_mb": 10.0}}
+    m = Measurement("t.py::test", samples=[Sample(0.2, 0.2, 20.0, 8.0)] * 5)
+    m.heap = {"peak_mb": 20.0, "tmu_mbs": 3.0, "mean_mb": 10.2}
+    v = judge(m, base, T)
+    assert v.metrics["tmu_mbs"].verdict == "unchanged"
+    m.heap = {"peak_mb": 20.0, "tmu_mbs": 8.0, "mean_mb": 40.0}  # memory really held longer
+    assert judge(m, base, T).regressed_metrics == ["tmu_mbs"]

@@ -18,6 +18,10 @@ from .rss import MIB, trapezoid
 class HeapResult:
     peak_mb: float = 0.0
     tmu_mbs: float = 0.0
+    mean_mb: float = 0.0  # TMU over the call's duration: the memory held, whatever the time taken
+
+    def figures(self) -> dict:
+        return {"peak_mb": self.peak_mb, "tmu_mbs": self.tmu_mbs, "mean_mb": self.mean_mb}
 
 
 @contextmanager
@@ -45,6 +49,7 @@ def track_heap(interval_ms: int = 1):
         points.append((ended - started, at_end / MIB))
         result.peak_mb = reader.metadata.peak_memory / MIB
         result.tmu_mbs = trapezoid(points)
+        result.mean_mb = result.tmu_mbs / (ended - started) if ended > started else 0.0
         reader.close()
     finally:
         if os.path.exists(path):
