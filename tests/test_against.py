@@ -326,3 +326,18 @@ def test_ctrl_c_while_the_ref_is_measured_removes_the_worktree(project, tmp_path
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
     assert no_worktree_left(project)
     assert not worktree_file.exists() and not worktree_file.parents[2].exists()  # .../soap-ref-*/tree/tests/
+
+
+def test_tests_near_the_line_get_rounds_only_within_one_more_run_of_the_suite():
+    from pytest_soap.against import affordable_suspects
+
+    def m(nodeid, t):
+        return Measurement(nodeid, samples=[Sample(t, t)])
+
+    base = {"t::long": m("t::long", 1.00), "t::short": m("t::short", 0.010), "t::far": m("t::far", 0.010),
+            "t::same": m("t::same", 0.100)}
+    head = {"t::long": m("t::long", 1.07), "t::short": m("t::short", 0.0107), "t::far": m("t::far", 0.020),
+            "t::same": m("t::same", 0.100)}
+    # Past the whole line: always. 7% off, short: affordable. 7% off, 1 s long: four runs a side would cost
+    # 8 s, more than the whole suite's 1.2 s. Unchanged: never.
+    assert sorted(affordable_suspects(head, base, Thresholds())) == ["t::far", "t::short"]
