@@ -23,11 +23,11 @@ from pathlib import Path
 from . import compare
 from .records import GATED_METRICS, Measurement
 
-# Runs of each suspect in each round's fresh processes, one base then one head per round. The first
-# round is cheap and lets most false suspects go (their median falls back under the line); only a
-# suspect still past its line gets the second, after which 5 runs a side can reach p < 0.01 with
-# three process pairs behind it.
-ROUND_REPEATS = (1, 3)
+# Runs of each suspect in each round's fresh processes, one base then one head per round. After the
+# first, 5 runs a side can reach p < 0.01 with two process pairs behind it, and most suspects are
+# settled; the second is for those whose pairs disagree. Each round costs two process start-ups, on
+# networkx's suite half a plain run, so the rounds are few and the runs in each many.
+ROUND_REPEATS = (4, 2)
 # Options of the user's command line that concern the controlling session only.
 CONTROL_FLAGS = {"--soap-save"}
 CONTROL_OPTIONS = {"--soap-against", "--soap-json", "--soap-baseline"}
@@ -208,12 +208,12 @@ def measure_ref(ref: Ref, head: dict[str, Measurement], args: list[str], paths: 
 
 def affordable_suspects(head: dict[str, Measurement], base: dict[str, Measurement],
                         thresholds: compare.Thresholds) -> list[str]:
-    """The tests that get rounds. Every test past its whole line does. A test past only half of it (a real
-    regression that read low, or noise) does while the rounds' test time stays within one more run of
-    the suite, the furthest from its base first: on networkx's suite, 1.5 s tests drifting 5% tripled
-    the gate's cost."""
+    """The tests that get rounds. Every test past its whole line towards a regression does. A test past only
+    half of it (a real regression that read low, or noise), or one that looks improved, does while the
+    rounds' test time stays within one more run of the suite, the furthest from its base first: on
+    networkx's suite, 1.5 s tests drifting 5% tripled the gate's cost."""
     both = [n for n, m in head.items() if n in base and m.judged and base[n].judged]
-    past_line = [n for n in both if compare.suspect_metrics(head[n], base[n].figures(), thresholds, True)]
+    past_line = [n for n in both if compare.suspect_metrics(head[n], base[n].figures(), thresholds)]
     near_line = [n for n in both if n not in past_line and
                  compare.suspect_metrics(head[n], base[n].figures(), thresholds, True, compare.SUSPECT_MARGIN)]
 
