@@ -24,10 +24,10 @@ from . import compare
 from .records import GATED_METRICS, Measurement
 
 # Runs of each suspect in each round's fresh processes, one base then one head per round. After the
-# first, 5 runs a side can reach p < 0.01 with two process pairs behind it, and most suspects are
+# first, its 5 runs a side can reach p < 0.01, with two process pairs behind it, and most suspects are
 # settled; the second is for those whose pairs disagree. Each round costs two process start-ups, on
 # networkx's suite half a plain run, so the rounds are few and the runs in each many.
-ROUND_REPEATS = (4, 2)
+ROUND_REPEATS = (5, 3)
 # Options of the user's command line that concern the controlling session only.
 CONTROL_FLAGS = {"--soap-save"}
 CONTROL_OPTIONS = {"--soap-against", "--soap-json", "--soap-baseline"}

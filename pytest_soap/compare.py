@@ -213,8 +213,9 @@ SUSPECT_MARGIN = 0.5
 
 def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds) -> TestVerdict:
     """A test measured on both sides in this run: regressed when the ratio of medians crosses the line,
-    a one-sided Mann-Whitney U test on all runs says head is larger (p <= paired_alpha), and every
-    pair of processes agrees, so one slow process cannot make the verdict."""
+    a one-sided Mann-Whitney U test on the rounds' runs says head is larger (p <= paired_alpha), and
+    every pair of processes agrees, the first pass's included, so one slow process cannot make the
+    verdict. The first pass stays out of the test itself: it was picked for being extreme."""
     figures = base.figures()
     if m.outcome not in JUDGED_OUTCOMES:
         return TestVerdict(m, figures, m.outcome)
@@ -225,7 +226,7 @@ def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds) -> T
     t = thresholds.for_test(m)
     metrics = {}
     for metric in GATED_METRICS:
-        head_values, base_values = m.values(metric), base.values(metric)
+        head_values, base_values = m.round_values(metric), base.round_values(metric)
         if not head_values or not base_values:
             continue
         at = line(metric, m, figures, t)

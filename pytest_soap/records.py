@@ -54,6 +54,13 @@ class Measurement:
         values = self.values(metric)
         return statistics.median(values) if values else None
 
+    def round_values(self, metric: str) -> list[float]:
+        """The runs of --soap-against's rounds, without the first pass that picked this test as a suspect:
+        a sample chosen for being extreme would bias any test it went into. All runs when there were no rounds."""
+        first = len(self.samples) - sum(self.rounds)
+        values = [v for v in (s.get(metric) for s in self.samples[first:] if self.rounds) if v is not None]
+        return values or self.values(metric)
+
     def by_process(self, metric: str) -> list[float]:
         """The median of each process's runs: the first pass, then each round of --soap-against."""
         medians, start = [], 0

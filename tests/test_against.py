@@ -262,19 +262,23 @@ def test_bootstrap_interval_brackets_the_ratio_and_is_reproducible():
 
 
 def test_a_clear_regression_across_three_process_pairs_is_regressed():
-    head, base = paired([[0.030], [0.031, 0.030], [0.029, 0.031]], [[0.020], [0.020, 0.021], [0.019, 0.020]])
+    head, base = paired([[0.030], [0.031, 0.030, 0.030], [0.029, 0.031, 0.030]],
+                        [[0.020], [0.020, 0.021, 0.020], [0.019, 0.020, 0.020]])
     v = judge_paired(head, base, Thresholds())
     assert v.verdict == "regressed"
     assert v.metrics["time_s"].ratio == pytest.approx(1.5)
     assert v.metrics["time_s"].p_value <= 0.01
+    assert v.metrics["time_s"].runs == 6  # the rounds' runs: the first pass picked the suspect, it does not vote
 
 
 def test_one_slow_process_is_not_a_regression():
     # The head's first process was slow (a busy machine, an unlucky memory layout); its later ones were not.
-    head, base = paired([[0.040], [0.021, 0.020], [0.020, 0.021]], [[0.020], [0.020, 0.021], [0.019, 0.020]])
+    head, base = paired([[0.040], [0.021, 0.020, 0.020], [0.020, 0.021, 0.020]],
+                        [[0.020], [0.020, 0.021, 0.020], [0.019, 0.020, 0.020]])
     assert judge_paired(head, base, Thresholds()).verdict != "regressed"
     # Every run slower, but one pair of processes disagrees: still not enough.
-    head, base = paired([[0.030], [0.031, 0.030], [0.021, 0.0215]], [[0.020], [0.020, 0.021], [0.020, 0.020]])
+    head, base = paired([[0.030], [0.031, 0.030, 0.031], [0.021, 0.0215, 0.021]],
+                        [[0.020], [0.020, 0.020, 0.020], [0.020, 0.020, 0.020]])
     v = judge_paired(head, base, Thresholds())
     assert v.verdict != "regressed" and "disagree" in v.metrics["time_s"].reason
 
