@@ -149,6 +149,13 @@ def _heap_disagrees(metric: str, m: Measurement, baseline: dict, at: Line, t: Th
     return not Line(before, at.limit, t.min_memory_mb).crossed_by(now)
 
 
+def _overall(m: Measurement, baseline: dict, metrics: dict[str, MetricVerdict]) -> TestVerdict:
+    """A test's verdict is its worst metric's: regressed over improved over unchanged."""
+    kinds = {v.verdict for v in metrics.values()}
+    verdict = next((k for k in ("regressed", "improved", "unchanged", "new") if k in kinds), "ungated")
+    return TestVerdict(m, baseline, verdict, metrics)
+
+
 def judge(m: Measurement, baseline: dict | None, thresholds: Thresholds) -> TestVerdict:
     if m.outcome not in JUDGED_OUTCOMES:
         return TestVerdict(m, baseline, m.outcome)
@@ -165,11 +172,7 @@ def judge(m: Measurement, baseline: dict | None, thresholds: Thresholds) -> Test
         verdict = metrics[metric] = judge_metric(metric, m.values(metric), at, t.alpha)
         if verdict.verdict == "regressed" and metric in MEMORY_METRICS and _heap_disagrees(metric, m, baseline, at, t):
             verdict.verdict, verdict.reason = "unchanged", "resident memory grew, memray's heap did not"
-    kinds = {v.verdict for v in metrics.values()}
-    for verdict in ("regressed", "improved", "unchanged", "new", "ungated"):
-        if verdict in kinds:
-            return TestVerdict(m, baseline, verdict, metrics)
-    return TestVerdict(m, baseline, "ungated", metrics)
+    return _overall(m, baseline, metrics)
 
 
 def suspect_metrics(m: Measurement, baseline: dict | None, thresholds: Thresholds,
@@ -252,11 +255,7 @@ def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds) -> T
             if v.p_value <= t.paired_alpha and len(pairs) > 1 and all(Line(b, at.limit, at.floor).undercut_by(h)
                                                                       for h, b in pairs):
                 v.verdict = "improved"
-    kinds = {v.verdict for v in metrics.values()}
-    for verdict in ("regressed", "improved", "unchanged", "ungated"):
-        if verdict in kinds:
-            return TestVerdict(m, figures, verdict, metrics)
-    return TestVerdict(m, figures, "ungated", metrics)
+    return _overall(m, figures, metrics)
 
 
 def paired_undecided(m: Measurement, base: Measurement, thresholds: Thresholds, rounds: int, max_rounds: int) -> bool:

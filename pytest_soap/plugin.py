@@ -8,6 +8,7 @@ each worker goes down, then judges, reports and saves.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -15,7 +16,7 @@ from . import against, compare, store
 from .config import MARKER, Settings, add_options, marker_overrides
 from .measure import CallMeter
 from .measure.heap import track_heap
-from .records import Measurement, Sample
+from .records import Measurement
 from .report import json_report, terminal
 from .rerun import confirm, measure_heaps, repeat
 
@@ -109,7 +110,7 @@ class SoapSession:
                 # The fixture ran the code many times; its median round is the test's time,
                 # and the call's CPU share scales to it.
                 share = sample.cpu_s / sample.time_s if sample.time_s > 0 else 1.0
-                sample = Sample(benchmark_s, benchmark_s * share, sample.peak_mb, sample.tmu_mbs, sample.wait_s)
+                sample = replace(sample, time_s=benchmark_s, cpu_s=benchmark_s * share)
                 m.timer = "pytest-benchmark"
             m.samples.append(sample)
 
@@ -153,12 +154,12 @@ class SoapSession:
     # ---- judging and reporting (plain session or xdist controller) ----------------------------
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        dump = [m.to_dict() for m in self.measurements.values()]
-        if _is_worker(self.config):
-            self.config.workeroutput["soap"] = dump
-            return
-        if self.settings.side:
-            store.atomic_write(self.settings.side, json.dumps(dump))
+        if _is_worker(self.config) or self.settings.side:
+            dump = [m.to_dict() for m in self.measurements.values()]
+            if _is_worker(self.config):
+                self.config.workeroutput["soap"] = dump
+            else:
+                store.atomic_write(self.settings.side, json.dumps(dump))
             return
         measured = list(self.measurements.values())
         if self.settings.save:
