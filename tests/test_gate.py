@@ -332,3 +332,10 @@ def test_a_baseline_from_another_machine_is_flagged_in_the_header(project):
     result = project.runpytest("--soap")
     result.stdout.fnmatch_lines(["baseline .soap?baseline.json: *some-other-runner*",
                                  "*the baseline comes from another machine or Python*"])
+
+
+def test_an_unwritable_json_report_is_one_clear_line(project):
+    (project.path / "blocker").write_text("a file where the folder should be")
+    result = project.runpytest("--soap", "--soap-json", "blocker/report.json")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["pytest-soap: cannot write the JSON report *blocker?report.json: *"])
