@@ -8,6 +8,8 @@ than chance would allow (p <= alpha). The sign test assumes nothing about the sh
 which on a shared machine is skewed and heavy-tailed, and it needs no spread from the baseline,
 which has none. With alpha 0.05 that takes 5 runs of 5 above the line (the default budget, so a
 false suspect is let go at its first run below the line), or 7 of 8 with `--soap-rounds 8`.
+
+Against a git ref both sides have runs, from several processes: see judge_paired.
 """
 
 from __future__ import annotations
