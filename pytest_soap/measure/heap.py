@@ -10,18 +10,20 @@ import os
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 
 
 from .rss import MIB, trapezoid
 
 
+@dataclass
 class HeapResult:
     peak_mb: float = 0.0
     tmu_mbs: float = 0.0
     mean_mb: float = 0.0  # TMU over the call's duration: the memory held, whatever the time taken
 
     def figures(self) -> dict:
-        return {"peak_mb": self.peak_mb, "tmu_mbs": self.tmu_mbs, "mean_mb": self.mean_mb}
+        return asdict(self)
 
 
 @contextmanager

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections import Counter
 
 from ..compare import TestVerdict
+from ..records import JUDGED_OUTCOMES
 from ..store import Baseline
 from . import units
 
-MEMORY_NOTE = ("time: wall clock of each test's call, no tracer running; memory: growth of resident memory "
-               "during the call (peak and TMU); memray's exact heap for memory regressions")
+TIME_NOTE = ("time: wall clock of each test's call, less waiting for a CPU and full garbage collections, "
+             "no tracer running")
+MEMORY_NOTE = ("memory: growth of resident memory during the call (peak and TMU); memray's exact heap for "
+               "memory regressions")
 ORDER = ["regressed", "improved", "unchanged", "new", "ungated", "excluded", "failed", "error", "flaky", "skipped",
          "xfailed"]
 
@@ -30,10 +33,12 @@ def _heap_line(t: TestVerdict) -> str | None:
     if heap is None:
         return None
     base = (t.baseline or {}).get("heap") or {}
-    before = (f"peak {units.mebibytes(base['peak_mb'])} → " if base.get("peak_mb") is not None else "peak ")
-    before_tmu = (f"TMU {units.mebibyte_seconds(base['tmu_mbs'])} → " if base.get("tmu_mbs") is not None else "TMU ")
-    return (f"heap by memray: {before}{units.mebibytes(heap['peak_mb'])}, "
-            f"{before_tmu}{units.mebibyte_seconds(heap['tmu_mbs'])}")
+
+    def change(metric: str) -> str:
+        before = f"{units.figure(metric, base[metric])} → " if base.get(metric) is not None else ""
+        return f"{units.LABEL[metric]} {before}{units.figure(metric, heap[metric])}"
+
+    return f"heap by memray: {change('peak_mb')}, {change('tmu_mbs')}"
 
 
 def failure_line(regressed: list[TestVerdict]) -> str:
@@ -56,7 +61,7 @@ def write(reporter, verdicts: list[TestVerdict], compared_with: str, settings, n
     reporter.write_sep("=", "pytest-soap")
     write = reporter.write_line
     write(compared_with)
-    write(MEMORY_NOTE if settings.memory else "time: wall clock of each test's call; memory: not measured (--soap-memory off)")
+    write(f"{TIME_NOTE}; {MEMORY_NOTE if settings.memory else 'memory: not measured (--soap-memory off)'}")
     for note in notes:
         write(note)
 
@@ -75,7 +80,7 @@ def write(reporter, verdicts: list[TestVerdict], compared_with: str, settings, n
             if heap:
                 write(f"    {heap}")
 
-    measured = [t for t in verdicts if t.measurement.samples and t.measurement.outcome in ("passed", "xpassed")]
+    measured = [t for t in verdicts if t.measurement.samples and t.measurement.outcome in JUDGED_OUTCOMES]
     slowest = sorted(measured, key=lambda t: t.measurement.figure("time_s"), reverse=True)[:settings.slowest]
     if slowest:
         write("")
