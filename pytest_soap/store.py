@@ -77,6 +77,11 @@ def load(path: Path) -> Baseline | None:
         raise BaselineError(f"baseline {path} has schema {data['schema']}, newer than this pytest-soap reads "
                             f"({SCHEMA}); upgrade pytest-soap or re-create it with --soap-save")
     tests = {nodeid: entry for nodeid, entry in data["tests"].items() if isinstance(entry, dict)}
+    for nodeid, figures in tests.items():
+        wrong = [m for m in METRICS if figures.get(m) is not None and not isinstance(figures[m], (int, float))]
+        if wrong:
+            raise BaselineError(f"baseline {path} is corrupt ({nodeid}: {wrong[0]} is not a number); "
+                                "re-create it with `pytest --soap --soap-save`")
     return Baseline(tests=tests, created=data.get("created", ""), machine=data.get("machine", {}),
                     python=data.get("python", ""), commit=data.get("commit"), dirty=data.get("dirty", False),
                     memory=data.get("memory", "rss"))

@@ -51,6 +51,7 @@ def test_missing_baseline_is_none(tmp_path):
     ("", "is corrupt"),
     ('["not", "a", "baseline"]', "is not a pytest-soap baseline"),
     ('{"schema": 99, "tests": {}}', "has schema 99, newer than"),
+    ('{"schema": 1, "tests": {"t::a": {"time_s": "fast"}}}', "is corrupt .t::a: time_s is not a number."),
 ])
 def test_bad_baselines_raise_one_line_errors_and_stay_untouched(tmp_path, content, message):
     path = tmp_path / "baseline.json"
