@@ -36,7 +36,7 @@ from pathlib import Path
 
 from common import pkg_version, run_pytest, why  # next to this file
 
-from accuracy_project import ORDER, PLANTED, Plant, generate, load_function  # next to this file
+from accuracy_project import BODY, ORDER, PLANTED, Plant, generate, load_function  # next to this file
 
 TARGETS = {"time_s": 1.15, "peak_mb": 1.1}  # the smallest factors the gate must catch (stretch: time 1.1x)
 COST_TARGET = 3.0  # the gate's wall time over a plain run, at most
@@ -205,8 +205,8 @@ def main() -> int:
         tmp = Path(tmp_name)
         repo, sha_a = generate(tmp / "project")
         project = Path(repo.working_tree_dir)
-        print(f"project: {len(ORDER)} tests ({len(PLANTED)} planted regressions, {len(ORDER) - len(PLANTED)} "
-              f"unchanged), commit A {sha_a[:10]}, HEAD (B) {repo.head.commit.hexsha[:10]}")
+        print(f"project: {len(ORDER) + len(BODY)} tests ({len(PLANTED)} planted regressions, "
+              f"{len(ORDER) + len(BODY) - len(PLANTED)} unchanged), commit A {sha_a[:10]}, HEAD (B) {repo.head.commit.hexsha[:10]}")
         # Timed before the load starts: this checks the plants, not the gate.
         direct = direct_ratios(repo, sha_a, PLANTED)
         print("direct ratios, B over A in-process: "
@@ -262,6 +262,14 @@ def main() -> int:
 
     print(f"\n3. cost: the planted gate took {gate_s:.2f} s, {cost:.2f}x the plain run before it "
           f"(target <= {COST_TARGET:g}x)", end="")
+    stages = (report.get("against") or {}).get("seconds") or {}
+    if stages:
+        planted_share = sum(t.get("time_s") or 0 for t in report["tests"] if t["nodeid"] in {p.nodeid for p in PLANTED})
+        planted_share /= sum(t.get("time_s") or 0 for t in report["tests"]) or 1
+        print(f"\n   of which: the ref's worktree {stages.get('worktree', 0):.2f} s, its first pass "
+              f"{stages.get('base', 0):.2f} s, rounds {stages.get('rounds', 0):.2f} s for "
+              f"{report['against'].get('suspects')} suspects; the planted tests are {planted_share:.0%} "
+              f"of the suite's test time at HEAD", end="")
     if null_costs:
         print(f"; null gates {statistics.median(null_costs):.2f}x plain (median; "
               f"{min(null_costs):.2f}x to {max(null_costs):.2f}x)", end="")

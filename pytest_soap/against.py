@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,10 @@ from .records import GATED_METRICS, Measurement
 # settled; the second is for those whose pairs disagree. Each round costs two process start-ups, on
 # networkx's suite half a plain run, so the rounds are few and the runs in each many.
 ROUND_REPEATS = (5, 3)
+# What the rounds for tests that are not past their line may cost, as a share of one pass of the suite (the
+# base pass's wall time). The two passes cost about two runs of the suite; with this, a gate that finds
+# nothing past the line stays within two and a half.
+ROUND_BUDGET = 0.5
 # Options of the user's command line that concern the controlling session only.
 CONTROL_FLAGS = {"--soap-save"}
 CONTROL_OPTIONS = {"--soap-against", "--soap-json", "--soap-baseline"}
@@ -173,6 +178,8 @@ class PairedRun:
     base: dict[str, Measurement] = field(default_factory=dict)
     rounds: int = 0
     problem: str | None = None  # why the ref could not be measured
+    suspects: int = 0  # tests that got rounds
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage: worktree, base, rounds
 
 
 def measure_ref(ref: Ref, head: dict[str, Measurement], args: list[str], paths: list[str], invocation_dir: Path,
@@ -182,17 +189,30 @@ def measure_ref(ref: Ref, head: dict[str, Measurement], args: list[str], paths: 
     run = PairedRun(ref)
     round_args = side_arguments(args, drop=tuple(paths))
     args = side_arguments(args)
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        run.seconds[stage] = round(run.seconds.get(stage, 0.0) + now - clock, 3)
+        clock = now
+
     with worktree(ref) as tree, tempfile.TemporaryDirectory(prefix="soap-sides-") as work_dir:
+        lap("worktree")
         work = Path(work_dir)
         base_side, head_side = Side.base(tree, ref, invocation_dir, rootdir), Side.head(invocation_dir, rootdir)
         run.base, problem = base_side.run(args, work)
+        lap("base")
         if problem:
             run.problem = f"the tests at {ref.name} did not run ({problem})"
             return run
-        suspects = affordable_suspects(head, run.base, thresholds)
+        cost = RoundCost(head, run.base, run.seconds["base"])
+        suspects = affordable_suspects(head, run.base, thresholds, cost)
+        run.suspects = len(suspects)
         for repeat in ROUND_REPEATS:
-            if not suspects:
-                break
+            if not suspects or run.rounds and (run.seconds["rounds"] + cost(suspects, repeat)
+                                               > ROUND_BUDGET * run.seconds["base"]):
+                break  # a second round only within the budget: the first settles clear regressions
             run.rounds += 1
             for side, measured in ((base_side, run.base), (head_side, head)):
                 fresh, problem = side.run(round_args, work, only=suspects, repeat=repeat)
@@ -201,35 +221,55 @@ def measure_ref(ref: Ref, head: dict[str, Measurement], args: list[str], paths: 
                     return run
                 for nodeid in suspects:
                     _add_round(measured[nodeid], fresh.get(nodeid))
+                lap("rounds")
             suspects = [n for n in suspects
                         if compare.paired_undecided(head[n], run.base[n], thresholds, run.rounds, len(ROUND_REPEATS))]
     return run
 
 
-def affordable_suspects(head: dict[str, Measurement], base: dict[str, Measurement],
-                        thresholds: compare.Thresholds) -> list[str]:
-    """The tests that get rounds. Every test past its whole line towards a regression does. A test past only
-    half of it (a real regression that read low, or noise), or one that looks improved, does while the
-    rounds' test time stays within one more run of the suite, the furthest from its base first: on
-    networkx's suite, 1.5 s tests drifting 5% tripled the gate's cost."""
+@dataclass
+class RoundCost:
+    """What a round would cost, estimated from the first passes: each of its two processes starts up like
+    the base pass did (its wall time less its tests' time), then runs each suspect `repeat` times."""
+
+    head: dict[str, Measurement]
+    base: dict[str, Measurement]
+    pass_s: float
+
+    @property
+    def start_up(self) -> float:
+        return max(self.pass_s - sum(m.figure("time_s") or 0 for m in self.base.values()), 0.0)
+
+    def runs(self, nodeid: str, repeat: int) -> float:
+        return repeat * ((self.head[nodeid].figure("time_s") or 0) + (self.base[nodeid].figure("time_s") or 0))
+
+    def __call__(self, suspects: list[str], repeat: int) -> float:
+        return 2 * self.start_up + sum(self.runs(n, repeat) for n in suspects)
+
+
+def affordable_suspects(head: dict[str, Measurement], base: dict[str, Measurement], thresholds: compare.Thresholds,
+                        cost: RoundCost) -> list[str]:
+    """The tests that get rounds. Every test past its whole line towards a regression does, whatever it costs.
+    A test past only half of it (a real regression that read low, or noise), or one that looks improved,
+    does while the rounds cost at most ROUND_BUDGET of the base pass's wall time, the furthest from its base
+    first. On networkx's suite a process's start-up is a third of a run, and 1.5 s tests drifting 5%
+    tripled the gate's cost."""
     both = [n for n, m in head.items() if n in base and m.judged and base[n].judged]
     past_line = [n for n in both if compare.suspect_metrics(head[n], base[n].figures(), thresholds)]
     near_line = [n for n in both if n not in past_line and
                  compare.suspect_metrics(head[n], base[n].figures(), thresholds, True, compare.SUSPECT_MARGIN)]
 
-    def cost(n: str) -> float:
-        return sum(ROUND_REPEATS) * ((head[n].figure("time_s") or 0) + (base[n].figure("time_s") or 0))
-
     def distance(n: str) -> float:
         ratios = [h / b for h, b in ((head[n].figure(k), base[n].figure(k)) for k in GATED_METRICS) if h and b]
         return max((abs(math.log(r)) for r in ratios), default=0.0)
 
-    budget = sum(m.figure("time_s") or 0 for m in head.values()) - sum(cost(n) for n in past_line)
+    first = ROUND_REPEATS[0]
+    budget = ROUND_BUDGET * cost.pass_s - cost(past_line, first)
     chosen = list(past_line)
     for n in sorted(near_line, key=distance, reverse=True):
-        if cost(n) <= budget:
+        if cost.runs(n, first) <= budget:
             chosen.append(n)
-            budget -= cost(n)
+            budget -= cost.runs(n, first)
     return chosen
 
 

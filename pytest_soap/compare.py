@@ -261,9 +261,11 @@ def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds) -> T
 
 
 def paired_undecided(m: Measurement, base: Measurement, thresholds: Thresholds, rounds: int, max_rounds: int) -> bool:
-    """Should a suspect get another round? Yes while a metric is past its line (either way) and undecided."""
+    """Should a suspect get another round? Not once a metric has regressed: that is the test's verdict.
+    Otherwise yes while the rounds' median of a metric is past its line (either way) but not significant,
+    or the process pairs disagree. Inside the line, the rounds have spoken."""
     if rounds >= max_rounds or not m.judged or not base.judged:
         return False
-    decided = judge_paired(m, base, thresholds).metrics
-    return any(decided[metric].verdict not in ("regressed", "improved")
-               for metric in suspect_metrics(m, base.figures(), thresholds, True, SUSPECT_MARGIN))
+    metrics = judge_paired(m, base, thresholds).metrics.values()
+    return (not any(v.verdict == "regressed" for v in metrics)
+            and any(v.verdict != "improved" and v.p_value is not None for v in metrics))

@@ -32,7 +32,8 @@ def build(verdicts: list[TestVerdict], baseline: Baseline | None, settings, pair
         "baseline": ({"path": str(settings.baseline), "created": baseline.created, "commit": baseline.commit,
                       "machine": baseline.machine, "python": baseline.python} if baseline else None),
         "against": ({"ref": paired.ref.name, "commit": paired.ref.sha, "head": paired.ref.head_sha,
-                     "dirty": paired.ref.dirty, "rounds": paired.rounds, "problem": paired.problem}
+                     "dirty": paired.ref.dirty, "rounds": paired.rounds, "suspects": paired.suspects,
+                     "seconds": paired.seconds, "problem": paired.problem}
                     if paired else None),
         "memory": "rss" if settings.memory else "off",
         "thresholds": asdict(settings.thresholds),
