@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import compare
+from .attribute import profiles_memory
+from .measure.functions import Profile
 from .records import GATED_METRICS, Measurement
 
 # Runs of each suspect in each round's fresh processes, one base then one head per round. After the
@@ -147,21 +149,31 @@ class Side:
         With `only`, the process collects just those tests' files (`args` then holds no paths of its own)."""
         self.runs += 1
         dump = work / f"{self.name}-{self.runs}.json"
-        cmd = [sys.executable, "-m", "pytest", *args, "--soap", f"--soap-side={dump}", "-p", "no:cacheprovider"]
-        if only is not None:
-            only_file = dump.with_suffix(".only")
-            only_file.write_text("\n".join(only), encoding="utf-8")
-            cmd.append(f"--soap-only={only_file}")
-            cmd += sorted({str(self.rootdir / nodeid.split("::")[0]) for nodeid in only})
-        if repeat > 1:
-            cmd.append(f"--soap-repeat={repeat}")
-        proc = subprocess.run(cmd, cwd=self.cwd, env=self.env, capture_output=True, text=True)
+        proc = self._pytest(args, work, only, [f"--soap-side={dump}"] + [f"--soap-repeat={repeat}"] * (repeat > 1))
         if not dump.exists():
             return {}, _why(proc)
         measured = {d["nodeid"]: Measurement.from_dict(d) for d in json.loads(dump.read_text(encoding="utf-8"))}
         if proc.returncode not in (0, 1) or (not measured and proc.returncode != 5):
             return measured, _why(proc)
         return measured, None
+
+    def profile(self, args: list[str], work: Path, only: list[str]) -> dict[str, Profile]:
+        """One profiled run of each test in `only`, in a fresh process; the profiles of those that ran."""
+        self.runs += 1
+        dump = work / f"{self.name}-{self.runs}.profiles.json"
+        self._pytest(args, work, only, [f"--soap-profile={dump}"])
+        if not dump.exists():
+            return {}
+        return {nodeid: Profile.from_dict(p) for nodeid, p in json.loads(dump.read_text(encoding="utf-8")).items()}
+
+    def _pytest(self, args: list[str], work: Path, only: list[str] | None, extra: list[str]) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "pytest", *args, "--soap", *extra, "-p", "no:cacheprovider"]
+        if only is not None:
+            only_file = work / f"{self.name}-{self.runs}.only"
+            only_file.write_text("\n".join(only), encoding="utf-8")
+            cmd.append(f"--soap-only={only_file}")
+            cmd += sorted({str(self.rootdir / line.split("::")[0]) for line in only})
+        return subprocess.run(cmd, cwd=self.cwd, env=self.env, capture_output=True, text=True)
 
 
 def _why(proc: subprocess.CompletedProcess) -> str:
@@ -179,6 +191,7 @@ class PairedRun:
     rounds: int = 0
     problem: str | None = None  # why the ref could not be measured
     suspects: int = 0  # tests that got rounds
+    profiles: dict[str, tuple[Profile, Profile]] = field(default_factory=dict)  # regressed: (head, base)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage: worktree, base, rounds
 
 
@@ -224,6 +237,14 @@ def measure_ref(ref: Ref, head: dict[str, Measurement], args: list[str], paths: 
                 lap("rounds")
             suspects = [n for n in suspects
                         if compare.paired_undecided(head[n], run.base[n], thresholds, run.rounds, len(ROUND_REPEATS))]
+        # Attribution needs each regressed test's profile on both sides: one more run of it a side.
+        verdicts = [compare.judge_paired(m, run.base[n], thresholds) for n, m in head.items() if n in run.base]
+        regressed = [v.nodeid + "\tmemory" * profiles_memory(v.regressed_metrics) for v in verdicts if v.verdict == "regressed"]
+        if regressed:
+            head_profiles = head_side.profile(round_args, work, regressed)
+            base_profiles = base_side.profile(round_args, work, regressed)
+            run.profiles = {n: (head_profiles[n], base_profiles[n]) for n in head_profiles if n in base_profiles}
+            lap("profiles")
     return run
 
 

@@ -51,6 +51,7 @@ INTERNAL = [
     Option("--soap-side", "measure only, and write the measurements to PATH", None, Path, "PATH"),
     Option("--soap-only", "run only the node ids listed in PATH", None, Path, "PATH"),
     Option("--soap-repeat", "run each test N times", 1, int, "N"),
+    Option("--soap-profile", "profile each test's functions once, and write the profiles to PATH", None, Path, "PATH"),
 ]
 
 
@@ -113,6 +114,7 @@ class Settings:
     side: Path | None = None  # set in a process measuring one side for a --soap-against session
     only: Path | None = None
     repeat: int = 1
+    profile: Path | None = None  # set in a process profiling one side's regressed tests for attribution
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -129,6 +131,7 @@ class Settings:
             side=v["soap_side"],
             only=v["soap_only"],
             repeat=max(1, v["soap_repeat"]),
+            profile=v["soap_profile"],
             thresholds=Thresholds(
                 time_pct=v["soap_threshold"],
                 memory_pct=v["soap_memory_threshold"],

@@ -13,12 +13,15 @@ from dataclasses import replace
 import pytest
 
 from . import against, compare, store
+from .attribute import Attribution, attribute, profiles_memory
+from .changes import ChangeSet, changed_functions
 from .config import MARKER, Settings, add_options, marker_overrides
 from .measure import CallMeter
+from .measure.functions import Profile, profiled, project_root
 from .measure.heap import track_heap
 from .records import Measurement
 from .report import json_report, terminal
-from .rerun import confirm, measure_heaps, repeat
+from .rerun import confirm, measure_heaps, repeat, run_again
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -32,7 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     baseline = ref = None
     try:
-        if settings.side:
+        if settings.side or settings.profile:
             pass  # measuring one side for a --soap-against session: no baseline, no ref of its own
         elif settings.against:
             if settings.save:
@@ -66,6 +69,12 @@ class SoapSession:
         self.meter = CallMeter(memory=settings.memory)
         self.heap_run = False  # set while a test runs once more under memray
         self.heap_queue: list[pytest.Item] = []  # tests whose exact heap is wanted, measured at the end
+        self.profile_run = bool(settings.profile)  # set while tests run once more under the function profiler
+        self.profiles: dict[str, Profile] = {}
+        # cProfile and memray both need Python's profile hook, so a run profiles time or memory, not both:
+        # memory for the tests that regressed in memory only.
+        self.profile_memory: set[str] = set()
+        self.attributions: dict[str, Attribution] = {}
         self.notes: list[str] = []
         self.verdicts: list[compare.TestVerdict] = []
         self.failure: str | None = None
@@ -87,13 +96,21 @@ class SoapSession:
         # Checked here, so a misspelt marker argument stops the run before any test runs.
         self.overrides = {item.nodeid: marker_overrides(item) for item in items}
         if self.settings.only:
-            wanted = set(self.settings.only.read_text(encoding="utf-8").splitlines())
+            # A line is a node id, and for a profiling run, a tab and "memory" when memray should profile it.
+            lines = [line.split("\t") for line in self.settings.only.read_text(encoding="utf-8").splitlines()]
+            wanted = {line[0] for line in lines}
+            self.profile_memory = {line[0] for line in lines if line[1:] == ["memory"]}
             config.hook.pytest_deselected(items=[item for item in items if item.nodeid not in wanted])
             items[:] = [item for item in items if item.nodeid in wanted]
 
     # ---- measuring (plain session or xdist worker) --------------------------------------------
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_runtest_call(self, item: pytest.Item):
+        if self.profile_run:
+            with profiled(project_root(self.config.rootpath), memory=item.nodeid in self.profile_memory) as profile:
+                result = yield
+            self.profiles[item.nodeid] = profile
+            return result
         m = self._measurement(item.nodeid)
         if self.heap_run:
             with track_heap() as heap:
@@ -149,17 +166,45 @@ class SoapSession:
             self.paired = against.measure_ref(self.ref, self.measurements, list(self.config.invocation_params.args),
                                               list(self.config.args), self.config.invocation_params.dir,
                                               self.config.rootpath, self.settings.thresholds)
+            self._attribute({n: head_base for n, head_base in self.paired.profiles.items()},
+                            changed_functions(self.ref.repo_root, self.ref.sha))
+        elif self.baseline and not _is_worker(self.config) and not _is_controller(self.config) and not session.shouldfail:
+            # Against a saved baseline there is one side to profile: this one, in this process.
+            verdicts = [v for v in self._judge(list(self.measurements.values())) if v.verdict == "regressed"]
+            regressed = [v.nodeid for v in verdicts]
+            self.profile_memory = {v.nodeid for v in verdicts if profiles_memory(v.regressed_metrics)}
+            items = {item.nodeid: item for item in session.items}
+            self.profile_run = True
+            try:
+                for nodeid in regressed:
+                    run_again(items[nodeid], None)
+            finally:
+                self.profile_run = False
+            changes = (changed_functions(self.config.rootpath, self.baseline.commit) if self.baseline.commit else
+                       ChangeSet(None, [], [], "the baseline records no commit (it was saved outside a git repository): "
+                                         "changed functions are unknown"))
+            self._attribute({n: (self.profiles[n], None) for n in regressed if n in self.profiles}, changes)
         return result
+
+    def _attribute(self, profiles: dict[str, tuple[Profile, Profile | None]], changes: ChangeSet) -> None:
+        regressed = {v.nodeid: v for v in self._judge(list(self.measurements.values())) if v.verdict == "regressed"}
+        for nodeid, (head, base) in profiles.items():
+            if nodeid in regressed:
+                self.attributions[nodeid] = attribute(nodeid, regressed[nodeid].regressed_metrics, head, base, changes)
 
     # ---- judging and reporting (plain session or xdist controller) ----------------------------
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if _is_worker(self.config) or self.settings.side:
+        if _is_worker(self.config) or self.settings.side or self.settings.profile:
             dump = [m.to_dict() for m in self.measurements.values()]
+            profiles = {nodeid: p.to_dict() for nodeid, p in self.profiles.items()}
             if _is_worker(self.config):
                 self.config.workeroutput["soap"] = dump
-            else:
+                self.config.workeroutput["soap_profiles"] = profiles
+            elif self.settings.side:
                 store.atomic_write(self.settings.side, json.dumps(dump))
+            if self.settings.profile and not _is_worker(self.config):
+                store.atomic_write(self.settings.profile, json.dumps(profiles))
             return
         measured = list(self.measurements.values())
         if self.settings.save:
@@ -170,7 +215,8 @@ class SoapSession:
             self.failure = terminal.failure_line(regressed)
         if self.settings.json:
             try:
-                json_report.write(self.settings.json, self.verdicts, self.baseline, self.settings, self.paired)
+                json_report.write(self.settings.json, self.verdicts, self.baseline, self.settings, self.paired,
+                                  list(self.attributions.values()))
             except OSError as e:
                 self.failure = self.failure or f"pytest-soap: cannot write the JSON report {self.settings.json}: {e.strerror}"
         if self.failure and session.exitstatus == pytest.ExitCode.OK:
@@ -205,11 +251,11 @@ class SoapSession:
             self.failure = f"pytest-soap: {e}"
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        if _is_worker(self.config) or self.settings.side:
+        if _is_worker(self.config) or self.settings.side or self.settings.profile:
             return
         compared_with = (f"against {self.ref.describe()}" if self.ref else
                          terminal.baseline_line(self.baseline, self.settings, self._shown(self.settings.baseline)))
-        terminal.write(terminalreporter, self.verdicts, compared_with, self.settings, self.notes)
+        terminal.write(terminalreporter, self.verdicts, compared_with, self.settings, self.notes, self.attributions)
         if self.failure:
             terminalreporter.write_line(self.failure, red=True, bold=True)
 
@@ -219,9 +265,12 @@ class SoapSession:
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node, error) -> None:
         """xdist controller: a worker finished; take its measurements (reruns included)."""
-        for data in getattr(node, "workeroutput", {}).get("soap", []):
+        output = getattr(node, "workeroutput", {})
+        for data in output.get("soap", []):
             m = Measurement.from_dict(data)
             self.measurements[m.nodeid] = m
+        for nodeid, data in output.get("soap_profiles", {}).items():
+            self.profiles[nodeid] = Profile.from_dict(data)
 
     def _shown(self, path) -> str:
         try:

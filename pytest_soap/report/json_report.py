@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ..attribute import Attribution
 from ..compare import TestVerdict
 from ..records import METRICS
 from ..store import Baseline, atomic_write
@@ -26,7 +27,28 @@ def test_entry(t: TestVerdict) -> dict:
     return entry
 
 
-def build(verdicts: list[TestVerdict], baseline: Baseline | None, settings, paired=None) -> dict:
+def functions(attributions: list[Attribution]) -> list[dict]:
+    """One entry per blamed function, with each test's evidence. For every test, the function most to blame
+    comes first among the entries naming it: each test's first cause is placed before its other causes,
+    the entries that are the first cause of more tests going first when that is not enough."""
+    entries: dict[tuple[str, str], dict] = {}
+    firsts: dict[tuple[str, str], int] = {}
+    for a in attributions:
+        for rank, c in enumerate(a.causes):
+            key = (c.file, c.qualname)
+            entry = entries.setdefault(key, {"file": c.file, "qualname": c.qualname, "lineno": c.lineno, "tests": [],
+                                              "changed": c.changed, "evidence": {}})
+            entry["tests"].append(a.nodeid)
+            entry["evidence"][a.nodeid] = {"rank": rank + 1, "delta_own_s": c.delta_own_s, "delta_cum_s": c.delta_cum_s,
+                                           "delta_peak_mb": c.delta_peak_mb, "share": c.share, "reason": c.reason,
+                                           "basis": a.evidence}
+            firsts[key] = firsts.get(key, 0) + (rank == 0)
+    return sorted(entries.values(), key=lambda e: (min(v["rank"] for v in e["evidence"].values()),
+                                                   -firsts[(e["file"], e["qualname"])],
+                                                   -max(v["share"] for v in e["evidence"].values())))
+
+
+def build(verdicts: list[TestVerdict], baseline: Baseline | None, settings, paired=None, attributions=None) -> dict:
     return {
         "schema": SCHEMA,
         "baseline": ({"path": str(settings.baseline), "created": baseline.created, "commit": baseline.commit,
@@ -39,11 +61,12 @@ def build(verdicts: list[TestVerdict], baseline: Baseline | None, settings, pair
         "thresholds": asdict(settings.thresholds),
         "tests": [test_entry(t) for t in verdicts],
         "regressions": [t.nodeid for t in verdicts if t.verdict == "regressed"],
-        "functions": [],  # filled by attribution (not part of this release)
+        "functions": functions(attributions or []),
         "optimizations": [],  # filled by the SOAP loop (not part of this release)
         "patch": None,
     }
 
 
-def write(path: Path, verdicts: list[TestVerdict], baseline: Baseline | None, settings, paired=None) -> None:
-    atomic_write(path, json.dumps(build(verdicts, baseline, settings, paired), indent=1) + "\n")
+def write(path: Path, verdicts: list[TestVerdict], baseline: Baseline | None, settings, paired=None,
+          attributions=None) -> None:
+    atomic_write(path, json.dumps(build(verdicts, baseline, settings, paired, attributions), indent=1) + "\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ..attribute import Attribution
 from ..compare import TestVerdict
 from ..records import JUDGED_OUTCOMES
 from ..store import Baseline
@@ -57,7 +58,22 @@ def baseline_line(baseline: Baseline | None, settings, shown: str) -> str:
     return f"baseline {shown}: {baseline.describe()}"
 
 
-def write(reporter, verdicts: list[TestVerdict], compared_with: str, settings, notes: list[str]) -> None:
+def cause_lines(a: Attribution) -> list[str]:
+    """The functions blamed for one test, most to blame first, with their evidence."""
+    lines = []
+    for c in a.causes:
+        figures = [f"{units.signed_seconds(c.delta_own_s)} own, {units.signed_seconds(c.delta_cum_s)} with callees"
+                   if c.delta_own_s or c.delta_cum_s else "",
+                   f"{c.delta_peak_mb:+.1f} MiB at the peak" if c.delta_peak_mb else ""]
+        lines.append(f"← {c.file}:{c.lineno} {c.qualname}  {c.share:.0%} of it; {c.reason}"
+                     + "".join(f"; {f}" for f in figures if f))
+    lines.append(f"(from {a.evidence})")
+    lines += a.notes
+    return lines
+
+
+def write(reporter, verdicts: list[TestVerdict], compared_with: str, settings, notes: list[str],
+          attributions: dict[str, Attribution] | None = None) -> None:
     reporter.write_sep("=", "pytest-soap")
     write = reporter.write_line
     write(compared_with)
@@ -79,6 +95,9 @@ def write(reporter, verdicts: list[TestVerdict], compared_with: str, settings, n
             heap = _heap_line(t)
             if heap:
                 write(f"    {heap}")
+            if attributions and t.nodeid in attributions:
+                for line in cause_lines(attributions[t.nodeid]):
+                    write(f"    {line}")
 
     measured = [t for t in verdicts if t.measurement.samples and t.measurement.outcome in JUDGED_OUTCOMES]
     slowest = sorted(measured, key=lambda t: t.measurement.figure("time_s"), reverse=True)[:settings.slowest]

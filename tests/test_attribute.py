@@ -1,0 +1,205 @@
+"""Attribution: each regressed test named with the function that caused it, on real git repositories
+and real pytest sessions, and the blame rules on synthetic profiles (no timing)."""
+
+import json
+import textwrap
+
+import git
+import pytest
+
+from pytest_soap.attribute import attribute
+from pytest_soap.changes import ChangeSet, FunctionChange
+from pytest_soap.measure.functions import Edge, FunctionCost, Profile
+
+# commit A: process() calls the unchanged helper 5 times; build() asks allocate() for 8 MiB.
+# commit B changes only process() (50 calls) and build() (40 MiB): the time is spent in helper(),
+# the memory in allocate(), and neither of those changed.
+WORK = """
+    import zlib
+
+    def helper(n):
+        acc = 0
+        for i in range(n):
+            acc = (acc * 31 + i) % 1000003
+        return acc
+
+    def process():
+        return [helper(20000) for _ in range({calls})]
+
+    def allocate(mib):
+        return bytearray(mib * 2**20)
+
+    def build():
+        data = allocate({mib})
+        return len(data)
+
+    def squeeze():
+        return zlib.compress(bytes(range(256)) * {blocks}, 9)
+
+    def steady():
+        return helper(20000)
+"""
+
+TESTS = """
+    from pkg import work
+
+    def test_process():
+        assert work.process()
+
+    def test_build():
+        assert work.build()
+
+    def test_squeeze():
+        assert work.squeeze()
+
+    def test_steady():
+        assert work.steady()
+"""
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+
+
+def commit(repo, message):
+    repo.git.add("--all")
+    repo.index.commit(message, author=git.Actor("t", "t@example.com"), committer=git.Actor("t", "t@example.com"))
+
+
+@pytest.fixture
+def project(pytester):
+    root = pytester.path
+    write(root / "pyproject.toml", """
+        [tool.pytest.ini_options]
+        pythonpath = ["."]
+    """)
+    write(root / "pkg" / "__init__.py", "")
+    write(root / "pkg" / "work.py", WORK.format(calls=5, mib=8, blocks=2000))
+    write(root / "tests" / "test_work.py", TESTS)
+    (root / ".gitignore").write_text("report.json\n.soap/\n")
+    pytester.repo = git.Repo.init(root)
+    commit(pytester.repo, "A")
+    return pytester
+
+
+def first_causes(report):
+    """For each test, the first entry of `functions` naming it: the one most to blame."""
+    firsts = {}
+    for entry in report["functions"]:
+        for nodeid in entry["tests"]:
+            firsts.setdefault(nodeid.split("::")[-1], entry)
+    return firsts
+
+
+def test_against_a_ref_the_changed_caller_is_blamed_before_the_unchanged_helper(project):
+    write(project.path / "pkg" / "work.py", WORK.format(calls=50, mib=40, blocks=200000))
+    commit(project.repo, "B: more calls, more memory, more to compress")
+    result = project.runpytest("--soap", "--soap-against", "HEAD~1", "--soap-json", "report.json")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    report = json.loads((project.path / "report.json").read_text())
+    assert {"tests/test_work.py::test_process", "tests/test_work.py::test_build"} <= set(report["regressions"])
+    firsts = first_causes(report)
+    assert firsts["test_process"]["qualname"] == "process" and firsts["test_process"]["changed"] is True
+    assert firsts["test_process"]["file"] == "pkg/work.py"
+    evidence = firsts["test_process"]["evidence"]["tests/test_work.py::test_process"]
+    assert evidence["share"] > 0.5 and evidence["delta_cum_s"] > 0 and "both sides" in evidence["basis"]
+    # The helper, where the time was spent, is named too, unchanged and explained by its caller.
+    helper = next(e for e in report["functions"] if e["qualname"] == "helper")
+    assert helper["changed"] is False
+    assert "process" in helper["evidence"]["tests/test_work.py::test_process"]["reason"]
+    assert firsts["test_build"]["qualname"] == "build"
+    # zlib's C code did the compressing; the project function that called it is blamed.
+    if "tests/test_work.py::test_squeeze" in report["regressions"]:
+        assert firsts["test_squeeze"]["qualname"] == "squeeze"
+    # No test, and nothing outside the project, is ever blamed.
+    assert all(e["file"].startswith("pkg/") for e in report["functions"])
+    result.stdout.fnmatch_lines(["*← pkg/work.py:* process  *% of it; changed*", "*(from profiles of both sides*"])
+
+
+def test_with_a_saved_baseline_the_diff_against_its_commit_ranks_the_changed_function_first(project):
+    assert project.runpytest("--soap", "--soap-save").ret == pytest.ExitCode.OK
+    write(project.path / "pkg" / "work.py", WORK.format(calls=50, mib=8, blocks=2000))
+    commit(project.repo, "B: more calls")
+    result = project.runpytest("--soap", "--soap-json", "report.json")
+    report = json.loads((project.path / "report.json").read_text())
+    assert "tests/test_work.py::test_process" in report["regressions"], result.stdout.str()
+    first = first_causes(report)["test_process"]
+    assert first["qualname"] == "process" and first["changed"] is True
+    assert "this side's profile only and the diff against" in first["evidence"]["tests/test_work.py::test_process"]["basis"]
+
+
+def test_outside_a_git_repository_the_hottest_functions_are_named_and_the_report_says_why(pytester):
+    write(pytester.path / "pyproject.toml", '[tool.pytest.ini_options]\npythonpath = ["."]\n')
+    write(pytester.path / "pkg" / "__init__.py", "")
+    write(pytester.path / "pkg" / "work.py", WORK.format(calls=5, mib=8, blocks=2000))
+    write(pytester.path / "tests" / "test_work.py", TESTS)
+    assert pytester.runpytest("--soap", "--soap-save").ret == pytest.ExitCode.OK
+    write(pytester.path / "pkg" / "work.py", WORK.format(calls=50, mib=8, blocks=2000))
+    result = pytester.runpytest("--soap", "--soap-json", "report.json")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    report = json.loads((pytester.path / "report.json").read_text())
+    first = first_causes(report)["test_process"]
+    assert first["qualname"] in ("process", "helper") and first["changed"] is False
+    result.stdout.fnmatch_lines(["*this side's profile only*", "*outside a git repository*changed functions are unknown*"])
+
+
+def test_a_test_whose_own_code_changed_is_said_so(project):
+    write(project.path / "tests" / "test_work.py", TESTS.replace("assert work.process()",
+                                                                 "assert [work.process() for _ in range(10)]"))
+    commit(project.repo, "the test calls process ten times")
+    result = project.runpytest("--soap", "--soap-against", "HEAD~1", "--soap-json", "report.json")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    result.stdout.fnmatch_lines(["*the test's own code changed (test_process)*"])
+
+
+# ---- the blame rules, on synthetic profiles ---------------------------------------------------------------
+
+def profile(functions, edges, stacks=(), peak=0.0):
+    costs = {}
+    for key, kind, own, cum in functions:
+        file, _, qualname = key.rpartition("::")
+        costs[key] = FunctionCost(file or None, qualname, 1, kind, own, cum, 1)
+    return Profile(sum(f.own_s for f in costs.values()), costs, [Edge(*e) for e in edges], list(stacks), peak)
+
+
+def changes(*qualnames):
+    return ChangeSet("a" * 40, [FunctionChange("m.py", q, 1, "modified") for q in qualnames], [])
+
+
+def test_a_changed_function_calling_an_unchanged_helper_more_is_blamed_for_the_helpers_time():
+    base = profile([("t.py::test", "test", 0.0, 0.11), ("m.py::outer", "project", 0.01, 0.11),
+                    ("m.py::helper", "project", 0.1, 0.1)],
+                   [("t.py::test", "m.py::outer", 0.01, 0.11), ("m.py::outer", "m.py::helper", 0.1, 0.1)])
+    head = profile([("t.py::test", "test", 0.0, 1.01), ("m.py::outer", "project", 0.01, 1.01),
+                    ("m.py::helper", "project", 1.0, 1.0)],
+                   [("t.py::test", "m.py::outer", 0.01, 1.01), ("m.py::outer", "m.py::helper", 1.0, 1.0)])
+    a = attribute("t.py::test", ["time_s"], head, base, changes("outer"))
+    assert [c.qualname for c in a.causes] == ["outer", "helper"]
+    assert a.causes[0].changed and a.causes[0].share == pytest.approx(1.0)
+    assert not a.causes[1].changed and "outer" in a.causes[1].reason
+    # Nothing changed: the helper's own time rose, and it is named first.
+    a = attribute("t.py::test", ["time_s"], head, base, changes())
+    assert a.causes[0].qualname == "helper" and "own time" in a.causes[0].reason
+
+
+def test_time_in_external_code_goes_to_the_project_function_that_called_it():
+    base = profile([("m.py::caller", "project", 0.01, 0.11), ("<built-in method zlib.compress>", "external", 0.1, 0.1)],
+                   [("m.py::caller", "<built-in method zlib.compress>", 0.1, 0.1)])
+    head = profile([("m.py::caller", "project", 0.01, 1.01), ("<built-in method zlib.compress>", "external", 1.0, 1.0)],
+                   [("m.py::caller", "<built-in method zlib.compress>", 1.0, 1.0)])
+    a = attribute("t.py::test", ["time_s"], head, base, changes())
+    assert a.causes[0].qualname == "caller" and a.causes[0].share > 0.9
+    assert any("in external code" in note for note in a.notes)
+
+
+def test_memory_at_the_peak_is_blamed_on_the_innermost_changed_function_of_its_stack():
+    functions = [("m.py::build", "project", 0, 0), ("m.py::allocate", "project", 0, 0)]
+    base = profile(functions, [], stacks=[(8.0, ["m.py::allocate", "m.py::build"])], peak=8.0)
+    head = profile(functions, [], stacks=[(40.0, ["m.py::allocate", "m.py::build"])], peak=40.0)
+    base.functions["m.py::build"].peak_mb = base.functions["m.py::allocate"].peak_mb = 8.0
+    head.functions["m.py::build"].peak_mb = head.functions["m.py::allocate"].peak_mb = 40.0
+    a = attribute("t.py::test", ["peak_mb"], head, base, changes("build"))
+    assert a.causes[0].qualname == "build" and a.causes[0].delta_peak_mb == pytest.approx(32.0)
+    # Without a change, the function that allocated it.
+    assert attribute("t.py::test", ["peak_mb"], head, base, changes()).causes[0].qualname == "allocate"
