@@ -174,6 +174,29 @@ def planted_table(report: dict, direct: dict[str, float]) -> int:
     return missed
 
 
+def attribution_table(report: dict) -> tuple[int, int]:
+    """For each caught planted regression, is the first function the report blames the changed run() of
+    its planted module (and not spin(), the unchanged helper where the time is spent)? Returns (right, caught)."""
+    firsts = {}
+    for entry in report.get("functions", []):
+        for nodeid in entry["tests"]:
+            firsts.setdefault(nodeid, entry)
+    right = caught = 0
+    for plant in PLANTED:
+        test = next((t for t in report["tests"] if t["nodeid"] == plant.nodeid), None)
+        if not test or test["verdict"] != "regressed":
+            continue
+        caught += 1
+        first = firsts.get(plant.nodeid)
+        named = f"{first['file']}::{first['qualname']}" if first else "nothing"
+        ok = named == f"planted/{plant.name}.py::run"
+        right += ok
+        if not ok:
+            print(f"  attribution: {plant.name} first blamed {named}, not planted/{plant.name}.py::run")
+    print(f"attribution: the changed function came first for {right} of {caught} caught regressions")
+    return right, caught
+
+
 def start_load() -> subprocess.Popen:
     """Another process keeping one core busy for the whole measurement, as on a shared runner."""
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -234,6 +257,7 @@ def main() -> int:
             if report is None:  # the reason is printed; the null runs would only repeat it
                 return 1
             missed = planted_table(report, direct)
+            attributed, caught = attribution_table(report)
 
             print(f"\n2. nulls: the gate at HEAD against HEAD, {opts.nulls} runs")
             null_counts, null_costs = [], []
@@ -279,7 +303,7 @@ def main() -> int:
 
     print(f"\nsummary: {'all targets caught' if not missed else f'{missed} target regressions MISSED'}; "
           f"{sum(null_counts)} false alarms in {len(null_counts)} null runs; "
-          f"cost {cost:.2f}x plain")
+          f"cost {cost:.2f}x plain; attribution right for {attributed} of {caught} caught")
     return 0
 
 

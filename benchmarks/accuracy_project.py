@@ -1,8 +1,8 @@
 """The project benchmarks/accuracy.py gates: a git repository with two commits, A and B (HEAD).
 
 planted/ holds one module per function and tests/test_planted.py one test per function. B differs from
-A only in the planted modules: each multiplies its work (a loop's length, or the MiB it holds) by a known
-factor. Every other file, the unchanged functions and the tests included, is byte-identical in both.
+A only in the planted modules: each one's run() multiplies its work (a loop's length, or the MiB it holds)
+by a known factor. Every other file, the unchanged functions and the tests included, is byte-identical in both.
 
 tests/test_body.py is the rest of a realistic suite: BODY_COPIES more tests of each fixed unchanged length.
 In a pull request the regressed tests are a small part of the suite's time; here they are about a tenth.
@@ -80,15 +80,17 @@ def module_source(name: str, commit: str, per_ms: float) -> str:
                     "    return spin(round(N * random.uniform(0.5, 1.5)))\n").format(n=n)
         return f"from planted._work import spin\n\nN = {n}\n\n\ndef run():\n    return spin(N)\n"
     plant = next(p for p in PLANTED if p.name == name)
+    # B changes run() itself, so attribution has a changed function to find; the time is still spent in
+    # spin(), the unchanged helper that run() now calls with a longer loop.
     factor = f" * {plant.factor:g}" if commit == "B" else ""
     if plant.metric == "time_s":
-        return (f"from planted._work import spin\n\nN = round({round(TIME_BASE_MS * per_ms)}{factor})\n\n\n"
-                f"def run():\n    return spin(N)\n")
-    return (f"from planted._work import spin\n\nSIZE = round({MEMORY_BASE_MIB}{factor} * {MIB})\n"
+        return (f"from planted._work import spin\n\nN = {round(TIME_BASE_MS * per_ms)}\n\n\n"
+                f"def run():\n    return spin(round(N{factor}))\n")
+    return (f"from planted._work import spin\n\nSIZE = {MEMORY_BASE_MIB * MIB}\n"
             f"HOLD = {round(HOLD_MS * per_ms)}\n\n\n"
             "def run():\n"
             "    # b'x' * n writes every byte, so the pages are resident (bytes(n) would leave them untouched)\n"
-            "    data = b'x' * SIZE\n"
+            f"    data = b'x' * round(SIZE{factor})\n"
             "    spin(HOLD)  # hold it a while\n"
             "    return len(data)\n")
 

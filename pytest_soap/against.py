@@ -272,8 +272,8 @@ def affordable_suspects(head: dict[str, Measurement], base: dict[str, Measuremen
                         cost: RoundCost) -> list[str]:
     """The tests that get rounds. Every test past its whole line towards a regression does, whatever it costs.
     A test past only half of it (a real regression that read low, or noise), or one that looks improved,
-    does while the rounds cost at most ROUND_BUDGET of the base pass's wall time, the furthest from its base
-    first. On networkx's suite a process's start-up is a third of a run, and 1.5 s tests drifting 5%
+    does while its runs, and the round's start-ups if no test past the line pays them, cost at most
+    ROUND_BUDGET of the base pass's wall time, the furthest from its base first. On networkx's suite a process's start-up is a third of a run, and 1.5 s tests drifting 5%
     tripled the gate's cost."""
     both = [n for n, m in head.items() if n in base and m.judged and base[n].judged]
     past_line = [n for n in both if compare.suspect_metrics(head[n], base[n].figures(), thresholds)]
@@ -284,8 +284,9 @@ def affordable_suspects(head: dict[str, Measurement], base: dict[str, Measuremen
         ratios = [h / b for h, b in ((head[n].figure(k), base[n].figure(k)) for k in GATED_METRICS) if h and b]
         return max((abs(math.log(r)) for r in ratios), default=0.0)
 
+    # With suspects past the line there is a round anyway, and a test near it costs only its own runs.
     first = ROUND_REPEATS[0]
-    budget = ROUND_BUDGET * cost.pass_s - cost(past_line, first)
+    budget = ROUND_BUDGET * cost.pass_s - (0.0 if past_line else cost([], first))
     chosen = list(past_line)
     for n in sorted(near_line, key=distance, reverse=True):
         if cost.runs(n, first) <= budget:

@@ -17,7 +17,7 @@ from .attribute import Attribution, attribute, profiles_memory
 from .changes import ChangeSet, changed_functions
 from .config import MARKER, Settings, add_options, marker_overrides
 from .measure import CallMeter
-from .measure.functions import Profile, profiled, project_root
+from .measure.functions import Profile, profile_memory, profiled, project_root
 from .measure.heap import track_heap
 from .records import Measurement
 from .report import json_report, terminal
@@ -106,11 +106,13 @@ class SoapSession:
     # ---- measuring (plain session or xdist worker) --------------------------------------------
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_runtest_call(self, item: pytest.Item):
-        if self.profile_run:
-            with profiled(project_root(self.config.rootpath), memory=item.nodeid in self.profile_memory) as profile:
+        if self.profile_run and item.nodeid not in self.profile_memory:
+            with profiled(project_root(self.config.rootpath)) as profile:
                 result = yield
             self.profiles[item.nodeid] = profile
             return result
+        if self.profile_run:
+            return (yield)  # profiled by pytest_pyfunc_call below
         m = self._measurement(item.nodeid)
         if self.heap_run:
             with track_heap() as heap:
@@ -130,6 +132,17 @@ class SoapSession:
                 sample = replace(sample, time_s=benchmark_s, cpu_s=benchmark_s * share)
                 m.timer = "pytest-benchmark"
             m.samples.append(sample)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_pyfunc_call(self, pyfuncitem: pytest.Function):
+        """A memory-only regression's profiling run: memray tracks the test function's call."""
+        if not (self.profile_run and pyfuncitem.nodeid in self.profile_memory):
+            return None
+        from _pytest.python import pytest_pyfunc_call as call_test_function
+
+        self.profiles[pyfuncitem.nodeid] = profile_memory(lambda: call_test_function(pyfuncitem),
+                                                          project_root(self.config.rootpath))
+        return True
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if _is_controller(self.config):

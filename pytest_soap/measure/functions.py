@@ -171,36 +171,34 @@ def _add_peak(profile: Profile, path: str, namer: Namer) -> None:
 
 
 @contextmanager
-def profiled(root: Path, memory: bool = True):
-    """Profile the block; the yielded Profile is filled when the block ends."""
+def profiled(root: Path):
+    """cProfile the block; the yielded Profile is filled when the block ends."""
     result = Profile()
-    namer = Namer(root)
     profiler = cProfile.Profile()
-    path = None
-    tracker = None
-    if memory:
-        import memray
-
-        fd, path = tempfile.mkstemp(prefix="soap-", suffix=".memray")
-        os.close(fd)
-        os.remove(path)  # memray refuses to overwrite a file
-        tracker = memray.Tracker(path, file_format=memray.FileFormat.AGGREGATED_ALLOCATIONS)
+    profiler.enable()
     try:
-        if tracker:
-            tracker.__enter__()
-        try:
-            profiler.enable()
-            try:
-                yield result
-            finally:
-                profiler.disable()
-        finally:
-            if tracker:
-                tracker.__exit__(None, None, None)
-        found = _from_cprofile(pstats.Stats(profiler).stats, namer)  # type: ignore[attr-defined]
-        result.total_s, result.functions, result.edges = found.total_s, found.functions, found.edges
-        if path:
-            _add_peak(result, path, namer)
+        yield result
     finally:
-        if path and os.path.exists(path):
+        profiler.disable()
+    found = _from_cprofile(pstats.Stats(profiler).stats, Namer(root))  # type: ignore[attr-defined]
+    result.total_s, result.functions, result.edges = found.total_s, found.functions, found.edges
+
+
+def profile_memory(call, root: Path) -> Profile:
+    """Run `call()` with memray tracking its heap. A plain function, not a generator: memray follows Python's
+    frames with the profile hook, and a generator suspended inside the tracked block leaves it without stacks.
+    cProfile needs the same hook, so a run profiles time or memory, never both."""
+    import memray
+
+    result = Profile()
+    fd, path = tempfile.mkstemp(prefix="soap-", suffix=".memray")
+    os.close(fd)
+    os.remove(path)  # memray refuses to overwrite a file
+    try:
+        with memray.Tracker(path, file_format=memray.FileFormat.AGGREGATED_ALLOCATIONS):
+            call()
+        _add_peak(result, path, Namer(root))
+    finally:
+        if os.path.exists(path):
             os.remove(path)
+    return result
