@@ -186,7 +186,8 @@ def test_a_test_that_allocates_a_gibibyte(pytester):
     assert result.ret == 0
     big = report(pytester)["tests"][0]
     assert 1000 < big["peak_mb"] < 1100
-    result.stdout.fnmatch_lines(["*1.00 GiB*test_big*"])
+    # Resident growth can fall a few pages short of the GiB (some were resident before the call).
+    result.stdout.re_match_lines([r".*(1\.00 GiB|102\d\.\d MiB).*test_big"])
 
 
 def test_parametrised_ids_with_odd_characters_match_their_baseline(pytester):
