@@ -179,13 +179,11 @@ class SoapSession:
             self.paired = against.measure_ref(self.ref, self.measurements, list(self.config.invocation_params.args),
                                               list(self.config.args), self.config.invocation_params.dir,
                                               self.config.rootpath, self.settings.thresholds)
-            self._attribute({n: head_base for n, head_base in self.paired.profiles.items()},
-                            changed_functions(self.ref.repo_root, self.ref.sha))
+            self._attribute(self.paired.profiles, lambda: changed_functions(self.ref.repo_root, self.ref.sha))
         elif self.baseline and not _is_worker(self.config) and not _is_controller(self.config) and not session.shouldfail:
             # Against a saved baseline there is one side to profile: this one, in this process.
-            verdicts = [v for v in self._judge(list(self.measurements.values())) if v.verdict == "regressed"]
-            regressed = [v.nodeid for v in verdicts]
-            self.profile_memory = {v.nodeid for v in verdicts if profiles_memory(v.regressed_metrics)}
+            regressed = self._regressed()
+            self.profile_memory = {n for n, v in regressed.items() if profiles_memory(v.regressed_metrics)}
             items = {item.nodeid: item for item in session.items}
             self.profile_run = True
             try:
@@ -193,17 +191,27 @@ class SoapSession:
                     run_again(items[nodeid], None)
             finally:
                 self.profile_run = False
-            changes = (changed_functions(self.config.rootpath, self.baseline.commit) if self.baseline.commit else
-                       ChangeSet(None, [], [], "the baseline records no commit (it was saved outside a git repository): "
-                                         "changed functions are unknown"))
-            self._attribute({n: (self.profiles[n], None) for n in regressed if n in self.profiles}, changes)
+            commit = self.baseline.commit
+            self._attribute({n: (self.profiles[n], None) for n in regressed if n in self.profiles},
+                            lambda: changed_functions(self.config.rootpath, commit) if commit else
+                            ChangeSet(None, [], [], "the baseline records no commit (it was saved outside a git "
+                                                    "repository): changed functions are unknown"),
+                            regressed)
         return result
 
-    def _attribute(self, profiles: dict[str, tuple[Profile, Profile | None]], changes: ChangeSet) -> None:
-        regressed = {v.nodeid: v for v in self._judge(list(self.measurements.values())) if v.verdict == "regressed"}
+    def _regressed(self) -> dict[str, compare.TestVerdict]:
+        return {v.nodeid: v for v in self._judge(list(self.measurements.values())) if v.verdict == "regressed"}
+
+    def _attribute(self, profiles: dict[str, tuple[Profile, Profile | None]], changes,
+                   regressed: dict[str, compare.TestVerdict] | None = None) -> None:
+        """Attribute each profiled regressed test; `changes` is called for the diff only when there is one."""
+        if not profiles:
+            return
+        regressed = self._regressed() if regressed is None else regressed
+        diff = changes()
         for nodeid, (head, base) in profiles.items():
             if nodeid in regressed:
-                self.attributions[nodeid] = attribute(nodeid, regressed[nodeid].regressed_metrics, head, base, changes)
+                self.attributions[nodeid] = attribute(nodeid, regressed[nodeid].regressed_metrics, head, base, diff)
 
     # ---- judging and reporting (plain session or xdist controller) ----------------------------
     @pytest.hookimpl(tryfirst=True)
