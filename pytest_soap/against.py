@@ -13,11 +13,12 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,15 +27,20 @@ from .attribute import profiles_memory
 from .measure.functions import Profile
 from .records import GATED_METRICS, Measurement
 
-# Runs of each suspect in each round's fresh processes, one base then one head per round. After the
-# first, its 5 runs a side can reach p < 0.01, with two process pairs behind it, and most suspects are
-# settled; the second is for those whose pairs disagree. Each round costs two process start-ups, on
-# networkx's suite half a plain run, so the rounds are few and the runs in each many.
-ROUND_REPEATS = (5, 3)
+# Runs of each suspect in a round's fresh process, one base then one head process per round. A change far
+# past its line, twice the threshold, is decided on two process pairs, and five runs a side can reach
+# p < 0.01 in the first round. A change nearer the line needs a third pair anyway (compare.pairs_needed):
+# its first round takes three runs a side, and most such suspects are noise that those settle. Each round
+# costs two process start-ups, on networkx's suite half a plain run, so there are at most two.
+FAR_RUNS, NEAR_RUNS = 5, 3
+MAX_ROUNDS = 2
 # What the rounds for tests that are not past their line may cost, as a share of one pass of the suite (the
-# base pass's wall time). The two passes cost about two runs of the suite; with this, a gate that finds
-# nothing past the line stays within two and a half.
-ROUND_BUDGET = 0.5
+# base pass's wall time). The two passes cost up to two runs of the suite; with this, a gate that finds
+# nothing past the line stays within two and a third. At a half, near-line tests of a null comparison on a
+# busy machine took the gate to 3.6 runs.
+ROUND_BUDGET = 0.3
+# Idle cores (the machine's less its load average, the head's session included) for both first passes at once.
+SPARE_CORES = 1.5
 # Options of the user's command line that concern the controlling session only.
 CONTROL_FLAGS = {"--soap-save"}
 CONTROL_OPTIONS = {"--soap-against", "--soap-json", "--soap-baseline"}
@@ -143,45 +149,70 @@ class Side:
     def head(cls, invocation_dir: Path, rootdir: Path) -> Side:
         return cls("head", "HEAD", invocation_dir, rootdir, dict(os.environ))
 
-    def run(self, args: list[str], work: Path, only: list[str] | None = None,
-            repeat: int = 1) -> tuple[dict[str, Measurement], str | None]:
+    def run(self, args: list[str], work: Path, runs: dict[str, int] | None = None) -> tuple[dict[str, Measurement], str | None]:
         """Measure in a fresh pytest process; the measurements, and what went wrong if it did not run.
-        With `only`, the process collects just those tests' files (`args` then holds no paths of its own)."""
+        With `runs`, the process collects just those tests' files (`args` then holds no paths of its own)
+        and runs each test that many times in a row."""
+        return self.start(args, work, runs).finish()
+
+    def start(self, args: list[str], work: Path, runs: dict[str, int] | None = None) -> SideRun:
+        """The same, in the background: `finish()` waits for it."""
         self.runs += 1
         dump = work / f"{self.name}-{self.runs}.json"
-        proc = self._pytest(args, work, only, [f"--soap-side={dump}"] + [f"--soap-repeat={repeat}"] * (repeat > 1))
-        if not dump.exists():
-            return {}, _why(proc)
-        measured = {d["nodeid"]: Measurement.from_dict(d) for d in json.loads(dump.read_text(encoding="utf-8"))}
-        if proc.returncode not in (0, 1) or (not measured and proc.returncode != 5):
-            return measured, _why(proc)
-        return measured, None
+        only = None if runs is None else [f"{nodeid}\t{count}" for nodeid, count in runs.items()]
+        return SideRun(self._pytest(args, work, only, [f"--soap-side={dump}"]), dump, time.perf_counter())
 
-    def profile(self, args: list[str], work: Path, only: list[str]) -> dict[str, Profile]:
-        """One profiled run of each test in `only`, in a fresh process; the profiles of those that ran."""
+    def start_profile(self, args: list[str], work: Path, only: list[str]) -> SideRun:
+        """One profiled run of each test in `only`, in a fresh process in the background; see SideRun.profiles."""
         self.runs += 1
         dump = work / f"{self.name}-{self.runs}.profiles.json"
-        self._pytest(args, work, only, [f"--soap-profile={dump}"])
-        if not dump.exists():
-            return {}
-        return {nodeid: Profile.from_dict(p) for nodeid, p in json.loads(dump.read_text(encoding="utf-8")).items()}
+        return SideRun(self._pytest(args, work, only, [f"--soap-profile={dump}"]), dump, time.perf_counter())
 
-    def _pytest(self, args: list[str], work: Path, only: list[str] | None, extra: list[str]) -> subprocess.CompletedProcess:
+    def _pytest(self, args: list[str], work: Path, only: list[str] | None, extra: list[str]) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "pytest", *args, "--soap", *extra, "-p", "no:cacheprovider"]
         if only is not None:
             only_file = work / f"{self.name}-{self.runs}.only"
             only_file.write_text("\n".join(only), encoding="utf-8")
             cmd.append(f"--soap-only={only_file}")
             cmd += sorted({str(self.rootdir / line.split("::")[0]) for line in only})
-        return subprocess.run(cmd, cwd=self.cwd, env=self.env, capture_output=True, text=True)
+        # Its output goes to a file: a pipe nobody reads while the head's tests run would fill and stall it.
+        with open(work / f"{self.name}-{self.runs}.out", "wb") as out:
+            return subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _why(proc: subprocess.CompletedProcess) -> str:
-    """pytest's own account of a run that did not happen: the exception it printed, else its last error line."""
-    lines = [line.strip() for line in (proc.stdout + "\n" + proc.stderr).splitlines() if line.strip()]
-    exceptions = [line[1:].strip() for line in lines if line.startswith("E ")]
-    errors = [line for line in lines if line.startswith("ERROR")]
-    return f"pytest exited {proc.returncode}: {(exceptions or errors or lines or ['no output'])[-1]}"
+@dataclass
+class SideRun:
+    """A side's pytest process under way."""
+
+    proc: subprocess.Popen
+    dump: Path
+    started: float
+    seconds: float = 0.0  # its wall time, once finished
+
+    def finish(self) -> tuple[dict[str, Measurement], str | None]:
+        self.proc.wait()
+        self.seconds = time.perf_counter() - self.started
+        if not self.dump.exists():
+            return {}, self.why()
+        measured = {d["nodeid"]: Measurement.from_dict(d) for d in json.loads(self.dump.read_text(encoding="utf-8"))}
+        if self.proc.returncode not in (0, 1) or (not measured and self.proc.returncode != 5):
+            return measured, self.why()
+        return measured, None
+
+    def profiles(self) -> dict[str, Profile]:
+        """The profiles of the tests that ran, of a run from Side.start_profile."""
+        self.proc.wait()
+        if not self.dump.exists():
+            return {}
+        return {nodeid: Profile.from_dict(p) for nodeid, p in json.loads(self.dump.read_text(encoding="utf-8")).items()}
+
+    def why(self) -> str:
+        """pytest's own account of a run that did not happen: the exception it printed, else its last error line."""
+        output = self.dump.with_suffix(".out").read_text(encoding="utf-8", errors="replace")
+        lines = [line.strip() for line in output.splitlines() if line.strip()]
+        exceptions = [line[1:].strip() for line in lines if line.startswith("E ")]
+        errors = [line for line in lines if line.startswith("ERROR")]
+        return f"pytest exited {self.proc.returncode}: {(exceptions or errors or lines or ['no output'])[-1]}"
 
 
 @dataclass
@@ -192,66 +223,113 @@ class PairedRun:
     problem: str | None = None  # why the ref could not be measured
     suspects: int = 0  # tests that got rounds
     profiles: dict[str, tuple[Profile, Profile]] = field(default_factory=dict)  # regressed: (head, base)
-    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage: worktree, base, rounds
+    # Wall time of each stage: worktree; base, its first pass; waited, for it after the head's tests; rounds; profiles.
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
-def measure_ref(ref: Ref, head: dict[str, Measurement], args: list[str], paths: list[str], invocation_dir: Path,
-                rootdir: Path, thresholds: compare.Thresholds) -> PairedRun:
-    """The base side's first pass, then rounds for the suspects; head measurements get the rounds' samples.
-    `paths` are the test paths pytest took from `args`: rounds name the suspects' files instead."""
-    run = PairedRun(ref)
-    round_args = side_arguments(args, drop=tuple(paths))
-    args = side_arguments(args)
-    clock = time.perf_counter()
+def core_to_spare() -> bool:
+    """Can the ref's first pass run beside the head's tests? Only with a core idle for it, by the load
+    average: on a 2-core machine with one core busy, three processes sharing two cores made both first
+    passes so noisy that the rounds cost more than running the passes one after the other. Under xdist
+    the workers take the cores, and the caller does not ask."""
+    return len(os.sched_getaffinity(0)) - os.getloadavg()[0] >= SPARE_CORES
 
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        run.seconds[stage] = round(run.seconds.get(stage, 0.0) + now - clock, 3)
-        clock = now
 
-    with worktree(ref) as tree, tempfile.TemporaryDirectory(prefix="soap-sides-") as work_dir:
-        lap("worktree")
-        work = Path(work_dir)
-        base_side, head_side = Side.base(tree, ref, invocation_dir, rootdir), Side.head(invocation_dir, rootdir)
-        run.base, problem = base_side.run(args, work)
-        lap("base")
+class RefRun:
+    """The ref's side of a session: its worktree, its first pass, then rounds for the suspects, in which the
+    head's measurements get the rounds' samples. Open from `open()` to `close()`, which the session calls on
+    every way out, Ctrl-C included.
+
+    `paths` are the test paths pytest took from `args`: rounds name the suspects' files instead. With
+    pytest-xdist loaded, rounds and profiles run in one process (`-n 0`): a few suspects gain nothing from
+    workers but their start-ups, and a worker's neighbour on the next core is noise."""
+
+    def __init__(self, ref: Ref, args: list[str], paths: list[str], invocation_dir: Path, rootdir: Path,
+                 thresholds: compare.Thresholds, xdist: bool = False):
+        self.ref, self.thresholds = ref, thresholds
+        self.args = side_arguments(args)
+        self.round_args = side_arguments(args, drop=tuple(paths)) + ["-n", "0"] * xdist
+        self.invocation_dir, self.rootdir = invocation_dir, rootdir
+        self.run = PairedRun(ref)
+        self._stack = ExitStack()
+        self._base_pass: SideRun | None = None
+
+    def open(self) -> None:
+        clock = time.perf_counter()
+        tree = self._stack.enter_context(worktree(self.ref))
+        self.work = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="soap-sides-")))
+        self.base_side = Side.base(tree, self.ref, self.invocation_dir, self.rootdir)
+        self.head_side = Side.head(self.invocation_dir, self.rootdir)
+        self.run.seconds["worktree"] = round(time.perf_counter() - clock, 3)
+
+    def start_base(self) -> None:
+        """The base's first pass, in the background from now. Started while the head's tests run (on a
+        machine with a core to spare), it costs little wall time; it only picks suspects, and the rounds
+        that judge them run alone."""
+        self._base_pass = self.base_side.start(self.args, self.work)
+
+    def close(self) -> None:
+        if self._base_pass and self._base_pass.proc.poll() is None:
+            self._base_pass.proc.kill()
+            self._base_pass.proc.wait()
+        self._stack.close()
+
+    def measure(self, head: dict[str, Measurement]) -> PairedRun:
+        run, thresholds = self.run, self.thresholds
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            run.seconds[stage] = round(run.seconds.get(stage, 0.0) + now - clock, 3)
+            clock = now
+
+        if self._base_pass is None:
+            self.start_base()
+        run.base, problem = self._base_pass.finish()
+        lap("waited")
+        run.seconds["base"] = round(self._base_pass.seconds, 3)
         if problem:
-            run.problem = f"the tests at {ref.name} did not run ({problem})"
+            run.problem = f"the tests at {self.ref.name} did not run ({problem})"
             return run
         cost = RoundCost(head, run.base, run.seconds["base"])
         suspects = affordable_suspects(head, run.base, thresholds, cost)
         run.suspects = len(suspects)
-        for repeat in ROUND_REPEATS:
-            if not suspects or run.rounds and (run.seconds["rounds"] + cost(suspects, repeat)
-                                               > ROUND_BUDGET * run.seconds["base"]):
-                break  # a second round only within the budget: the first settles clear regressions
+        while suspects:
             run.rounds += 1
-            for side, measured in ((base_side, run.base), (head_side, head)):
-                fresh, problem = side.run(round_args, work, only=suspects, repeat=repeat)
+            for side, measured in ((self.base_side, run.base), (self.head_side, head)):
+                fresh, problem = side.run(self.round_args, self.work, suspects)
                 if problem:
                     run.problem = f"a confirming run on {side.label} failed ({problem})"
                     return run
                 for nodeid in suspects:
                     _add_round(measured[nodeid], fresh.get(nodeid))
                 lap("rounds")
-            suspects = [n for n in suspects
-                        if compare.paired_undecided(head[n], run.base[n], thresholds, run.rounds, len(ROUND_REPEATS))]
-        # Attribution needs each regressed test's profile on both sides: one more run of it a side.
+            undecided = [n for n in suspects
+                         if compare.paired_undecided(head[n], run.base[n], thresholds, run.rounds, MAX_ROUNDS)]
+            suspects = {n: NEAR_RUNS for n in undecided}
+            if run.seconds["rounds"] + cost(suspects) > ROUND_BUDGET * run.seconds["base"]:
+                # Past the budget, a second round only for tests whose process pairs all agree they are past
+                # the line, but are too few, or their runs too few, to say it with confidence.
+                suspects = {n: NEAR_RUNS for n in undecided
+                            if compare.judge_paired(head[n], run.base[n], thresholds).pending}
+        # Attribution needs each regressed test's profile on both sides: one more run of it a side. The two
+        # sides' profiles run at once: attribution weighs large changes, not the last few percent.
         verdicts = [compare.judge_paired(m, run.base[n], thresholds) for n, m in head.items() if n in run.base]
         regressed = [v.nodeid + "\tmemory" * profiles_memory(v.regressed_metrics) for v in verdicts if v.verdict == "regressed"]
         if regressed:
-            head_profiles = head_side.profile(round_args, work, regressed)
-            base_profiles = base_side.profile(round_args, work, regressed)
+            head_run, base_run = (side.start_profile(self.round_args, self.work, regressed)
+                                  for side in (self.head_side, self.base_side))
+            head_profiles, base_profiles = head_run.profiles(), base_run.profiles()
             run.profiles = {n: (head_profiles[n], base_profiles[n]) for n in head_profiles if n in base_profiles}
             lap("profiles")
-    return run
+        return run
 
 
 @dataclass
 class RoundCost:
     """What a round would cost, estimated from the first passes: each of its two processes starts up like
-    the base pass did (its wall time less its tests' time), then runs each suspect `repeat` times."""
+    the base pass did (its wall time less its tests' time), then runs each suspect its number of times."""
 
     head: dict[str, Measurement]
     base: dict[str, Measurement]
@@ -261,37 +339,69 @@ class RoundCost:
     def start_up(self) -> float:
         return max(self.pass_s - sum(m.figure("time_s") or 0 for m in self.base.values()), 0.0)
 
-    def runs(self, nodeid: str, repeat: int) -> float:
-        return repeat * ((self.head[nodeid].figure("time_s") or 0) + (self.base[nodeid].figure("time_s") or 0))
+    def runs(self, nodeid: str, count: int) -> float:
+        return count * ((self.head[nodeid].figure("time_s") or 0) + (self.base[nodeid].figure("time_s") or 0))
 
-    def __call__(self, suspects: list[str], repeat: int) -> float:
-        return 2 * self.start_up + sum(self.runs(n, repeat) for n in suspects)
+    def __call__(self, runs: dict[str, int]) -> float:
+        return 2 * self.start_up + sum(self.runs(n, count) for n, count in runs.items())
+
+
+# With fewer tests timed above the floor than this, their median ratio says little about the processes.
+DRIFT_MIN_TESTS = 10
+
+
+def process_drift(head: dict[str, Measurement], base: dict[str, Measurement], names: list[str],
+                  thresholds: compare.Thresholds) -> float:
+    """How much slower the head's first pass ran than the base's, as the median time ratio over the tests.
+    Two processes can differ by 5% on every test (load, clock speed, memory layout), and most tests of a
+    change are unchanged, so that is the processes' doing, not the code's. 1.0 when too few tests are timed,
+    or when it reaches the time threshold: a change that slows every test that much is no drift to correct."""
+    ratios = [h / b for n in names if (h := head[n].figure("time_s")) and (b := base[n].figure("time_s"))
+              and max(h, b) >= thresholds.min_time_s]
+    if len(ratios) < DRIFT_MIN_TESTS:
+        return 1.0
+    drift, limit = statistics.median(ratios), thresholds.limit("time_s")
+    return drift if 1 / limit < drift < limit else 1.0
 
 
 def affordable_suspects(head: dict[str, Measurement], base: dict[str, Measurement], thresholds: compare.Thresholds,
-                        cost: RoundCost) -> list[str]:
-    """The tests that get rounds. Every test past its whole line towards a regression does, whatever it costs.
-    A test past only half of it (a real regression that read low, or noise), or one that looks improved,
-    does while its runs, and the round's start-ups if no test past the line pays them, cost at most
-    ROUND_BUDGET of the base pass's wall time, the furthest from its base first. On networkx's suite a process's start-up is a third of a run, and 1.5 s tests drifting 5%
-    tripled the gate's cost."""
+                        cost: RoundCost) -> dict[str, int]:
+    """The tests that get rounds, with their runs in the first (see FAR_RUNS), picked on first-pass ratios
+    corrected for the processes' drift (the time and TMU of every base figure times process_drift). Every
+    test past its whole line towards a regression gets them, whatever it costs. A test past only half of it
+    (a real regression that read low, or noise), or one that looks improved, does while its runs, and the
+    round's start-ups if no test past the line pays them, cost at most ROUND_BUDGET of the base pass's wall
+    time, the furthest from its base first. On networkx's suite a process's start-up is a third of a run,
+    and 1.5 s tests drifting 5% tripled the gate's cost."""
     both = [n for n, m in head.items() if n in base and m.judged and base[n].judged]
-    past_line = [n for n in both if compare.suspect_metrics(head[n], base[n].figures(), thresholds)]
+    drift = process_drift(head, base, both, thresholds)
+    figures = {n: {k: v * drift if k in ("time_s", "tmu_mbs") and v is not None else v
+                   for k, v in base[n].figures().items()} for n in both}
+    past_line = [n for n in both if compare.suspect_metrics(head[n], figures[n], thresholds)]
     near_line = [n for n in both if n not in past_line and
-                 compare.suspect_metrics(head[n], base[n].figures(), thresholds, True, compare.SUSPECT_MARGIN)]
+                 compare.suspect_metrics(head[n], figures[n], thresholds, True, compare.SUSPECT_MARGIN)]
+
+    def first_runs(n: str) -> int:
+        """FAR_RUNS for a change that two process pairs can decide, else NEAR_RUNS."""
+        t = thresholds.for_test(head[n])
+        for metric in compare.suspect_metrics(head[n], figures[n], thresholds, True, compare.SUSPECT_MARGIN):
+            h, b = head[n].figure(metric), figures[n][metric]
+            if h and b and compare.pairs_needed(metric, max(h / b, b / h), t.limit(metric)) == 2:
+                return FAR_RUNS
+        return NEAR_RUNS
 
     def distance(n: str) -> float:
-        ratios = [h / b for h, b in ((head[n].figure(k), base[n].figure(k)) for k in GATED_METRICS) if h and b]
+        ratios = [h / b for h, b in ((head[n].figure(k), figures[n].get(k)) for k in GATED_METRICS) if h and b]
         return max((abs(math.log(r)) for r in ratios), default=0.0)
 
     # With suspects past the line there is a round anyway, and a test near it costs only its own runs.
-    first = ROUND_REPEATS[0]
-    budget = ROUND_BUDGET * cost.pass_s - (0.0 if past_line else cost([], first))
-    chosen = list(past_line)
+    chosen = {n: first_runs(n) for n in past_line}
+    budget = ROUND_BUDGET * cost.pass_s - (0.0 if past_line else cost({}))
     for n in sorted(near_line, key=distance, reverse=True):
-        if cost.runs(n, first) <= budget:
-            chosen.append(n)
-            budget -= cost.runs(n, first)
+        runs = first_runs(n)
+        if cost.runs(n, runs) <= budget:
+            chosen[n] = runs
+            budget -= cost.runs(n, runs)
     return chosen
 
 

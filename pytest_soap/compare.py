@@ -14,6 +14,7 @@ Against a git ref both sides have runs, from several processes: see judge_paired
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field, replace
 
@@ -63,6 +64,7 @@ class MetricVerdict:
     runs: int = 0
     reason: str = ""
     interval: tuple[float, float] | None = None  # bootstrap 95% interval of the ratio (--soap-against)
+    pending: bool = False  # --soap-against: past the line, every process pair agrees, the evidence is short
 
 
 @dataclass
@@ -84,6 +86,11 @@ class TestVerdict:
     def improved_metrics(self) -> list[str]:
         return [m for m, v in self.metrics.items() if v.verdict == "improved"]
 
+    @property
+    def pending(self) -> bool:
+        """--soap-against: another round could settle some metric (see MetricVerdict.pending)."""
+        return any(v.pending for v in self.metrics.values())
+
 
 @dataclass(frozen=True)
 class Line:
@@ -98,6 +105,9 @@ class Line:
 
     def undercut_by(self, value: float) -> bool:
         return self.base > value * self.limit and self.base - value > self.floor
+
+    def beyond(self, value: float, worse: bool) -> bool:
+        return self.crossed_by(value) if worse else self.undercut_by(value)
 
 
 def saved_spread(metric: str, baseline: dict) -> float:
@@ -216,11 +226,20 @@ def undecided(m: Measurement, baseline: dict, thresholds: Thresholds, max_runs: 
 SUSPECT_MARGIN = 0.5
 
 
+def pairs_needed(metric: str, effect: float, limit: float) -> int:
+    """Process pairs that must agree before a change is called real. Two can agree by chance a few percent
+    past the line (a null run flagged a 100 ms test at 1.11x, p=0.008, on two pairs): a change in time (or
+    TMU, which moves with it) under twice the threshold takes a third. Past that, it is more than the few
+    percent a process drifts by; and peak memory does not drift with a process's speed."""
+    return 2 if metric == "peak_mb" or effect >= limit**2 else 3
+
+
 def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds) -> TestVerdict:
     """A test measured on both sides in this run: regressed when the ratio of medians crosses the line,
     a one-sided Mann-Whitney U test on the rounds' runs says head is larger (p <= paired_alpha), and
     every pair of processes agrees, the first pass's included, so one slow process cannot make the
-    verdict. The first pass stays out of the test itself: it was picked for being extreme."""
+    verdict; close to the line that takes three pairs (see pairs_needed). Improved is the same evidence
+    the other way round. The first pass stays out of the U test itself: it was picked for being extreme."""
     figures = base.figures()
     if m.outcome not in JUDGED_OUTCOMES:
         return TestVerdict(m, figures, m.outcome)
@@ -239,24 +258,26 @@ def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds) -> T
         v = metrics[metric] = MetricVerdict(metric, "unchanged", at.base, current, runs=len(head_values),
                                             ratio=current / at.base if at.base > 0 else None,
                                             interval=ratio_interval(head_values, base_values))
+        worse = at.crossed_by(current)
         if max(at.base, current) < at.floor:
             v.verdict, v.reason = "ungated", "below the floor"
-        elif at.crossed_by(current):
-            v.p_value = mann_whitney_greater(head_values, base_values)
+        elif worse or at.undercut_by(current):
+            larger, smaller = (current, at.base) if worse else (at.base, current)
+            v.p_value = (mann_whitney_greater(head_values, base_values) if worse
+                         else mann_whitney_greater(base_values, head_values))
             pairs = list(zip(m.by_process(metric), base.by_process(metric)))
-            agree = len(pairs) > 1 and all(Line(b, at.limit, at.floor).crossed_by(h) for h, b in pairs)
-            if v.p_value <= t.paired_alpha and agree:
-                v.verdict = "regressed"
+            agree = all(Line(b, at.limit, at.floor).beyond(h, worse) for h, b in pairs)
+            enough = len(pairs) >= pairs_needed(metric, larger / smaller if smaller > 0 else math.inf, at.limit)
+            significant = v.p_value <= t.paired_alpha
+            if significant and agree and enough:
+                v.verdict = "regressed" if worse else "improved"
             else:
-                v.reason = (f"p={v.p_value:.3g} over {len(head_values)} and {len(base_values)} runs, "
-                            f"{len(pairs)} process pairs{'' if agree else ' that disagree'}: not significant")
-        elif at.undercut_by(current):
-            # The same evidence the other way round: a faster first process alone is no improvement.
-            v.p_value = mann_whitney_greater(base_values, head_values)
-            pairs = list(zip(m.by_process(metric), base.by_process(metric)))
-            if v.p_value <= t.paired_alpha and len(pairs) > 1 and all(Line(b, at.limit, at.floor).undercut_by(h)
-                                                                      for h, b in pairs):
-                v.verdict = "improved"
+                v.pending = agree  # every pair agrees, but the runs or the pairs are too few: another round
+                if worse:
+                    v.reason = (f"p={v.p_value:.3g} over {len(head_values)} and {len(base_values)} runs, "
+                                f"{len(pairs)} process pairs{'' if agree else ' that disagree'}: "
+                                + ("a change this close to the line needs a third pair" if significant and agree
+                                   else "not significant"))
     return _overall(m, figures, metrics)
 
 

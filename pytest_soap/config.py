@@ -49,8 +49,7 @@ OPTIONS = [
 # How a --soap-against session drives the pytest processes that measure each side; not for users.
 INTERNAL = [
     Option("--soap-side", "measure only, and write the measurements to PATH", None, Path, "PATH"),
-    Option("--soap-only", "run only the node ids listed in PATH", None, Path, "PATH"),
-    Option("--soap-repeat", "run each test N times", 1, int, "N"),
+    Option("--soap-only", "run only the node ids listed in PATH (each may add a tab and a run count, or \"memory\")", None, Path, "PATH"),
     Option("--soap-profile", "profile each test's functions once, and write the profiles to PATH", None, Path, "PATH"),
 ]
 
@@ -113,7 +112,6 @@ class Settings:
     against: str | None = None
     side: Path | None = None  # set in a process measuring one side for a --soap-against session
     only: Path | None = None
-    repeat: int = 1
     profile: Path | None = None  # set in a process profiling one side's regressed tests for attribution
 
     @classmethod
@@ -130,7 +128,6 @@ class Settings:
             against=v["soap_against"],
             side=v["soap_side"],
             only=v["soap_only"],
-            repeat=max(1, v["soap_repeat"]),
             profile=v["soap_profile"],
             thresholds=Thresholds(
                 time_pct=v["soap_threshold"],

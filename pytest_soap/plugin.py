@@ -74,6 +74,7 @@ class SoapSession:
         # cProfile and memray both need Python's profile hook, so a run profiles time or memory, not both:
         # memory for the tests that regressed in memory only.
         self.profile_memory: set[str] = set()
+        self.runs: dict[str, int] = {}  # a round of --soap-against: how many times to run each test
         self.attributions: dict[str, Attribution] = {}
         self.notes: list[str] = []
         self.verdicts: list[compare.TestVerdict] = []
@@ -96,10 +97,12 @@ class SoapSession:
         # Checked here, so a misspelt marker argument stops the run before any test runs.
         self.overrides = {item.nodeid: marker_overrides(item) for item in items}
         if self.settings.only:
-            # A line is a node id, and for a profiling run, a tab and "memory" when memray should profile it.
+            # A line is a node id, then a tab and either how many times to run it in a round of --soap-against,
+            # or, in a profiling run, "memory" when memray should profile it.
             lines = [line.split("\t") for line in self.settings.only.read_text(encoding="utf-8").splitlines()]
             wanted = {line[0] for line in lines}
             self.profile_memory = {line[0] for line in lines if line[1:] == ["memory"]}
+            self.runs = {line[0]: int(line[1]) for line in lines if line[1:2] and line[1].isdigit()}
             config.hook.pytest_deselected(items=[item for item in items if item.nodeid not in wanted])
             items[:] = [item for item in items if item.nodeid in wanted]
 
@@ -157,8 +160,8 @@ class SoapSession:
         m = self.measurements.get(item.nodeid)
         if m is None or not m.judged or item.session.shouldstop or item.session.shouldfail:
             return result
-        if self.settings.repeat > 1:
-            repeat(item, nextitem, self, self.settings.repeat - 1)
+        if self.runs.get(item.nodeid, 1) > 1:
+            repeat(item, nextitem, self, self.runs[item.nodeid] - 1)
         elif self.settings.save:
             # The baseline keeps memray's exact heap of each test long enough to hold memory that
             # matters; under the time floor a test cannot touch more than a few MiB.
@@ -170,15 +173,27 @@ class SoapSession:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session):
+        if not self.ref or _is_worker(self.config):
+            return (yield from self._runtestloop(session, None))
+        ref_run = against.RefRun(self.ref, list(self.config.invocation_params.args), list(self.config.args),
+                                 self.config.invocation_params.dir, self.config.rootpath, self.settings.thresholds,
+                                 xdist=self.config.pluginmanager.hasplugin("xdist"))
+        try:
+            ref_run.open()
+            if not _is_controller(self.config) and against.core_to_spare():
+                ref_run.start_base()
+            return (yield from self._runtestloop(session, ref_run))
+        finally:
+            ref_run.close()
+
+    def _runtestloop(self, session: pytest.Session, ref_run: against.RefRun | None):
         result = yield
         # Heap runs come last: memray's heap does not depend on what ran before, but the times and
         # resident memory of the tests after a tracked run would.
         if self.meter.measures_memory and not session.shouldstop and not session.shouldfail:
             measure_heaps(self.heap_queue, self)
-        if self.ref and not _is_worker(self.config) and not session.shouldstop and not session.shouldfail:
-            self.paired = against.measure_ref(self.ref, self.measurements, list(self.config.invocation_params.args),
-                                              list(self.config.args), self.config.invocation_params.dir,
-                                              self.config.rootpath, self.settings.thresholds)
+        if ref_run and not session.shouldstop and not session.shouldfail:
+            self.paired = ref_run.measure(self.measurements)
             self._attribute(self.paired.profiles, lambda: changed_functions(self.ref.repo_root, self.ref.sha))
         elif self.baseline and not _is_worker(self.config) and not _is_controller(self.config) and not session.shouldfail:
             # Against a saved baseline there is one side to profile: this one, in this process.

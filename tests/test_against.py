@@ -288,6 +288,47 @@ def test_a_small_effect_is_significant_but_under_the_threshold():
     assert judge_paired(head, base, Thresholds()).verdict == "unchanged"  # 5% is real, but under 10%
 
 
+def test_close_to_the_line_two_agreeing_process_pairs_are_not_enough():
+    # 12% slower, p = 1/252, both pairs agree: the shape of a null run's false alarm. It waits for a third pair.
+    head, base = paired([[0.0224], [0.0224] * 5], [[0.020], [0.020] * 5])
+    v = judge_paired(head, base, Thresholds())
+    assert v.verdict == "unchanged" and v.pending and "third pair" in v.metrics["time_s"].reason
+    head, base = paired([[0.0224], [0.0224] * 5, [0.0225] * 3], [[0.020], [0.020] * 5, [0.020] * 3])
+    assert judge_paired(head, base, Thresholds()).verdict == "regressed"
+    # Twice the threshold or more is past what processes drift by: two pairs do.
+    head, base = paired([[0.025], [0.025] * 5], [[0.020], [0.020] * 5])
+    v = judge_paired(head, base, Thresholds())
+    assert v.verdict == "regressed" and not v.pending
+    # Peak memory does not drift with a process's speed: two pairs do.
+    head.samples = [Sample(s.time_s, s.cpu_s, peak_mb=22.4) for s in head.samples]
+    base.samples = [Sample(s.time_s, s.cpu_s, peak_mb=20.0) for s in base.samples]
+    assert judge_paired(head, base, Thresholds()).metrics["peak_mb"].verdict == "regressed"
+    # Pairs that disagree are not waiting for one more.
+    head, base = paired([[0.0205], [0.0224] * 5], [[0.020], [0.020] * 5])
+    assert not judge_paired(head, base, Thresholds()).pending
+
+
+def test_suspects_are_picked_on_ratios_corrected_for_the_processes_drift():
+    from pytest_soap.against import RoundCost, affordable_suspects, process_drift
+
+    def sides(head_times):
+        base = {f"t::{i}": Measurement(f"t::{i}", samples=[Sample(0.010, 0.010)]) for i in range(len(head_times))}
+        head = {n: Measurement(n, samples=[Sample(t, t)]) for n, t in zip(base, head_times)}
+        return head, base
+
+    # The head's process ran 6% slower on every test; one test is 20% slower than that.
+    head, base = sides([0.0106] * 19 + [0.0127])
+    assert process_drift(head, base, list(head), Thresholds()) == pytest.approx(1.06)
+    assert affordable_suspects(head, base, Thresholds(), RoundCost(head, base, pass_s=10.0)) == {"t::19": 3}
+    # A change that slows every test by 20% is no drift: every test is past its line.
+    head, base = sides([0.012] * 20)
+    assert process_drift(head, base, list(head), Thresholds()) == 1.0
+    assert len(affordable_suspects(head, base, Thresholds(), RoundCost(head, base, pass_s=10.0))) == 20
+    # Too few tests to tell the processes from the code: no correction.
+    head, base = sides([0.0106] * 5)
+    assert process_drift(head, base, list(head), Thresholds()) == 1.0
+
+
 def test_a_second_round_only_for_a_test_still_past_its_line_and_undecided():
     from pytest_soap.compare import paired_undecided
 
@@ -363,11 +404,13 @@ def test_tests_near_the_line_get_rounds_only_within_half_a_run_of_the_suite_star
     head = {"t::long": m("t::long", 1.07), "t::short": m("t::short", 0.0107), "t::far": m("t::far", 0.020),
             "t::same": m("t::same", 0.100)}
     # The base pass took 1.2 s, its tests 1.12 s: a round's two processes start up in 0.16 s, and the rounds
-    # may cost 0.6 s. Past the whole line: always. 7% off, short: affordable. 7% off, 1 s long: five runs
-    # a side would cost 10 s. Unchanged: never.
-    assert sorted(affordable_suspects(head, base, Thresholds(), RoundCost(head, base, pass_s=1.2))) == ["t::far", "t::short"]
+    # may cost 0.6 s. Past the whole line: always. 7% off, short: affordable. 7% off, 1 s long: three runs
+    # a side would cost 6 s. Unchanged: never.
+    # Twice the threshold away, two process pairs can decide: five runs a side in the first round. Nearer,
+    # it takes a third pair anyway: three runs now, three more in the second round.
+    assert affordable_suspects(head, base, Thresholds(), RoundCost(head, base, pass_s=1.2)) == {"t::far": 5, "t::short": 3}
     # With nothing past the line, the round's start-ups count: in a project that takes 2 s to start, they
     # alone spend the budget. With a test past the line, the round happens anyway and the short one joins it.
     del head["t::far"], base["t::far"]
-    assert affordable_suspects(head, base, Thresholds(), RoundCost(head, base, pass_s=3.0)) == []
-    assert affordable_suspects(head, base, Thresholds(), RoundCost(head, base, pass_s=1.2)) == ["t::short"]
+    assert affordable_suspects(head, base, Thresholds(), RoundCost(head, base, pass_s=3.0)) == {}
+    assert affordable_suspects(head, base, Thresholds(), RoundCost(head, base, pass_s=1.2)) == {"t::short": 3}
