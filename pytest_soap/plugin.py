@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from . import against, compare, store
+from . import against, compare, hookspecs, store
 from .attribute import Attribution, attribute, profiles_memory
 from .changes import ChangeSet, changed_functions
 from .config import MARKER, Settings, add_options, marker_overrides
@@ -22,6 +22,10 @@ from .measure.heap import track_heap
 from .records import Measurement
 from .report import json_report, terminal
 from .rerun import confirm, measure_heaps, repeat, run_again
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    hookspecs.register_hookspecs(pluginmanager)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

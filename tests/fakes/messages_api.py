@@ -1,0 +1,232 @@
+"""A loopback server that speaks enough of the Anthropic Messages API for the real SDK to talk to it.
+
+It replays a script: one step per POST /v1/messages, in order. Point ANTHROPIC_BASE_URL at `.url`, from
+this process or from a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import count
+from typing import Any, Union
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class Error:
+    """Answer with this HTTP status and an Anthropic-style error body."""
+
+    status: int
+    message: str
+    retry_after: float | None = None  # seconds, sent as the `retry-after` header
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Answer 200 with this body as it is: a gateway or page that is not the Messages API."""
+
+    body: str
+    content_type: str = "text/html"
+
+
+@dataclass(frozen=True)
+class Slow:
+    """Wait this long before answering with `step`."""
+
+    seconds: float
+    step: Step
+
+
+@dataclass(frozen=True)
+class Forever:
+    """Answer every remaining request with `step`."""
+
+    step: Step
+
+
+class _Empty:
+    def __repr__(self) -> str:
+        return "EMPTY"
+
+
+EMPTY = _Empty()  # a 200 whose content list is empty
+
+Step = Union[str, Error, Raw, Slow, _Empty]
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+@dataclass
+class RecordedRequest:
+    path: str
+    headers: dict[str, str]  # names in lower case
+    body: Any  # the parsed JSON
+
+
+def token_count(text: str) -> int:
+    """The fake's deterministic stand-in for a tokenizer: four characters a token."""
+    return (len(text) + 3) // 4
+
+
+class MessagesServer:
+    """`with MessagesServer(["reply"]) as server:` serves on 127.0.0.1 at `server.url` until the block ends."""
+
+    def __init__(self, script: list[Step | Forever], expected_key: str | None = None) -> None:
+        self.requests: list[RecordedRequest] = []
+        self.expected_key = expected_key
+        self._script = list(script)
+        self._cached_prefixes: set[str] = set()
+        self._lock = threading.Lock()
+        self._ids = count(1)
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._http.daemon_threads = True  # a Slow step must not hold up the shutdown
+        # A short poll interval, so that leaving the `with` block does not wait half a second.
+        self._thread = threading.Thread(target=self._http.serve_forever, args=(0.01,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._http.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> MessagesServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+        self._thread.join()
+
+    def next_step(self) -> Step | None:
+        """The step for this request; None when the script has run out."""
+        with self._lock:
+            if not self._script:
+                return None
+            if isinstance(self._script[0], Forever):
+                return self._script[0].step
+            return self._script.pop(0)
+
+    def usage(self, body: dict[str, Any], reply_text: str) -> dict[str, int]:
+        """Token counts as the API reports them: the prefix up to the block marked cache_control is
+        written to the cache the first time and read from it after; input_tokens counts the rest.
+        (The real API caches only prefixes above a minimum length; the fake caches any.)"""
+        cached, rest = _split_at_cache_mark(body)
+        written = read = 0
+        if cached:
+            with self._lock:
+                if cached in self._cached_prefixes:
+                    read = token_count(cached)
+                else:
+                    self._cached_prefixes.add(cached)
+                    written = token_count(cached)
+        return {
+            "input_tokens": token_count(rest),
+            "output_tokens": token_count(reply_text),
+            "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": read,
+        }
+
+    def message_id(self) -> str:
+        with self._lock:
+            return f"msg_fake{next(self._ids):04d}"
+
+
+def _split_at_cache_mark(body: dict[str, Any]) -> tuple[str, str]:
+    """The prompt's text up to and including the last cache_control block, and the text after it."""
+    system = body.get("system", [])
+    blocks = [{"type": "text", "text": system}] if isinstance(system, str) else list(system)
+    for message in body.get("messages", []):
+        content = message["content"]
+        blocks += [{"type": "text", "text": content}] if isinstance(content, str) else content
+    texts = [block.get("text", "") for block in blocks]
+    marked = [i for i, block in enumerate(blocks) if "cache_control" in block]
+    cut = marked[-1] + 1 if marked else 0
+    return "".join(texts[:cut]), "".join(texts[cut:])
+
+
+def _handler_for(server: MessagesServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length", "0"))
+            body = json.loads(self.rfile.read(length) or b"null")
+            path = urlsplit(self.path).path
+            with server._lock:
+                server.requests.append(RecordedRequest(path, {k.lower(): v for k, v in self.headers.items()}, body))
+            if path != "/v1/messages":
+                return self._send_error(Error(404, f"no such endpoint: {path}"))
+            key = self._key()
+            if key is None:
+                return self._send_error(Error(401, "x-api-key header is required"))
+            if server.expected_key is not None and key != server.expected_key:
+                return self._send_error(Error(401, "invalid x-api-key"))
+            self._answer(server.next_step(), body)
+
+        def _key(self) -> str | None:
+            bearer = self.headers.get("authorization", "")
+            if bearer.startswith("Bearer "):
+                return bearer.removeprefix("Bearer ")
+            return self.headers.get("x-api-key")
+
+        def _answer(self, step: Step | None, body: dict[str, Any]) -> None:
+            if step is None:
+                return self._send_error(Error(500, "the fake's script ran out: more requests came than were scripted"))
+            if isinstance(step, Slow):
+                time.sleep(step.seconds)
+                return self._answer(step.step, body)
+            if isinstance(step, Error):
+                return self._send_error(step)
+            if isinstance(step, Raw):
+                return self._send(200, step.body.encode(), step.content_type)
+            text = "" if step is EMPTY else step
+            content = [{"type": "text", "text": text}] if text else []
+            self._send_json(
+                200,
+                {
+                    "id": server.message_id(),
+                    "type": "message",
+                    "role": "assistant",
+                    "model": body.get("model"),
+                    "content": content,
+                    "stop_reason": "end_turn",
+                    "stop_sequence": None,
+                    "usage": server.usage(body, text),
+                },
+            )
+
+        def _send_error(self, error: Error) -> None:
+            error_type = _ERROR_TYPES.get(error.status, "api_error")
+            headers = {} if error.retry_after is None else {"retry-after": f"{error.retry_after:g}"}
+            body = {"type": "error", "error": {"type": error_type, "message": error.message}}
+            self._send_json(error.status, body, headers)
+
+        def _send_json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+            self._send(status, json.dumps(payload).encode(), "application/json", headers)
+
+        def _send(self, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+            try:
+                self.send_response(status)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up first (its timeout), which is what a Slow step tests
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # keep test output clean; the requests are in server.requests
+
+    return Handler
