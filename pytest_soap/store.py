@@ -96,6 +96,8 @@ def atomic_write(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode)  # mkstemp's 0600 would lock others out of a file they could read
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

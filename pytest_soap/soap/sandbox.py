@@ -1,0 +1,434 @@
+"""Where candidates run: never in the user's tree, never with their secrets, never without limits.
+
+A Sandbox is a detached git worktree of HEAD with the user's uncommitted state laid over it, in a
+temporary folder that goes away on every way out. Everything that runs there runs in a fresh process,
+in its own session (so a timeout kills the whole group, grandchildren included), under a memory rlimit,
+with an environment scrubbed of every *_KEY, *_TOKEN and *_SECRET.
+
+The differential check runs here too: `record_calls` records the target's calls while the original's
+tests run (see record.py), `replay_calls` replays them into a candidate and compares (see replay.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# RLIMIT_AS caps virtual memory, not the heap: a plain pytest process maps about 70 MiB, one that imports a
+# numerical stack several hundred (each thread reserves an 8 MiB stack and glibc a 64 MiB malloc arena).
+# A limit below this floor would fail the original's own tests, so a smaller request is raised to it:
+# 2 GiB leaves over 1 GiB above what such a process needs before its test allocates anything.
+MIN_MEMORY_MB = 2048
+# The timeout's floor and factor over the original's runtime (see timeout_for).
+MIN_TIMEOUT_S = 10.0
+TIMEOUT_FACTOR = 10.0
+# Environment variables whose names end so are secrets: a candidate never sees them.
+SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET")
+# How much of a process's output is kept to explain what went wrong.
+OUTPUT_TAIL = 20_000
+
+
+class SandboxError(Exception):
+    """A sandbox that cannot be made; the message is one line for the user."""
+
+
+class Sandbox:
+    """The user's tree as it is (HEAD plus uncommitted edits and untracked files, less deleted ones), in a
+    temporary git worktree. The user's tree, index, HEAD and stash are only read.
+
+    `.path` is the tree; `.scratch` is a private folder beside it (outside the tree, removed with it) for
+    the files the sandbox's runs leave to their caller (reports, records)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._folder: Path | None = None  # the temporary folder, while the sandbox is open
+        self._repo = None
+        self._files = 0
+
+    @property
+    def path(self) -> Path:
+        return self._open() / "tree"
+
+    @property
+    def scratch(self) -> Path:
+        return self._open() / "scratch"
+
+    def _open(self) -> Path:
+        # Never a default such as ".": a run in an unopened sandbox would run in the user's tree.
+        if self._folder is None:
+            raise SandboxError("the sandbox is not open: use it in a `with` statement")
+        return self._folder
+
+    def __enter__(self) -> Sandbox:
+        import git  # here: processes that only replay or record never need it
+
+        try:
+            repo = git.Repo(self.root, search_parent_directories=True)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise SandboxError(f"the sandbox needs a git repository, and {self.root} is not in one") from None
+        if repo.working_tree_dir is None:
+            raise SandboxError(f"{self.root} is a bare git repository: there is no tree to copy")
+        if not repo.head.is_valid():
+            raise SandboxError(f"the git repository at {repo.working_tree_dir} has no commit yet: the sandbox starts from HEAD")
+        self._repo = repo
+        self.root = Path(repo.working_tree_dir)
+        self._folder = Path(tempfile.mkdtemp(prefix="soap-sandbox-"))
+        try:
+            self.scratch.mkdir()
+            repo.git.worktree("add", "--detach", str(self.path), "HEAD")
+            self._overlay()
+        except BaseException as exc:  # Ctrl-C included: nothing is left behind
+            self._remove()
+            if isinstance(exc, git.CommandError):
+                raise SandboxError(f"git could not make the sandbox's worktree: {_last_line(str(exc.stderr))}") from None
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._remove()
+
+    def _overlay(self) -> None:
+        """Lay the user's uncommitted state over the worktree: every path that differs from HEAD (staged or
+        not) and every untracked file that is not ignored is copied as it is on disk, or deleted if gone."""
+        changed = self._repo.git.diff("HEAD", "--name-only", "--no-renames", "--ignore-submodules", "-z")
+        untracked = self._repo.git.ls_files("--others", "--exclude-standard", "-z")
+        for relpath in filter(None, (changed + "\0" + untracked).split("\0")):
+            source, copy = self.root / relpath, self.path / relpath
+            if source.is_dir() and not source.is_symlink():
+                continue  # a nested repository or submodule: not part of this tree's files
+            if copy.is_symlink() or copy.is_file():
+                copy.unlink()
+            if source.is_symlink() or source.is_file():
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, copy, follow_symlinks=False)
+
+    def _remove(self) -> None:
+        import git
+
+        folder, self._folder = self._folder, None
+        if folder is None:
+            return
+        try:
+            self._repo.git.worktree("remove", "--force", str(folder / "tree"))
+        except git.CommandError:
+            pass  # never made, or already gone: rmtree and prune below settle it
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            self._repo.git.worktree("prune")
+        except git.CommandError:
+            pass  # the entry stays stale until git's next prune; the original exception, if any, matters more
+
+    def _inside(self, relpath: str) -> Path:
+        path = (self.path / relpath).resolve()
+        if not path.is_relative_to(self.path.resolve()):
+            raise SandboxError(f"{relpath!r} is outside the sandbox's tree")
+        return path
+
+    def write(self, relpath: str, text: str) -> None:
+        """Replace (or create) a file of the sandbox's tree; relpath is relative to the repository root."""
+        path = self._inside(relpath)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+    def read(self, relpath: str) -> str:
+        return self._inside(relpath).read_text(encoding="utf-8")
+
+    def scratch_file(self, stem: str, suffix: str) -> Path:
+        """A fresh file name in the scratch folder, so runs in one sandbox never read each other's files."""
+        self._files += 1
+        return self.scratch / f"{stem}-{self._files}{suffix}"
+
+
+def scrubbed_env(env: Mapping[str, str], tree: Path) -> dict[str, str]:
+    """`env` without secrets, with the sandbox's sources first on PYTHONPATH: before an editable install of
+    the user's project, which would otherwise import the user's tree instead of the sandbox's copy."""
+    clean = {name: value for name, value in env.items() if not name.upper().endswith(SECRET_SUFFIXES)}
+    paths = [str(tree)] + [str(tree / "src")] * (tree / "src").is_dir()
+    inherited = clean.get("PYTHONPATH")
+    clean["PYTHONPATH"] = os.pathsep.join(paths + ([inherited] if inherited else []))
+    clean["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ left in the tree to diff or to go stale
+    return clean
+
+
+def timeout_for(original_seconds: float) -> float:
+    """How long a candidate's run may take, given the same run of the original.
+
+    Ten times the original: the same test measured here from 0.54x to 0.94x of itself between two processes,
+    and a candidate that is correct but slower must still finish so that it is rejected for its cost, not
+    cut off. A candidate ten times slower is rejected either way. At least 10 s: most of a short run is
+    interpreter start-up and collection, which a busy machine can stretch by seconds."""
+    return max(MIN_TIMEOUT_S, TIMEOUT_FACTOR * original_seconds)
+
+
+def memory_limit_mb(memory_mb: int) -> int:
+    """The limit a run gets for a requested `memory_mb`: never below MIN_MEMORY_MB (see there)."""
+    return max(int(memory_mb), MIN_MEMORY_MB)
+
+
+@dataclass
+class RunResult:
+    status: str  # "passed" | "failed" | "timeout" | "memory" | "error"
+    reason: str  # one line, "" when passed
+    outcomes: dict[str, str]  # node id (as pytest reports it) -> "passed" | "failed" | "error" | "skipped"
+    seconds: float
+
+
+@dataclass
+class _Finished:
+    """A sandboxed process that ended, or was ended."""
+
+    returncode: int  # negative: killed by that signal
+    timed_out: bool
+    output: str  # the tail of its stdout and stderr
+    seconds: float
+
+    def out_of_memory(self) -> bool:
+        # A MemoryError ends most runs over the limit; SIGKILL that we did not send is the kernel's OOM killer.
+        return self.returncode == -signal.SIGKILL or _mentions_memory_error(self.output)
+
+
+def _mentions_memory_error(text: str) -> bool:
+    return re.search(r"^(E\s+)?MemoryError\b", text, re.MULTILINE) is not None
+
+
+def _limit_memory(limit_bytes: int) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is empty: everything in it has exited
+
+
+def _run_sandboxed(sandbox: Sandbox, cmd: list[str], cwd: Path, timeout_s: float, memory_mb: int) -> _Finished:
+    log = sandbox.scratch_file("output", ".txt")
+    started = time.perf_counter()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, env=scrubbed_env(os.environ, sandbox.path), stdin=subprocess.DEVNULL,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=lambda: _limit_memory(memory_limit_mb(memory_mb) * 1024 * 1024),
+        )
+        timed_out = False
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            # On every way out, Ctrl-C included, and after a normal exit too: nothing the run started outlives it.
+            _kill_group(proc.pid)
+            proc.wait()
+    output = log.read_text(encoding="utf-8", errors="replace")[-OUTPUT_TAIL:]
+    return _Finished(proc.returncode, timed_out, output, time.perf_counter() - started)
+
+
+def _timeout_reason(timeout_s: float) -> str:
+    return f"timed out after {timeout_s:.1f} s"  # the caller knows what the limit was scaled from, and says so
+
+
+def _memory_reason(memory_mb: int) -> str:
+    return f"exceeded the {memory_limit_mb(memory_mb)} MiB memory limit"
+
+
+def _crash_reason(finished: _Finished, what: str) -> str:
+    if finished.returncode < 0:
+        try:
+            return f"{what} was killed by {signal.Signals(-finished.returncode).name}"
+        except ValueError:
+            return f"{what} was killed by signal {-finished.returncode}"
+    lines = [line.strip() for line in finished.output.splitlines() if line.strip()]
+    errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR:")]
+    detail = errors[-1] if errors else (lines[-1] if lines else "no output")
+    return f"{what} exited with code {finished.returncode}: {detail}"
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def run_pytest(sandbox: Sandbox, nodeids: Sequence[str], timeout_s: float, memory_mb: int,
+               extra_args: Sequence[str] = (), rootdir_rel: str = "") -> RunResult:
+    """Run tests in the sandbox: `python -m pytest <nodeids>` in a fresh, limited, scrubbed process, from
+    the tree's `rootdir_rel` folder (node ids are relative to it). Timeout and memory are the run's status;
+    otherwise a test that failed or errored makes it "failed", naming the first one."""
+    junit = sandbox.scratch_file("junit", ".xml")
+    cmd = [sys.executable, "-m", "pytest", *nodeids, "-p", "no:cacheprovider", "-q",
+           f"--junitxml={junit}", "-o", "junit_family=xunit1", *extra_args]  # xunit1: each case names its file
+    finished = _run_sandboxed(sandbox, cmd, sandbox.path / rootdir_rel, timeout_s, memory_mb)
+    cases = _read_junit(junit)
+    outcomes = {case.nodeid: case.outcome for case in cases}
+    problems = [case for case in cases if case.outcome in ("failed", "error")]
+
+    def result(status: str, reason: str) -> RunResult:
+        return RunResult(status, reason, outcomes, finished.seconds)
+
+    if finished.timed_out:
+        return result("timeout", _timeout_reason(timeout_s))
+    if finished.returncode == -signal.SIGKILL or any(_mentions_memory_error(case.text) for case in problems) \
+            or (not cases and finished.out_of_memory()):
+        return result("memory", _memory_reason(memory_mb))
+    if finished.returncode == 0:
+        return result("passed", "")
+    if problems:
+        first = problems[0]
+        return result("failed", f"{first.nodeid} {'failed' if first.outcome == 'failed' else 'errored'}: {first.error}")
+    if finished.returncode == 5:
+        return result("error", "no tests ran: pytest collected none of " + (", ".join(nodeids) or "the default selection"))
+    return result("error", _crash_reason(finished, "pytest"))
+
+
+@dataclass
+class _Case:
+    nodeid: str
+    outcome: str
+    error: str  # one line, for failures and errors
+    text: str  # the message and the report, to look for a MemoryError
+
+
+_WORSE = {"passed": 0, "skipped": 1, "error": 2, "failed": 3}
+
+
+def _read_junit(path: Path) -> list[_Case]:
+    """The test cases of a junit XML report (xunit1), one per node id: a test that failed and then errored
+    in teardown is reported twice, and counts as failed."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return []  # the run never got to write it
+    cases: dict[str, _Case] = {}
+    for element in root.iter("testcase"):
+        case = _case(element)
+        if case.nodeid not in cases or _WORSE[case.outcome] > _WORSE[cases[case.nodeid].outcome]:
+            cases[case.nodeid] = case
+    return list(cases.values())
+
+
+def _case(element: ET.Element) -> _Case:
+    outcome, error, text = "passed", "", ""
+    for tag, name in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
+        child = element.find(tag)
+        if child is not None:
+            message, body = child.get("message") or "", child.text or ""
+            outcome, error, text = name, _one_line_error(message, body), message + "\n" + body
+            break
+    return _Case(_nodeid(element), outcome, error, text)
+
+
+def _one_line_error(message: str, body: str) -> str:
+    if message and message != "collection failure":
+        return message.splitlines()[0].strip()
+    raised = [line[1:].strip() for line in body.splitlines() if line.startswith("E ")]
+    return raised[-1] if raised else (message or "no message")
+
+
+def _nodeid(element: ET.Element) -> str:
+    """pytest's node id back from a junit case: `file` is the node id's path, `classname` the same path
+    dotted (without ".py") followed by the classes, `name` the function with its parameters."""
+    file, classname, name = element.get("file", ""), element.get("classname", ""), element.get("name", "")
+    if not classname:  # a collection error: the case is the file
+        return file or name
+    module = re.sub(r"\.py$", "", file).replace("/", ".")
+    if not file or not (classname == module or classname.startswith(module + ".")):
+        return f"{classname}::{name}"  # the test is defined in another file than it runs from: best effort
+    classes = classname[len(module) + 1:].split(".") if classname != module else []
+    return "::".join([file, *filter(None, classes), name])
+
+
+# --- the differential check -------------------------------------------------------------------------------
+
+
+def record_calls(sandbox: Sandbox, target_file: str, qualname: str, nodeids: Sequence[str],
+                 timeout_s: float, memory_mb: int) -> Path | RunResult:
+    """Run the original's tests in the sandbox, recording the target's calls (record.py), then replay them
+    into the same original (replay.py) and keep only the calls it reproduces: a call whose result depended
+    on its test's fixtures, the clock or chance would otherwise read as a difference in every candidate.
+
+    `target_file` is relative to the sandbox's tree. Returns the records file, in the sandbox's scratch
+    folder (valid while the sandbox is open), or the run's result when the tests did not pass or the
+    target could not be recorded."""
+    raw = sandbox.scratch_file("records-raw", ".pickle")
+    kept = sandbox.scratch_file("records", ".pickle")
+    run = run_pytest(sandbox, nodeids, timeout_s, memory_mb, [
+        "-p", "pytest_soap.soap.record", f"--soap-record-target={target_file}::{qualname}", f"--soap-record-out={raw}"])
+    if run.status != "passed":
+        return run
+    if not raw.exists():
+        return RunResult("error", "the recorder wrote no records", run.outcomes, run.seconds)
+    control = replay_calls(sandbox, raw, target_file, qualname, timeout_s, memory_mb, keep=kept)
+    if control.status in ("error", "timeout", "memory"):
+        return RunResult(control.status, f"replaying the original's calls into itself: {control.reason}",
+                         run.outcomes, run.seconds)
+    return kept
+
+
+@dataclass
+class DiffResult:
+    status: str  # "same" | "different" | "error" | "timeout" | "memory" | "nothing recorded"
+    reason: str  # one line, "" when the same
+    checked: int  # calls replayed and compared
+    skipped: int  # calls that could not be recorded or replayed (unpicklable, too big, context-dependent)
+
+
+def replay_calls(sandbox: Sandbox, records: Path, target_file: str, qualname: str, timeout_s: float,
+                 memory_mb: int, keep: Path | None = None) -> DiffResult:
+    """Replay recorded calls into the target as the sandbox's tree has it now, and compare each call's
+    result, exception and arguments afterwards with the original's. With `keep`, also write there the
+    records of the calls that compared the same (record_calls uses it against the original)."""
+    out = sandbox.scratch_file("replay", ".json")
+    cmd = [sys.executable, "-m", "pytest_soap.soap.replay", str(records), f"{target_file}::{qualname}", "--out", str(out)]
+    if keep is not None:
+        cmd += ["--keep", str(keep)]
+    finished = _run_sandboxed(sandbox, cmd, sandbox.path, timeout_s, memory_mb)
+    if finished.timed_out:
+        return DiffResult("timeout", _timeout_reason(timeout_s), 0, 0)
+    try:
+        result = json.loads(out.read_text(encoding="utf-8"))
+        checked, skipped, mismatch, error = int(result["checked"]), int(result["skipped"]), result["mismatch"], result["error"]
+    except (OSError, ValueError, KeyError, TypeError):
+        if finished.out_of_memory():
+            return DiffResult("memory", _memory_reason(memory_mb), 0, 0)
+        return DiffResult("error", _crash_reason(finished, "the replay"), 0, 0)
+    if error:
+        return DiffResult("error", str(error), checked, skipped)
+    if mismatch:
+        return DiffResult("different", str(mismatch), checked, skipped)
+    if checked == 0:
+        reason = (f"none of the {skipped} recorded calls of {qualname} could be replayed" if skipped
+                  else f"the original's tests made no call of {qualname}")
+        return DiffResult("nothing recorded", reason, 0, skipped)
+    return DiffResult("same", "", checked, skipped)
+
+
+def race_calls(sandbox: Sandbox, records: Path, target_file: str, qualname: str, candidate: str,
+               timeout_s: float, memory_mb: int) -> dict:
+    """Race the target as the sandbox's tree has it (the champion) against `candidate`, a whole module's
+    text, on the recorded calls, in one sandboxed process (race.py). The result as race.py writes it, or
+    {"error": one line} when that process timed out, ran out of memory or crashed."""
+    challenger = sandbox.scratch_file("challenger", ".py")  # outside the tree: the champion stays in place
+    challenger.write_text(candidate, encoding="utf-8")
+    out = sandbox.scratch_file("race", ".json")
+    cmd = [sys.executable, "-m", "pytest_soap.soap.race", str(records), f"{target_file}::{qualname}", str(challenger),
+           "--out", str(out)]
+    finished = _run_sandboxed(sandbox, cmd, sandbox.path, timeout_s, memory_mb)
+    if finished.timed_out:
+        return {"error": _timeout_reason(timeout_s)}
+    try:
+        result = json.loads(out.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"error": _memory_reason(memory_mb) if finished.out_of_memory() else _crash_reason(finished, "the race")}
+    return result if isinstance(result, dict) else {"error": "the race wrote no result"}
