@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from .compare import Thresholds
+from .soap import DEFAULT_MODEL
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ OPTIONS = [
     Option("--soap-rounds", "most runs of a suspect test, the first included (default 5, at least 5)", 5, int,
            "N"),
     Option("--soap-slowest", "how many of the slowest tests the terminal report lists (default 5)", 5, int, "N"),
+    Option("--soap-optimize", "send each regressed function through the SOAP loop (needs ANTHROPIC_API_KEY); "
+           "accepted revisions go to .soap/optimized.patch", False, bool),
+    Option("--soap-apply", "with --soap-optimize: write accepted revisions into the working tree", False, bool),
+    Option("--soap-model", f"the model the SOAP loop asks (default {DEFAULT_MODEL})", DEFAULT_MODEL, str, "NAME"),
+    Option("--soap-iterations", "rounds of the SOAP loop per function (default 5)", 5, int, "N"),
 ]
 
 
@@ -113,6 +119,10 @@ class Settings:
     side: Path | None = None  # set in a process measuring one side for a --soap-against session
     only: Path | None = None
     profile: Path | None = None  # set in a process profiling one side's regressed tests for attribution
+    optimize: bool = False
+    apply: bool = False
+    model: str = DEFAULT_MODEL
+    iterations: int = 5
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -129,6 +139,10 @@ class Settings:
             side=v["soap_side"],
             only=v["soap_only"],
             profile=v["soap_profile"],
+            optimize=v["soap_optimize"],
+            apply=v["soap_apply"],
+            model=v["soap_model"],
+            iterations=max(1, v["soap_iterations"]),
             thresholds=Thresholds(
                 time_pct=v["soap_threshold"],
                 memory_pct=v["soap_memory_threshold"],

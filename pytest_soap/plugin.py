@@ -8,6 +8,7 @@ each worker goes down, then judges, reports and saves.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 
 import pytest
@@ -80,6 +81,7 @@ class SoapSession:
         self.profile_memory: set[str] = set()
         self.runs: dict[str, int] = {}  # a round of --soap-against: how many times to run each test
         self.attributions: dict[str, Attribution] = {}
+        self.loop = None  # the SOAP loop's run (soap.session.LoopRun), with --soap-optimize
         self.notes: list[str] = []
         self.verdicts: list[compare.TestVerdict] = []
         self.failure: str | None = None
@@ -199,6 +201,7 @@ class SoapSession:
         if ref_run and not session.shouldstop and not session.shouldfail:
             self.paired = ref_run.measure(self.measurements)
             self._attribute(self.paired.profiles, lambda: changed_functions(self.ref.repo_root, self.ref.sha))
+            self._optimize(self.ref.repo_root)
         elif self.baseline and not _is_worker(self.config) and not _is_controller(self.config) and not session.shouldfail:
             # Against a saved baseline there is one side to profile: this one, in this process.
             regressed = self._regressed()
@@ -216,7 +219,27 @@ class SoapSession:
                             ChangeSet(None, [], [], "the baseline records no commit (it was saved outside a git "
                                                     "repository): changed functions are unknown"),
                             regressed)
+            self._optimize(project_root(self.config.rootpath))
         return result
+
+    def _optimize(self, root) -> None:
+        """--soap-optimize: each function that regressed tests name first goes through the SOAP loop."""
+        if not self.settings.optimize or not self.attributions:
+            return
+        from .soap import llm, session as loop_session  # the model's SDK loads only when the loop runs
+
+        try:
+            provider = llm.provider_for(self.config)
+        except llm.ModelUnavailable as e:
+            self.notes.append(str(e))
+            return
+        planned = loop_session.plan(list(self.attributions.values()), self._regressed(), root)
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        quiet = bool(os.environ.get("CI")) or reporter is None
+        progress = (lambda line: None) if quiet else (lambda line: reporter.write_line(f"pytest-soap: {line}"))
+        self.loop = loop_session.run(planned, provider, self.settings.model, self.settings.iterations,
+                                     self.settings.thresholds, root, self.settings.apply, progress)
+        self.notes += self.loop.notes
 
     def _regressed(self) -> dict[str, compare.TestVerdict]:
         return {v.nodeid: v for v in self._judge(list(self.measurements.values())) if v.verdict == "regressed"}
@@ -256,7 +279,7 @@ class SoapSession:
         if self.settings.json:
             try:
                 json_report.write(self.settings.json, self.verdicts, self.baseline, self.settings, self.paired,
-                                  list(self.attributions.values()))
+                                  list(self.attributions.values()), self.loop)
             except OSError as e:
                 self.failure = self.failure or f"pytest-soap: cannot write the JSON report {self.settings.json}: {e.strerror}"
         if self.failure and session.exitstatus == pytest.ExitCode.OK:
@@ -296,6 +319,8 @@ class SoapSession:
         compared_with = (f"against {self.ref.describe()}" if self.ref else
                          terminal.baseline_line(self.baseline, self.settings, self._shown(self.settings.baseline)))
         terminal.write(terminalreporter, self.verdicts, compared_with, self.settings, self.notes, self.attributions)
+        if self.loop:
+            terminal.write_loop(terminalreporter, self.loop)
         if self.failure:
             terminalreporter.write_line(self.failure, red=True, bold=True)
 

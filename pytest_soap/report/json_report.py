@@ -48,7 +48,8 @@ def functions(attributions: list[Attribution]) -> list[dict]:
                                                    -max(v["share"] for v in e["evidence"].values())))
 
 
-def build(verdicts: list[TestVerdict], baseline: Baseline | None, settings, paired=None, attributions=None) -> dict:
+def build(verdicts: list[TestVerdict], baseline: Baseline | None, settings, paired=None, attributions=None,
+          loop=None) -> dict:
     return {
         "schema": SCHEMA,
         "baseline": ({"path": str(settings.baseline), "created": baseline.created, "commit": baseline.commit,
@@ -62,11 +63,11 @@ def build(verdicts: list[TestVerdict], baseline: Baseline | None, settings, pair
         "tests": [test_entry(t) for t in verdicts],
         "regressions": [t.nodeid for t in verdicts if t.verdict == "regressed"],
         "functions": functions(attributions or []),
-        "optimizations": [],  # filled by the SOAP loop (not part of this release)
-        "patch": None,
+        "optimizations": [o.to_dict() for o in loop.optimizations] if loop else [],
+        "patch": str(loop.patch) if loop and loop.patch else None,
     }
 
 
 def write(path: Path, verdicts: list[TestVerdict], baseline: Baseline | None, settings, paired=None,
-          attributions=None) -> None:
-    atomic_write(path, json.dumps(build(verdicts, baseline, settings, paired, attributions), indent=1) + "\n")
+          attributions=None, loop=None) -> None:
+    atomic_write(path, json.dumps(build(verdicts, baseline, settings, paired, attributions, loop), indent=1) + "\n")

@@ -119,3 +119,26 @@ def write(reporter, verdicts: list[TestVerdict], compared_with: str, settings, n
         write(f"{len(verdicts)} tests: {', '.join(parts)}"
               + (f" (ungated: changes under {floor} or {units.mebibytes(settings.thresholds.min_memory_mb)})"
                  if counts["ungated"] else ""))
+
+
+def write_loop(reporter, loop) -> None:
+    """The SOAP loop's summary: each target's outcome, its figures before and after, its rounds and cost."""
+    reporter.write_sep("-", "SOAP loop")
+    for o in loop.optimizations:
+        line = f"{o.file}::{o.qualname}  {o.status.upper()}"
+        if o.before and o.after:
+            line += (f"  time {units.seconds(o.before['time_s'])} → {units.seconds(o.after['time_s'])}, "
+                     f"peak {units.mebibytes(o.before['peak_mb'])} → {units.mebibytes(o.after['peak_mb'])}"
+                     " (its recorded calls, one pass)")
+        reporter.write_line(line, green=o.status == "accepted", bold=o.status == "accepted")
+        if o.reason:
+            reporter.write_line(f"    {o.reason}")
+        for c in o.candidates:
+            reporter.write_line(f"    round {c.iteration}: {c.status}{': ' + c.reason if c.reason else ''}")
+        tokens = o.tokens
+        if tokens["input"] or tokens["output"]:
+            cost = f", about ${o.cost_usd:.2f}" if o.cost_usd is not None else ""
+            reporter.write_line(f"    tokens: {tokens['input']} in ({tokens['cache_read']} from the cache), "
+                                f"{tokens['output']} out{cost}")
+    if loop.patch:
+        reporter.write_line(f"accepted revisions: {loop.patch} (git apply it, or rerun with --soap-apply)")

@@ -7,6 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The newest Sonnet-class model in the anthropic SDK's model list (anthropic.types.Model): Sonnet-class
+# because the loop makes many rounds per function and needs code quality at a moderate price; not
+# claude-sonnet-4-5, which is in the SDK's DEPRECATED_MODELS table and reaches end of life on 2026-11-30.
+# --soap-model overrides it.
+DEFAULT_MODEL = "claude-sonnet-5-5"
+
 
 @dataclass(frozen=True)
 class Target:

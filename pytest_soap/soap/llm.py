@@ -15,11 +15,7 @@ from typing import Any, Protocol
 
 import anthropic
 
-# The newest Sonnet-class model in the installed SDK's model list (anthropic.types.Model): Sonnet-class
-# because the loop makes many rounds per function and needs code quality at a moderate price; not
-# claude-sonnet-4-5, which is in the SDK's DEPRECATED_MODELS table and reaches end of life on 2026-11-30.
-# The user overrides it with --soap-model.
-DEFAULT_MODEL = "claude-sonnet-5-5"
+from . import DEFAULT_MODEL  # noqa: F401  (the loop's default; tests check the SDK still lists it)
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MAX_RETRIES = 3

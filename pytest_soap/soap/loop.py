@@ -1,0 +1,220 @@
+"""The SOAP loop for one target: profile, prompt, reply, candidate, verify, measure; keep the best.
+
+Everything the model writes runs in a sandbox (a separate worktree, a subprocess with a timeout and a memory
+limit, an environment without keys or tokens), never in the user's tree. A candidate is kept only if the
+target's tests pass, its recorded calls give the same results, and it races the best so far to a
+significant gain in a goal metric with no metric made worse.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from ..compare import Line, Thresholds
+from ..report.units import LABEL
+from ..stats import mann_whitney_greater
+from . import Target, prompt
+from .candidate import CandidateError, extract_code, splice
+from .llm import ModelError
+from .profile import ProfileError, format_profile, profile_target
+from .sandbox import (RunResult, Sandbox, SandboxError, race_calls, record_calls, replay_calls, run_pytest,
+                      scrubbed_env, timeout_for)
+
+MAX_TOKENS = 8192
+MEMORY_MB = 4096  # a candidate's memory limit: far above a unit test's needs, far below the machine's
+# The goal metrics of a gate's regressed metric: TMU is memory held over time, so either figure can lower it.
+GOALS = {"time_s": ("time_s",), "peak_mb": ("peak_mb",), "tmu_mbs": ("time_s", "peak_mb")}
+CONVERGED = 2  # rounds in a row of correct candidates with no further gain
+
+
+@dataclass
+class Tried:
+    """One round's candidate and what became of it."""
+
+    iteration: int
+    status: str  # accepted | no gain | rejected | failed
+    reason: str
+    time_ratio: float | None = None  # its time over the best's when it raced
+    peak_ratio: float | None = None
+
+
+@dataclass
+class Optimization:
+    file: str
+    qualname: str
+    status: str = "skipped"  # accepted | rejected | skipped | failed
+    reason: str = ""
+    tests: list[str] = field(default_factory=list)
+    before: dict | None = None  # the original's figures on its recorded calls: time_s (one pass), peak_mb
+    after: dict | None = None  # the kept revision's, when one was kept
+    candidates: list[Tried] = field(default_factory=list)
+    tokens: dict = field(default_factory=lambda: {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0})
+    cost_usd: float | None = None
+    checks: dict = field(default_factory=dict)  # the evidence: calls replayed, tests run, rounds
+    original: str = field(default="", repr=False)
+    revised: str | None = field(default=None, repr=False)  # the module with the kept revision
+
+    def diff(self) -> str:
+        if self.revised is None:
+            return ""
+        return "".join(difflib.unified_diff(self.original.splitlines(keepends=True), self.revised.splitlines(keepends=True),
+                                            f"a/{self.file}", f"b/{self.file}"))
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        del data["original"], data["revised"]
+        return data
+
+
+def optimize(target: Target, provider, model: str, iterations: int, metrics: list[str], evidence: str,
+             thresholds: Thresholds = Thresholds(), progress: Callable[[str], None] = lambda line: None) -> Optimization:
+    """Run the loop on one target; never raises for a bad reply, a bad candidate or a failing API."""
+    opt = Optimization(target.file, target.qualname, tests=list(target.tests))
+    opt.original = (target.root / target.file).read_text(encoding="utf-8")
+    goals = sorted({g for m in metrics for g in GOALS.get(m, ())}) or ["time_s", "peak_mb"]
+    try:
+        with Sandbox(target.root) as box:
+            _loop(opt, target, box, provider, model, iterations, goals, evidence, thresholds, progress)
+    except SandboxError as e:
+        opt.status, opt.reason = "skipped", str(e)
+    return opt
+
+
+def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str, iterations: int,
+          goals: list[str], evidence: str, thresholds: Thresholds, progress: Callable[[str], None]) -> None:
+    tests = list(target.tests)
+    first = run_pytest(box, tests, timeout_for(60.0), MEMORY_MB)
+    if first.status != "passed":
+        opt.reason = f"the original's tests do not pass in a clean copy of the tree: {first.reason}"
+        return
+    timeout = timeout_for(first.seconds)
+    records = record_calls(box, target.file, target.qualname, tests, timeout, MEMORY_MB)
+    if isinstance(records, RunResult):
+        opt.reason = f"could not record the calls of {target.qualname}: {records.reason}"
+        return
+    try:
+        original_profile = format_profile(profile_target(box.path, scrubbed_env(os.environ, box.path), target.file,
+                                                         target.qualname, tests, timeout))
+    except ProfileError as e:
+        opt.reason = f"could not profile {target.qualname}: {e}"
+        return
+    opt.checks = {"tests": tests, "recorded_calls": 0, "rounds": 0}
+    best_text, best_code, best_profile = opt.original, None, None
+    rejected: list[prompt.Rejected] = []
+    stale = 0
+    opt.status = "rejected"
+    for iteration in range(1, iterations + 1):
+        opt.checks["rounds"] = iteration
+        progress(f"{target.key}: round {iteration} of {iterations}, asking {model}")
+        fixed, request = prompt.build(target.file, target.qualname, opt.original, tests, original_profile, evidence,
+                                      best_code, best_profile, rejected)
+        try:
+            reply = provider.complete(prompt.SYSTEM, fixed, request, model, MAX_TOKENS)
+        except ModelError as e:
+            opt.candidates.append(Tried(iteration, "failed", str(e)))
+            if opt.revised is None:
+                opt.status, opt.reason = "failed", str(e)
+            break
+        _count(opt, reply)
+        tried = _try(reply.text, iteration, target, box, best_text, records, timeout, goals, thresholds, opt)
+        opt.candidates.append(tried)
+        progress(f"{target.key}: round {iteration}: {tried.status}{': ' + tried.reason if tried.reason else ''}")
+        if tried.status == "accepted":
+            best_text, best_code, stale = opt.revised, extract_code(reply.text), 0
+            try:
+                box.write(target.file, best_text)
+                best_profile = format_profile(profile_target(box.path, scrubbed_env(os.environ, box.path), target.file,
+                                                             target.qualname, tests, timeout))
+            except ProfileError as e:
+                best_profile = f"(not profiled: {e})"
+            continue
+        box.write(target.file, best_text)  # the sandbox holds the best again, for the next race
+        rejected.append(prompt.Rejected(iteration, f"{tried.status}: {tried.reason}"))
+        stale = stale + 1 if tried.status == "no gain" else 0
+        if stale >= CONVERGED:
+            break
+    if opt.revised is not None:
+        opt.status, opt.reason = "accepted", ""
+    elif opt.status == "rejected" and not opt.reason:
+        opt.reason = "no candidate was correct and measurably cheaper"
+
+
+def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: str, records, timeout: float,
+         goals: list[str], thresholds: Thresholds, opt: Optimization) -> Tried:
+    """Verify and race one reply's candidate; a kept one becomes opt.revised and opt.after."""
+    try:
+        candidate = splice(best_text, target.qualname, extract_code(reply))
+    except CandidateError as e:
+        return Tried(iteration, "rejected", str(e))
+    box.write(target.file, candidate)
+    run = run_pytest(box, list(target.tests), timeout, MEMORY_MB)
+    if run.status != "passed":
+        return Tried(iteration, "rejected", f"tests {run.status}: {run.reason}")
+    same = replay_calls(box, records, target.file, target.qualname, timeout, MEMORY_MB)
+    opt.checks["recorded_calls"] = max(opt.checks.get("recorded_calls", 0), same.checked)
+    if same.status != "same":
+        return Tried(iteration, "rejected", f"differential check, {same.status}: {same.reason}")
+    box.write(target.file, best_text)  # the champion, raced by the candidate's module text
+    race = race_calls(box, records, target.file, target.qualname, candidate, timeout, MEMORY_MB)
+    if race.get("error"):
+        return Tried(iteration, "rejected", f"the race did not run: {race['error']}")
+    verdict = judge_race(race, goals, thresholds)
+    tried = Tried(iteration, verdict.status, verdict.reason, verdict.time_ratio, verdict.peak_ratio)
+    if opt.before is None:
+        opt.before = verdict.champion
+    if verdict.status == "accepted":
+        opt.revised, opt.after = candidate, verdict.challenger
+    return tried
+
+
+@dataclass
+class RaceVerdict:
+    status: str  # accepted | no gain
+    reason: str
+    time_ratio: float
+    peak_ratio: float | None
+    champion: dict
+    challenger: dict
+
+
+def judge_race(race: dict, goals: list[str], thresholds: Thresholds) -> RaceVerdict:
+    """The gate's rules, candidate against best: a gain is the line crossed the right way, with the
+    Mann-Whitney U test at the gate's paired alpha for time (tracemalloc's peak is exact); any metric
+    crossed the wrong way disqualifies it."""
+    champion_t, challenger_t = race["time_s"]["champion"], race["time_s"]["challenger"]
+    best_t, cand_t = statistics.median(champion_t), statistics.median(challenger_t)
+    best_p, cand_p = race["peak_mb"]["champion"], race["peak_mb"]["challenger"]
+    # Time has no floor: the race is one quiet process, and its statistics judge even a fast function.
+    # Memory has the gate's: a dict that buys a 100x speed-up with 90 KiB more is no memory regression.
+    time_line = Line(best_t, thresholds.limit("time_s"), 0.0)
+    peak_line = Line(best_p, thresholds.limit("peak_mb"), thresholds.min_memory_mb)
+    alpha = thresholds.paired_alpha
+    gains = {"time_s": time_line.undercut_by(cand_t) and mann_whitney_greater(champion_t, challenger_t) <= alpha,
+             "peak_mb": peak_line.undercut_by(cand_p)}
+    worse = {"time_s": time_line.crossed_by(cand_t) and mann_whitney_greater(challenger_t, champion_t) <= alpha,
+             "peak_mb": peak_line.crossed_by(cand_p)}
+    time_ratio = cand_t / best_t if best_t > 0 else 1.0
+    peak_ratio = cand_p / best_p if best_p > 0 else None
+    figures = f"time {time_ratio:.2f}× the best" + (f", peak {peak_ratio:.2f}×" if peak_ratio is not None else "")
+    champion, challenger = {"time_s": best_t, "peak_mb": best_p}, {"time_s": cand_t, "peak_mb": cand_p}
+    if any(worse.values()):
+        made_worse = " and ".join(LABEL[m] for m, w in worse.items() if w)
+        return RaceVerdict("no gain", f"{figures}: {made_worse} made worse", time_ratio, peak_ratio, champion, challenger)
+    if any(gains[g] for g in goals):
+        return RaceVerdict("accepted", figures, time_ratio, peak_ratio, champion, challenger)
+    return RaceVerdict("no gain", f"{figures}: no significant gain in {' or '.join(LABEL[g] for g in goals)}", time_ratio, peak_ratio,
+                       champion, challenger)
+
+
+def _count(opt: Optimization, reply) -> None:
+    opt.tokens["input"] += reply.input_tokens
+    opt.tokens["output"] += reply.output_tokens
+    opt.tokens["cache_read"] += reply.cache_read_tokens
+    opt.tokens["cache_write"] += reply.cache_write_tokens
+    cost = reply.cost_usd
+    if cost is not None:
+        opt.cost_usd = round((opt.cost_usd or 0.0) + cost, 6)

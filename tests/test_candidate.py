@@ -1,0 +1,509 @@
+"""A model's reply turned into a module's new text: extraction, the checks that refuse it, and the splice."""
+
+import io
+
+import pytest
+
+from pytest_soap.soap.candidate import CandidateError, extract_code, function_source, splice
+
+SHOP = '''"""A shop."""
+import math
+from collections import Counter
+
+
+# Prices are in cents.
+def _rounded(x):
+    return round(x)
+
+
+@register
+@cache(size=3)
+def apply_discount(items, rate=0.1):
+    total = 0
+    for item in items:
+        total += item
+    return _rounded(total * (1 - rate))
+
+
+class Cart:
+    def __init__(self):
+        self.items = []
+
+    @property
+    def total(self):
+        return sum(self.items)
+
+    def count(self):
+        return len(self.items)
+'''
+
+
+def revise(module, qualname, code):
+    """splice, checking what every result must be: a module that compiles."""
+    result = splice(module, qualname, code)
+    compile(result, "<result>", "exec")
+    return result
+
+
+def outside(module, qualname):
+    """The module's text before and after the target's lines."""
+    _, first, last = function_source(module, qualname)
+    lines = io.StringIO(module, newline="").readlines()  # the line breaks Python counts
+    return "".join(lines[: first - 1]), "".join(lines[last:])
+
+
+def refused(module, qualname, code):
+    with pytest.raises(CandidateError) as caught:
+        splice(module, qualname, code)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+# --- extraction -------------------------------------------------------------------------------------------
+
+
+def test_a_labelled_block_is_the_code():
+    reply = "Here is a faster version.\n\n```python\ndef f(x):\n    return x\n```\n\nIt avoids the loop."
+    assert extract_code(reply) == "def f(x):\n    return x\n"
+
+
+def test_py_label_and_any_case_count_as_python():
+    assert extract_code("```py\nx = 1\n```") == "x = 1\n"
+    assert extract_code("```Python3 title='f'\nx = 1\n```") == "x = 1\n"
+
+
+def test_the_first_python_block_wins_over_other_languages_and_later_blocks():
+    reply = "```text\nprofile\n```\n```python\nfirst = 1\n```\n```\nbare = 1\n```\n```python\nsecond = 1\n```"
+    assert extract_code(reply) == "first = 1\n"
+
+
+def test_a_single_unlabelled_block_is_taken():
+    assert extract_code("Try:\n```\ndef f():\n    pass\n```\n") == "def f():\n    pass\n"
+
+
+def test_only_real_line_breaks_split_the_reply():
+    code = 'SEPARATOR = "\u2028"\r\nTABS = "\x0c"\n'
+    assert extract_code("```python\r\n" + code + "```\r\n") == 'SEPARATOR = "\u2028"\nTABS = "\x0c"\n'
+
+
+def test_a_block_inside_a_list_is_dedented():
+    reply = "1. Replace it:\n   ```python\n   def f():\n       return 1\n   ```\n"
+    assert extract_code(reply) == "def f():\n    return 1\n"
+
+
+@pytest.mark.parametrize(
+    "reply, reason",
+    [
+        ("I would use a set here.", "the reply has no ```python block"),
+        ("```bash\npip install x\n```", "the reply has no ```python block"),
+        ("```\na = 1\n```\n```\nb = 2\n```", "the reply has several unlabelled ``` blocks and no ```python block"),
+        ("```python\n\n   \n```", "the reply's ```python block is empty"),
+        (
+            "```python\ndef f():\n    return",
+            "the reply's ```python block is never closed: the reply was probably cut short",
+        ),
+    ],
+)
+def test_a_reply_without_usable_code_is_refused(reply, reason):
+    with pytest.raises(CandidateError) as caught:
+        extract_code(reply)
+    assert str(caught.value) == reason
+
+
+# --- what the reply must be -------------------------------------------------------------------------------
+
+
+def test_a_syntax_error_names_its_line():
+    code = "def apply_discount(items, rate=0.1):\n    total = (\n    return total\n"
+    assert refused(SHOP, "apply_discount", code).startswith("the code does not parse: line 2: ")
+
+
+def test_code_that_parses_but_cannot_compile_is_refused():
+    code = "def apply_discount(items, rate=0.1):\n    return await items\n"
+    assert refused(SHOP, "apply_discount", code) == "the code does not parse: line 2: 'await' outside async function"
+
+
+def test_a_reply_defining_another_name_is_refused():
+    code = "def apply_discounts(items, rate=0.1):\n    return 0\n"
+    assert refused(SHOP, "apply_discount", code) == "the reply does not define apply_discount"
+
+
+def test_a_target_the_module_lacks_is_named():
+    assert refused(SHOP, "checkout", "def checkout():\n    pass\n") == "the module defines no checkout"
+    assert refused(SHOP, "Cart.empty", "def empty(self):\n    pass\n") == "the module defines no Cart.empty"
+    with pytest.raises(CandidateError, match="^the module defines no Cart.empty$"):
+        function_source(SHOP, "Cart.empty")
+
+
+def test_a_nested_qualname_is_not_supported():
+    message = refused(SHOP, "apply_discount.<locals>.inner", "def inner():\n    pass\n")
+    assert message == "cannot revise apply_discount.<locals>.inner: only a top-level function or a method of a top-level class"
+
+
+def test_a_module_that_does_not_parse_is_named_as_such():
+    assert refused("def f(:\n", "f", "def f():\n    pass\n").startswith("the module does not parse: line 1: ")
+
+
+@pytest.mark.parametrize(
+    "header, became",
+    [
+        ("def apply_discount(items):", "(items)"),  # parameter removed
+        ("def apply_discount(goods, rate=0.1):", "(goods, rate=...)"),  # renamed
+        ("def apply_discount(items, rate):", "(items, rate)"),  # default dropped
+        ("def apply_discount(items, rate=0.1, *args):", "(items, rate=..., *args)"),  # *args added
+        ("def apply_discount(items, *, rate=0.1):", "(items, *, rate=...)"),  # made keyword-only
+        ("def apply_discount(items, /, rate=0.1):", "(items, /, rate=...)"),  # made positional-only
+        ("def apply_discount(rate=0.1, items=()):", "(rate=..., items=...)"),  # reordered
+    ],
+)
+def test_a_changed_signature_is_refused_showing_both(header, became):
+    message = refused(SHOP, "apply_discount", header + "\n    return 0\n")
+    assert message == f"apply_discount's signature changed: (items, rate=...) became {became}"
+
+
+def test_a_new_default_value_or_annotations_keep_the_signature():
+    code = "def apply_discount(items: list[int], rate: float = 0.25) -> int:\n    return round(sum(items) * (1 - rate))\n"
+    assert "rate: float = 0.25" in revise(SHOP, "apply_discount", code)
+
+
+def test_every_parameter_kind_is_compared():
+    module = "def f(a, /, b, *args, c, d=1, **kw):\n    return a\n"
+    assert "return b" in revise(module, "f", "def f(a, /, b, *args, c, d=2, **kw):\n    return b\n")
+    message = refused(module, "f", "def f(a, /, b, *args, c, d=1, **options):\n    return b\n")
+    assert message == "f's signature changed: (a, /, b, *args, c, d=..., **kw) became (a, /, b, *args, c, d=..., **options)"
+
+
+# --- async ------------------------------------------------------------------------------------------------
+
+FETCH = "import asyncio\n\n\nasync def fetch(urls):\n    return [await get(u) for u in urls]\n"
+
+
+def test_an_async_def_is_revised_as_an_async_def():
+    code = "async def fetch(urls):\n    return await asyncio.gather(*(get(u) for u in urls))\n"
+    assert revise(FETCH, "fetch", code) == "import asyncio\n\n\n" + code
+
+
+def test_an_async_def_cannot_become_a_plain_def_nor_the_reverse():
+    assert refused(FETCH, "fetch", "def fetch(urls):\n    return []\n") == (
+        "fetch was an async def and the reply makes it a plain def"
+    )
+    assert refused("def f(x):\n    return x\n", "f", "async def f(x):\n    return x\n") == (
+        "f was a plain def and the reply makes it an async def"
+    )
+
+
+# --- methods ----------------------------------------------------------------------------------------------
+
+
+def test_a_method_wrapped_in_its_class_replaces_only_that_method():
+    code = "class Cart:\n    def count(self):\n        return self.items.__len__()\n"
+    result = revise(SHOP, "Cart.count", code)
+    assert result == SHOP.replace("        return len(self.items)\n", "        return self.items.__len__()\n")
+
+
+def test_a_bare_def_is_taken_as_the_method_and_indented_into_its_class():
+    code = "def count(self):\n  n = 0\n  for _ in self.items:\n    n += 1\n  return n\n"
+    result = revise(SHOP, "Cart.count", code)
+    expected = "    def count(self):\n        n = 0\n        for _ in self.items:\n            n += 1\n        return n\n"
+    assert result == SHOP.replace("    def count(self):\n        return len(self.items)\n", expected)
+
+
+def test_a_bare_def_written_at_the_methods_indentation_lands_as_written():
+    module = 'class A:\n    def m(self):\n        """One."""\n        return 1\n'
+    method = (
+        '    def m(self):\n        """One.\n\n        Two."""\n'
+        '        sql = """select 1\n                 from t"""\n'
+        "        return sql + \\\n               ''\n"
+    )
+    assert revise(module, "A.m", extract_code(f"```python\n{method}```")) == "class A:\n" + method
+
+
+def test_a_method_keeps_its_decorator_when_the_reply_drops_it():
+    result = revise(SHOP, "Cart.total", "def total(self):\n    return math.fsum(self.items)\n")
+    assert "    @property\n    def total(self):\n        return math.fsum(self.items)\n" in result
+
+
+def test_new_methods_in_the_wrapping_class_go_just_before_the_target():
+    code = (
+        "class Cart:\n"
+        "    def __init__(self):\n"
+        "        self.items = []\n"
+        "\n"
+        "    def _length(self):\n"
+        "        return len(self.items)\n"
+        "\n"
+        "    def count(self):\n"
+        "        return self._length()\n"
+    )
+    result = revise(SHOP, "Cart.count", code)
+    assert result.count("def __init__") == 1  # the unchanged __init__ is left as it was
+    assert (
+        "        return sum(self.items)\n\n"
+        "    def _length(self):\n        return len(self.items)\n\n"
+        "    def count(self):\n        return self._length()\n"
+    ) in result
+
+
+def test_a_reply_class_without_the_method_falls_back_to_a_bare_def():
+    code = "class Cart:\n    pass\n\ndef count(self):\n    return 0\n"
+    result = revise(SHOP, "Cart.count", code)
+    assert "    def count(self):\n        return 0\n" in result
+    assert result.count("class Cart") == 1
+
+
+# --- decorators -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "decorators",
+    ["", "@register\n", "@cache(size=99)\n", "@register\n@cache(size=3)\n@functools.lru_cache\n"],
+    ids=["dropped", "one-dropped", "changed", "one-added"],
+)
+def test_the_target_keeps_exactly_the_original_decorators(decorators):
+    code = decorators + "def apply_discount(items, rate=0.1):\n    return _rounded(sum(items) * (1 - rate))\n"
+    result = revise(SHOP, "apply_discount", code)
+    assert "\n\n@register\n@cache(size=3)\ndef apply_discount(items, rate=0.1):\n    return _rounded(sum(" in result
+    assert "lru_cache" not in result and "size=99" not in result
+
+
+# --- helpers and imports ----------------------------------------------------------------------------------
+
+NEW_BODY = "def apply_discount(items, rate=0.1):\n    return _rounded(_sum(items) * (1 - rate))\n"
+
+
+def test_a_new_helper_goes_just_before_the_target_with_its_comment():
+    code = "# Adds floats exactly.\ndef _sum(xs):\n    return math.fsum(xs)\n\n" + NEW_BODY
+    result = revise(SHOP, "apply_discount", code)
+    before, after = outside(SHOP, "apply_discount")
+    assert result == before[: -len("\n\n")] + (
+        "\n\n# Adds floats exactly.\ndef _sum(xs):\n    return math.fsum(xs)\n\n\n"
+    ) + "@register\n@cache(size=3)\n" + NEW_BODY + after
+
+
+def test_a_new_constant_goes_before_the_target():
+    code = "_HALF: float = 0.5\n\n" + NEW_BODY.replace("(1 - rate)", "(_HALF - rate)")
+    result = revise(SHOP, "apply_discount", code)
+    assert "    return round(x)\n\n\n_HALF: float = 0.5\n\n\n@register\n" in result
+
+
+def test_a_changed_existing_helper_is_replaced_where_it_stands():
+    code = "def _rounded(x):\n    return int(x + 0.5)\n\n" + NEW_BODY
+    result = revise(SHOP, "apply_discount", code)
+    assert result.count("def _rounded") == 1
+    assert "# Prices are in cents.\ndef _rounded(x):\n    return int(x + 0.5)\n\n\n@register" in result
+
+
+def test_an_echoed_existing_helper_keeps_its_own_formatting():
+    module = SHOP.replace("    return round(x)\n", "    # half to even\n    return round( x )\n")
+    code = "def _rounded(x):\n    return round(x)\n\n" + NEW_BODY
+    result = revise(module, "apply_discount", code)
+    assert result.count("def _rounded") == 1
+    assert "    # half to even\n    return round( x )\n" in result
+
+
+def test_example_calls_and_a_main_block_are_left_out():
+    code = NEW_BODY + "\nprint(apply_discount([1, 2]))\nif __name__ == '__main__':\n    apply_discount([])\n"
+    result = revise(SHOP, "apply_discount", code)
+    assert "print(" not in result and "__main__" not in result
+
+
+def test_a_new_import_is_added_once_after_the_last_import():
+    code = "import itertools\nimport itertools\nfrom collections import Counter, deque\n\n" + NEW_BODY
+    result = revise(SHOP, "apply_discount", code)
+    assert result.startswith(
+        '"""A shop."""\nimport math\nfrom collections import Counter\n'
+        "import itertools\nfrom collections import deque\n\n\n# Prices are in cents.\n"
+    )
+    assert result.count("import itertools") == 1
+
+
+def test_an_import_the_module_has_is_not_repeated():
+    code = "from __future__ import annotations\nimport math\nfrom collections import Counter\n\n" + NEW_BODY
+    result = revise(SHOP, "apply_discount", code)
+    before, _ = outside(SHOP, "apply_discount")
+    assert result.startswith(before)  # nothing added above the target
+
+
+def test_an_import_into_a_module_without_any_goes_below_its_docstring():
+    module = '"""Doc."""\n\n\ndef f(xs):\n    return sorted(xs)[0]\n'
+    result = revise(module, "f", "import heapq\n\ndef f(xs):\n    return heapq.nsmallest(1, xs)[0]\n")
+    assert result == '"""Doc."""\nimport heapq\n\n\ndef f(xs):\n    return heapq.nsmallest(1, xs)[0]\n'
+
+
+# --- the capability tripwire ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line, module",
+    [
+        ("import os", "os"),
+        ("import os.path", "os"),
+        ("from os import path", "os"),
+        ("import subprocess", "subprocess"),
+        ("from subprocess import run", "subprocess"),
+        ("import socket", "socket"),
+        ("import shutil as sh", "shutil"),
+        ("from ctypes import cdll", "ctypes"),
+        ("import importlib", "importlib"),
+        ("import importlib.util", "importlib"),
+    ],
+)
+def test_a_new_guarded_import_is_refused(line, module):
+    message = refused(SHOP, "apply_discount", line + "\n\n" + NEW_BODY)
+    assert message == f"refused: it imports {module}, which the original does not use"
+
+
+@pytest.mark.parametrize(
+    "expression, name",
+    [
+        ("open('/etc/passwd').read()", "open"),
+        ("exec('x = 1')", "exec"),
+        ("eval('1 + 1')", "eval"),
+        ("compile('1', 'f', 'eval')", "compile"),
+        ("__import__('os')", "__import__"),
+        ("builtins.open('f')", "open"),
+        ("__builtins__.eval('1')", "eval"),
+    ],
+)
+def test_a_new_guarded_call_is_refused(expression, name):
+    code = f"def apply_discount(items, rate=0.1):\n    {expression}\n    return 0\n"
+    assert refused(SHOP, "apply_discount", code) == f"refused: it calls {name}(), which the original does not use"
+
+
+def test_a_guarded_name_passed_around_is_refused_too():
+    code = "def apply_discount(items, rate=0.1):\n    return sum(map(eval, items))\n"
+    assert refused(SHOP, "apply_discount", code) == "refused: it refers to eval, which the original does not use"
+
+
+def test_the_first_refused_use_in_the_code_is_named():
+    code = "def apply_discount(items, rate=0.1):\n    if items:\n        for i in items:\n            open(i)\n    return eval\n"
+    assert refused(SHOP, "apply_discount", code) == "refused: it calls open(), which the original does not use"
+
+
+def test_the_tripwire_covers_helpers_and_imports_inside_functions():
+    code = "def _sum(xs):\n    import subprocess\n    return 0\n\n" + NEW_BODY
+    assert refused(SHOP, "apply_discount", code) == "refused: it imports subprocess, which the original does not use"
+
+
+def test_a_method_call_of_the_same_name_is_not_the_builtin():
+    code = "import re\n\ndef apply_discount(items, rate=0.1):\n    re.compile('x')\n    return self.open(items)\n"
+    assert "re.compile('x')" in revise(SHOP, "apply_discount", code)
+
+
+def test_what_the_original_module_uses_is_allowed():
+    module = (
+        "from os import path\n\n\ndef load(name):\n    with open(name) as f:\n        return f.read()\n\n\n"
+        "def count(xs):\n    return len(xs)\n"
+    )
+    code = "import os\n\ndef count(xs):\n    with open(os.devnull) as f:\n        return sum(1 for _ in xs)\n"
+    result = revise(module, "count", code)
+    assert result.startswith("from os import path\nimport os\n")
+
+
+def test_a_guarded_import_anywhere_in_the_original_allows_it():
+    module = "def f():\n    import subprocess\n    return subprocess\n\n\ndef g(x):\n    return x\n"
+    assert "subprocess.run" in revise(module, "g", "def g(x):\n    import subprocess\n    return subprocess.run\n")
+
+
+# --- the rest of the module, byte for byte ----------------------------------------------------------------
+
+ODD = (
+    "#!/usr/bin/env python\n"
+    "# -*- coding: utf-8 -*-\n"
+    "import sys ;  import re   \n"
+    "TABLE = [1,\n"
+    "         2,   # two\n"
+    "    3]\n"
+    "\x0c\n"
+    "def   before( a ) :  return a  # one-liner\n"
+    "\n"
+    "# about the target\n"
+    "@decorate( 1 ,\n"
+    "   2 )\n"
+    "\n"
+    "# between decorator and def\n"
+    "def target(xs,\n"
+    "           key = None):   # header comment\n"
+    "\tresult = [x for x in xs\n"
+    "\t          if x]\n"
+    "\treturn result\n"
+    "\t# trailing comment inside the block\n"
+    "x = \\\n"
+    "    target([])\n"
+    "class  After :\n"
+    "  def m (self) : pass\n"
+    "# no newline at the end"
+)
+
+
+def test_every_byte_outside_the_target_stays():
+    before, after = outside(ODD, "target")
+    result = revise(ODD, "target", "def target(xs, key=None):\n    return list(filter(None, xs))\n")
+    assert result.startswith(before) and result.endswith(after)
+    assert before.endswith("# about the target\n")
+    assert after.startswith("x = \\\n")
+    assert result[len(before) : len(result) - len(after)] == (
+        "@decorate( 1 ,\n   2 )\n\n# between decorator and def\ndef target(xs, key=None):\n\treturn list(filter(None, xs))\n"
+    )
+
+
+def test_a_one_line_revision_keeps_the_lines_after_the_target():
+    before, after = outside(ODD, "target")
+    result = revise(ODD, "target", "def target(xs, key=None): return [x for x in xs if x]\n")
+    assert result.startswith(before) and result.endswith(after)
+
+
+def test_every_byte_outside_a_method_stays():
+    before, after = outside(SHOP, "Cart.total")
+    result = revise(SHOP, "Cart.total", "class Cart:\n    @property\n    def total(self):\n        return math.fsum(self.items)\n")
+    assert result == before + "    @property\n    def total(self):\n        return math.fsum(self.items)\n" + after
+
+
+def test_comment_lines_closing_the_function_s_blocks_are_part_of_it():
+    module = (
+        "def f(xs):\n    for x in xs:\n        if x:\n            break\n\n            # next one\n\n    # done\n"
+        "\n# about g\ndef g():\n    pass\n"
+    )
+    text, first, last = function_source(module, "f")
+    assert (first, last) == (1, 8) and text.endswith("            # next one\n\n    # done\n")
+    result = revise(module, "f", "def f(xs):\n    return any(xs)\n")
+    assert result == "def f(xs):\n    return any(xs)\n\n# about g\ndef g():\n    pass\n"
+
+
+def test_windows_line_endings_carry_into_the_revision():
+    module = "import math\r\n\r\n\r\ndef f(x):\r\n    return x * 2\r\n"
+    result = revise(module, "f", "import heapq\n\ndef f(x):\n    # doubled\n    return x + x\n")
+    assert result == "import math\r\nimport heapq\r\n\r\n\r\ndef f(x):\r\n    # doubled\r\n    return x + x\r\n"
+
+
+def test_a_module_libcst_cannot_reproduce_is_refused_rather_than_altered():
+    module = "def f():\n    return 1\n\x0cdef g():\n    return 2\n"
+    assert refused(module, "f", "def f():\n    return 3\n") == (
+        "the module cannot be edited without changing other bytes (libcst does not round-trip it)"
+    )
+
+
+# --- function_source --------------------------------------------------------------------------------------
+
+
+def test_function_source_includes_decorators_and_gives_the_line_span():
+    text, first, last = function_source(SHOP, "apply_discount")
+    assert (first, last) == (11, 17)
+    assert text.startswith("@register\n@cache(size=3)\ndef apply_discount(") and text.endswith("(1 - rate))\n")
+
+
+def test_function_source_of_a_method_keeps_its_indentation():
+    assert function_source(SHOP, "Cart.total") == ("    @property\n    def total(self):\n        return sum(self.items)\n", 24, 26)
+
+
+def test_function_source_counts_lines_as_python_does():
+    # A form feed is no line break to Python, though str.splitlines treats it as one.
+    module = "x = 1\x0c  # a form feed\n\n\ndef f():\n    return 1\n"
+    assert function_source(module, "f") == ("def f():\n    return 1\n", 4, 5)
+
+
+def test_the_last_definition_of_a_name_is_the_target():
+    module = "def f():\n    return 1\n\n\ndef f():\n    return 2\n"
+    assert function_source(module, "f")[1:] == (5, 6)
+    assert revise(module, "f", "def f():\n    return 3\n") == "def f():\n    return 1\n\n\ndef f():\n    return 3\n"

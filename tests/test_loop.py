@@ -1,0 +1,176 @@
+"""The SOAP loop end to end: a real git project, the real anthropic SDK talking to a loopback Messages API
+with scripted replies, candidates verified in a sandbox and raced against the best."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import git
+import pytest
+
+from fakes.messages_api import EMPTY, Error, Forever, MessagesServer
+from pytest_soap.soap import Target
+from pytest_soap.soap.llm import AnthropicProvider
+from pytest_soap.soap.loop import optimize
+
+ORIGINAL = '''\
+def unique(items):
+    """The distinct items, in first-seen order."""
+    seen = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen
+'''
+
+TESTS = '''\
+from pkg.work import unique
+
+
+def test_unique_keeps_first_seen_order():
+    assert unique([3, 1, 3, 2, 1]) == [3, 1, 2]
+
+
+def test_unique_on_a_large_list():
+    data = list(range(1500, 0, -1)) * 2
+    assert len(unique(data)) == 1500  # weak: only the length
+'''
+
+
+def reply(code: str, words: str = "Here is a faster version.") -> str:
+    return f"{words}\n\n```python\n{textwrap.dedent(code)}```\n"
+
+
+FAST = reply("""
+    def unique(items):
+        return list(dict.fromkeys(items))
+""")
+FASTER_STILL = reply("""
+    def unique(items):
+        seen = {}
+        for item in items:
+            seen.setdefault(item)
+        return list(seen)
+""")
+SLOWER = reply("""
+    def unique(items):
+        seen = []
+        for item in items:
+            if item not in list(seen):
+                seen.append(item)
+        return seen
+""")
+
+
+@pytest.fixture
+def project(tmp_path):
+    root = tmp_path / "project"
+    (root / "pkg").mkdir(parents=True)
+    (root / "tests").mkdir()
+    (root / "pkg" / "__init__.py").write_text("")
+    (root / "pkg" / "work.py").write_text(ORIGINAL)
+    (root / "tests" / "test_work.py").write_text(TESTS)
+    (root / "pyproject.toml").write_text('[tool.pytest.ini_options]\ntestpaths = ["tests"]\npythonpath = ["."]\n')
+    repo = git.Repo.init(root)
+    repo.git.add("--all")
+    repo.index.commit("base", author=git.Actor("t", "t@example.com"), committer=git.Actor("t", "t@example.com"))
+    return root
+
+
+def target(root):
+    return Target(root, "pkg/work.py", "unique", ("tests/test_work.py::test_unique_keeps_first_seen_order",
+                                                  "tests/test_work.py::test_unique_on_a_large_list"))
+
+
+def run_loop(root, script, iterations, metrics=("time_s",)):
+    with MessagesServer(script) as server:
+        provider = AnthropicProvider(api_key="sk-test", base_url=server.url, timeout=10, max_retries=2)
+        return optimize(target(root), provider, "claude-test", iterations, list(metrics), "time 12.0×"), server
+
+
+def test_every_kind_of_bad_candidate_is_rejected_with_its_reason_and_the_correct_faster_one_is_kept(project):
+    script = [
+        "I would rather not.",                                              # no code block
+        reply("def unique(items):\n    return [\n"),                       # a syntax error
+        reply("def uniq(items):\n    return list(dict.fromkeys(items))\n"),  # the wrong name
+        reply("def unique(items, key):\n    return list(items)\n"),        # the wrong signature
+        reply("def unique(items):\n    return sorted(set(items))\n"),      # wrong: the tests catch it
+        reply("def unique(items):\n    return list(set(items)) if len(items) > 100 else list(dict.fromkeys(items))\n"),
+        SLOWER,                                                              # correct, slower
+        reply("def unique(items):\n    while True:\n        pass\n"),      # never returns
+        reply("def unique(items):\n    hog = bytearray(64 * 2**30)\n    return list(dict.fromkeys(items))\n"),
+        reply("import os\n\ndef unique(items):\n    os.environ.get('ANTHROPIC_API_KEY')\n    return list(dict.fromkeys(items))\n"),
+        reply("def unique(items):\n    open('leak.txt', 'w').write(str(items))\n    return list(dict.fromkeys(items))\n"),
+        EMPTY,
+        FAST,
+    ]
+    before = (project / "pkg" / "work.py").read_text()
+    opt, server = run_loop(project, script, iterations=len(script))
+    reasons = [(c.status, c.reason) for c in opt.candidates]
+    assert [s for s, _ in reasons] == ["rejected"] * 6 + ["no gain"] + ["rejected"] * 5 + ["accepted"], reasons
+    assert "no ```python block" in reasons[0][1]
+    assert "parse" in reasons[1][1]
+    assert "unique" in reasons[2][1] and "signature" in reasons[3][1]
+    assert reasons[4][1].startswith("tests failed") and "test_unique_keeps_first_seen_order" in reasons[4][1]
+    assert reasons[5][1].startswith("differential check, different")  # the weak test let it through
+    assert "time made worse" in reasons[6][1]
+    assert reasons[7][1].startswith("tests timeout")
+    assert reasons[8][1].startswith("tests memory")
+    assert "os" in reasons[9][1] and "open" in reasons[10][1]
+    assert "no ```python block" in reasons[11][1]
+    assert opt.status == "accepted" and "dict.fromkeys" in opt.revised
+    assert opt.after["time_s"] < opt.before["time_s"]
+    assert opt.diff().startswith("--- a/pkg/work.py\n+++ b/pkg/work.py\n")
+    # Model-written code ran in the sandbox only: the user's tree is as it was, and nothing leaked into it.
+    assert (project / "pkg" / "work.py").read_text() == before and not (project / "leak.txt").exists()
+    assert git.Repo(project).git.status("--porcelain") == ""
+    # Every round after the first told the model why the earlier candidates were rejected.
+    last_prompt = server.requests[-1].body["messages"][-1]["content"]
+    assert "round 5: rejected: tests failed" in json.dumps(last_prompt)
+    assert opt.tokens["input"] > 0 and opt.tokens["output"] > 0
+
+
+def test_the_best_correct_candidate_is_kept_not_the_last(project):
+    opt, _ = run_loop(project, [FAST, SLOWER, SLOWER], iterations=5)
+    assert [c.status for c in opt.candidates] == ["accepted", "no gain", "no gain"]  # two without gain: converged
+    assert opt.status == "accepted" and "dict.fromkeys" in opt.revised
+
+
+def test_a_rate_limit_is_retried_and_a_server_that_keeps_failing_ends_the_loop_in_one_line(project):
+    opt, server = run_loop(project, [Error(429, "slow down", retry_after=0), FAST], iterations=1)
+    assert opt.status == "accepted" and len(server.requests) == 2
+    opt, _ = run_loop(project, [Forever(Error(500, "boom"))], iterations=3)
+    assert opt.status == "failed" and "500" in opt.reason and "\n" not in opt.reason
+    assert len(opt.candidates) == 1 and opt.revised is None
+
+
+def test_through_pytest_the_gate_blames_the_function_and_the_patch_is_applied_only_when_asked(project):
+    work = project / "pkg" / "work.py"
+    work.write_text(ORIGINAL.replace("if item not in seen:", "if item not in sorted(seen):"))  # sorts: far slower
+    repo = git.Repo(project)
+    repo.git.add("--all")
+    repo.index.commit("slower", author=git.Actor("t", "t@example.com"), committer=git.Actor("t", "t@example.com"))
+    slowed = work.read_text()
+    cmd = [sys.executable, "-m", "pytest", "--soap", "--soap-against", "HEAD~1", "--soap-optimize",
+           "--soap-iterations=1", "--soap-json=report.json", "-p", "no:cacheprovider"]
+    env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CI")}
+    # Without a key the gate still runs, fails on the regression, and says why nothing was optimised.
+    run = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
+    assert run.returncode == 1 and "optimisation skipped: ANTHROPIC_API_KEY is not set" in run.stdout, run.stdout
+    assert json.loads((project / "report.json").read_text())["optimizations"] == []
+    with MessagesServer([Forever(FAST)]) as server:
+        env.update(ANTHROPIC_API_KEY="sk-test", ANTHROPIC_BASE_URL=server.url)
+        run = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
+        report = json.loads((project / "report.json").read_text())
+        assert [(o["file"], o["qualname"], o["status"]) for o in report["optimizations"]] == [
+            ("pkg/work.py", "unique", "accepted")], run.stdout
+        assert "SOAP loop" in run.stdout and "ACCEPTED" in run.stdout
+        patch = project / ".soap" / "optimized.patch"
+        assert report["patch"] == str(patch) and "+    return list(dict.fromkeys(items))" in patch.read_text()
+        assert work.read_text() == slowed  # not applied without --soap-apply
+        run = subprocess.run(cmd + ["--soap-apply"], cwd=project, env=env, capture_output=True, text=True)
+    assert "dict.fromkeys" in work.read_text(), run.stdout
+    assert subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project,
+                          env=env, capture_output=True).returncode == 0
