@@ -1,10 +1,12 @@
-"""`soap demo`: the whole gate, run on the bundled example project in a temporary directory.
+"""`soap demo`: the whole flow, run on the bundled example project in a temporary directory.
 
 1. copy examples/demo (a small inventory library and its tests) and commit it;
-2. record a baseline:  pytest --soap --soap-save;
-3. apply and commit the planted regression, examples/demo_regression.patch (one module made slower and hungrier);
-4. run the gate:       pytest --soap --soap-json report.json   (it should fail, naming the slowed-down test);
-then sum up the JSON report and say what to run on one's own project.
+2. apply and commit the planted regression, examples/demo_regression.patch (one module made slower and hungrier);
+3. run the gate with the SOAP loop: pytest --soap --soap-against HEAD~1 --soap-optimize --soap-json report.json
+   (it should fail, naming the regressed tests and the functions that caused them, and write a patch);
+4. apply the patch and run the gate again: the regression should be gone.
+With ANTHROPIC_API_KEY set the loop asks the live model; without it, a loopback Messages API serves the
+scripted replies shipped with the example (examples/demo_replies.json), and the demo says so.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 KEEP_ENV = "SOAP_DEMO_KEEP"  # set it to keep the temporary project for a look around
@@ -24,6 +27,7 @@ BIGGER_TEST = "tests/test_orders.py::test_parse_orders"
 CAUSES = {SLOWED_TEST: "pick_list now scans a list where it looked up a set",
           BIGGER_TEST: "parse_orders now reads every CSV row into memory before building the order lines"}
 STEPS = 4
+GATE = ("--soap", "--soap-against", "HEAD~1")
 LABELS = {"time_s": "time", "peak_mb": "peak memory", "tmu_mbs": "TMU"}
 BOLD, RESET = ("\033[1m", "\033[0m") if sys.stdout.isatty() and not os.environ.get("NO_COLOR") else ("", "")
 
@@ -32,7 +36,7 @@ def find_examples() -> Path | None:
     """The bundled examples: inside the package when installed from a wheel, else at the repository root."""
     package = Path(__file__).resolve().parent
     for candidate in (package / "examples", package.parent / "examples"):
-        if (candidate / "demo").is_dir() and (candidate / "demo_regression.patch").is_file():
+        if all((candidate / name).exists() for name in ("demo", "demo_regression.patch", "demo_replies.json")):
             return candidate
     return None
 
@@ -44,11 +48,26 @@ def step(number: int, title: str, command: str | None = None) -> None:
     print(flush=True)  # before a subprocess writes to the same terminal
 
 
-def run_pytest(project: Path, *options: str) -> int:
+def run_pytest(project: Path, *options: str, env: dict[str, str] | None = None) -> int:
     """Run pytest in the project as the user would, its output going straight to the terminal."""
-    env = dict(os.environ)
+    env = dict(os.environ if env is None else env)
     env.pop("PYTEST_ADDOPTS", None)  # the user's options are meant for their own projects, not this one
     return subprocess.run([sys.executable, "-m", "pytest", *options], cwd=project, env=env).returncode
+
+
+def model_server(examples: Path):
+    """With a key, the live model (nothing to serve); without one, the scripted replies on loopback."""
+    if os.environ.get("ANTHROPIC_API_KEY"):
+        return nullcontext(None)
+    from .soap.loopback import Choose, Forever, MessagesServer
+
+    replies = json.loads((examples / "demo_replies.json").read_text(encoding="utf-8"))["replies"]
+
+    def reply_for(body: dict) -> str:
+        asked = json.dumps(body)
+        return next((text for name, text in replies.items() if f"The target is `{name}`" in asked),
+                    "I have no scripted reply for this function.")
+    return MessagesServer([Forever(Choose(reply_for))])
 
 
 def commit(repo, message: str) -> None:
@@ -65,7 +84,7 @@ def ratios(test: dict) -> str:
 
 
 def demo_flow(examples: Path, project: Path) -> str | None:
-    """Steps 1 to 4 and the summary; None when the demo went as intended, else what went wrong."""
+    """Steps 1 to 4 and what they showed; None when the demo went as intended, else what went wrong."""
     import git  # GitPython: imported here so that a missing git binary is reported like any other failure
 
     step(1, f"copy the example project to {project} and commit it",
@@ -82,26 +101,28 @@ def demo_flow(examples: Path, project: Path) -> str | None:
                    if p.is_file() and ".git" not in p.relative_to(project).parts)
     print("A small inventory library with a few tests:\n" + "\n".join(f"  {f}" for f in files))
 
-    step(2, "record the baseline: every test's time and memory go to .soap/baseline.json",
-         "python -m pytest --soap --soap-save")
-    code = run_pytest(project, "--soap", "--soap-save")
-    if code != 0:
-        return f"the baseline run failed (pytest exited {code}); see its output above"
-
-    step(3, "plant a regression: a commit that makes inventory/orders.py slower and hungrier (its tests still pass)",
+    step(2, "plant a regression: a commit that makes inventory/orders.py slower and hungrier (its tests still pass)",
          'git commit -am "slow down pick_list and parse_orders"')
     repo.git.apply(str(examples / "demo_regression.patch"))
     commit(repo, "slow down pick_list and parse_orders")
     print(repo.git.diff("HEAD~1", "HEAD"))
 
-    step(4, "run the gate: suspects are re-run, and a test that got worse fails the run",
-         "python -m pytest --soap --soap-json report.json")
-    code = run_pytest(project, "--soap", "--soap-json", "report.json")
+    step(3, "run the gate against the commit before, and send what regressed through the SOAP loop",
+         "python -m pytest " + " ".join(GATE) + " --soap-optimize --soap-json report.json")
+    with model_server(examples) as server:
+        env = dict(os.environ)
+        if server is None:
+            print("The loop asks the live model (ANTHROPIC_API_KEY is set).")
+        else:
+            print("ANTHROPIC_API_KEY is not set: the model's replies are the scripted ones shipped with the example\n"
+                  "(examples/demo_replies.json), served by a loopback Messages API. Set the key to ask the live model.")
+            env.update(ANTHROPIC_API_KEY="demo-scripted-replies", ANTHROPIC_BASE_URL=server.url)
+        code = run_pytest(project, *GATE, "--soap-optimize", "--soap-json", "report.json", env=env)
     report = project / "report.json"
     if code not in (0, 1) or not report.is_file():
         return f"the gate run failed (pytest exited {code}); see its output above"
-    tests = json.loads(report.read_text(encoding="utf-8"))["tests"]
-    regressed = [t for t in tests if t["verdict"] == "regressed"]
+    data = json.loads(report.read_text(encoding="utf-8"))
+    regressed = [t for t in data["tests"] if t["verdict"] == "regressed"]
     names = [t["nodeid"] for t in regressed]
 
     print(f"\n{BOLD}━━ What happened{RESET}\n")
@@ -119,12 +140,29 @@ def demo_flow(examples: Path, project: Path) -> str | None:
     unexpected = [name for name in names if name not in CAUSES]
     if unexpected:
         print(f"{', '.join(unexpected)}: not changed; the machine was probably busier during the second run.")
-    print(f"The other {len(tests) - len(names)} tests passed the gate.")
+    print(f"The other {len(data['tests']) - len(names)} tests passed the gate.")
+    for o in data["optimizations"]:
+        figures = (f": its calls took {o['before']['time_s'] * 1e3:.1f} ms, now {o['after']['time_s'] * 1e3:.1f} ms"
+                   if o["before"] and o["after"] else f" ({o['reason']})" if o["reason"] else "")
+        print(f"SOAP loop, {o['qualname']}: {o['status']}{figures}")
+    if not data["patch"]:
+        return "the SOAP loop kept no revision, so there is no patch to apply; see its output above"
+
+    step(4, "apply the loop's patch and run the gate again: the regression it fixed is gone",
+         "git apply .soap/optimized.patch && python -m pytest " + " ".join(GATE))
+    repo.git.apply(str(data["patch"]))
+    print(repo.git.diff())
+    code = run_pytest(project, *GATE, "--soap-json", "report.json")
+    after = json.loads(report.read_text(encoding="utf-8"))
+    if SLOWED_TEST in after["regressions"]:
+        return f"{SLOWED_TEST} still regressed after the patch (pytest exited {code})"
+    print(f"\n{SLOWED_TEST} no longer regressed" + ("; the gate passes." if code == 0 else
+          f"; the gate still flags {', '.join(after['regressions'])}."))
     print("""
 On your own project:
-  pytest --soap --soap-save            # on a known-good commit: record .soap/baseline.json
-  pytest --soap                        # after a change: exits 1 when a test got slower or bigger
-  pytest --soap --soap-json soap.json  # the same, plus a machine-readable report (for CI)
+  pytest --soap --soap-against main                  # exits 1 when a test got slower or bigger than on main
+  pytest --soap --soap-against main --soap-optimize  # and sends what regressed through the SOAP loop
+  pytest --soap --soap-save, later pytest --soap     # the same against a saved baseline, when no git ref fits
 Options: pytest --help, section "pytest-soap"; per test: @pytest.mark.soap(threshold=25).""")
     if not os.environ.get(KEEP_ENV):
         print(f"To look around the demo project and its report.json, run `{KEEP_ENV}=1 soap demo`.")

@@ -119,6 +119,11 @@ def test_a_syntax_error_names_its_line():
     assert refused(SHOP, "apply_discount", code).startswith("the code does not parse: line 2: ")
 
 
+def test_a_null_byte_is_a_syntax_error_without_a_line():
+    code = "def apply_discount(items, rate=0.1):\n    return 0\x00\n"
+    assert refused(SHOP, "apply_discount", code) == "the code does not parse: source code string cannot contain null bytes"
+
+
 def test_code_that_parses_but_cannot_compile_is_refused():
     code = "def apply_discount(items, rate=0.1):\n    return await items\n"
     assert refused(SHOP, "apply_discount", code) == "the code does not parse: line 2: 'await' outside async function"
@@ -127,6 +132,8 @@ def test_code_that_parses_but_cannot_compile_is_refused():
 def test_a_reply_defining_another_name_is_refused():
     code = "def apply_discounts(items, rate=0.1):\n    return 0\n"
     assert refused(SHOP, "apply_discount", code) == "the reply does not define apply_discount"
+    code = "class Cart:\n    def size(self):\n        return 0\n"
+    assert refused(SHOP, "Cart.count", code) == "the reply does not define Cart.count"
 
 
 def test_a_target_the_module_lacks_is_named():
@@ -207,6 +214,12 @@ def test_a_bare_def_is_taken_as_the_method_and_indented_into_its_class():
     result = revise(SHOP, "Cart.count", code)
     expected = "    def count(self):\n        n = 0\n        for _ in self.items:\n            n += 1\n        return n\n"
     assert result == SHOP.replace("    def count(self):\n        return len(self.items)\n", expected)
+
+
+def test_a_bare_def_takes_the_module_s_indentation_in_a_two_space_module():
+    module = "class A:\n  def m(self):\n    return 1\n"
+    result = revise(module, "A.m", "def m(self):\n    if self:\n        return 2\n    return 3\n")
+    assert result == "class A:\n  def m(self):\n    if self:\n      return 2\n    return 3\n"
 
 
 def test_a_bare_def_written_at_the_methods_indentation_lands_as_written():

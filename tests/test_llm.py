@@ -16,7 +16,7 @@ import urllib.request
 import anthropic
 import pytest
 from anthropic.resources.messages.messages import DEPRECATED_MODELS
-from fakes.messages_api import EMPTY, Error, Forever, MessagesServer, Raw, Slow, token_count
+from pytest_soap.soap.loopback import EMPTY, Error, Forever, MessagesServer, Raw, Slow, token_count
 
 from pytest_soap.soap.llm import (
     DEFAULT_MODEL,

@@ -10,7 +10,7 @@ import textwrap
 import git
 import pytest
 
-from fakes.messages_api import EMPTY, Error, Forever, MessagesServer
+from pytest_soap.soap.loopback import EMPTY, Error, Forever, MessagesServer
 from pytest_soap.soap import Target
 from pytest_soap.soap.llm import AnthropicProvider
 from pytest_soap.soap.loop import optimize

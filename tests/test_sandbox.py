@@ -371,11 +371,25 @@ def test_a_src_layout_is_recorded_and_replayed(tmp_path):
     assert result.status == "different" and "where the original returned [5, 4, 3]" in result.reason
 
 
-def test_tests_that_never_call_the_target_record_nothing(tmp_path):
+def test_tests_that_never_call_the_target_record_nothing_and_say_so(tmp_path):
     files = {**PKG, "pkg/calc.py": TOP3 + "def other():\n    return 1\n",
              "tests/test_calc.py": "from pkg.calc import other\ndef test_other():\n    assert other() == 1\n"}
-    result = differential(tmp_path, files, "top3", TOP3 + "def other():\n    return 1\n")
-    assert result.status == "nothing recorded" and "made no call of top3" in result.reason
+    make_repo(tmp_path, files)
+    with Sandbox(tmp_path) as sandbox:
+        result = record_calls(sandbox, "pkg/calc.py", "top3", ["tests"], LIMIT_S, 0)
+    assert result.status == "error" and "made no call of top3" in result.reason
+
+
+def test_an_in_memory_file_argument_is_recorded_by_its_content_and_how_far_it_was_read(tmp_path):
+    reader = "def first_line(stream):\n    return stream.readline()\n"
+    tests = ("import io\nfrom pkg.calc import first_line\n"
+             "def test_first_line():\n    assert first_line(io.StringIO('a\\nb\\n')).startswith('a')\n")
+    files = {**PKG, "pkg/calc.py": reader, "tests/test_calc.py": tests}
+    same = differential(tmp_path / "same", files, "first_line", reader)
+    assert (same.status, same.checked) == ("same", 1)
+    # Reads it all and returns the same first line: the tests pass, the stream's position tells.
+    greedy = "def first_line(stream):\n    return stream.read().splitlines(keepends=True)[0]\n"
+    assert differential(tmp_path / "greedy", files, "first_line", greedy).status == "different"
 
 
 def test_a_target_that_does_not_exist_is_one_line(tmp_path):

@@ -100,9 +100,8 @@ def _parse_ast(source: str, what: str) -> ast.Module:
         tree = ast.parse(source)
         compile(tree, "<candidate>", "exec", dont_inherit=True)
     except SyntaxError as e:
-        raise CandidateError(f"{what} does not parse: line {e.lineno}: {e.msg}") from None
-    except ValueError as e:  # null bytes
-        raise CandidateError(f"{what} does not parse: {e}") from None
+        where = f"line {e.lineno}: " if e.lineno else ""  # a null byte has no line
+        raise CandidateError(f"{what} does not parse: {where}{e.msg}") from None
     return tree
 
 
@@ -222,10 +221,10 @@ def _comments_on_first_statement(reply: cst.Module) -> cst.Module:
     return reply.with_changes(header=[], body=[first, *reply.body[1:]])
 
 
-def _as_member(function: cst.FunctionDef, indent: str) -> cst.FunctionDef:
+def _as_member(function: cst.FunctionDef, module: cst.Module, cls: cst.ClassDef) -> cst.FunctionDef:
     """A bare def taken into its class, indented as text: it most likely came out of a class by a dedent (the
     model's, or extract_code's), so its docstring, other multi-line strings and continuation lines go back too."""
-    text = textwrap.indent(cst.Module(body=[]).code_for_node(function), indent)
+    text = textwrap.indent(module.code_for_node(function), cls.body.indent or module.default_indent)
     return cst.parse_module("class _:\n" + text).body[0].body.body[0]
 
 
@@ -370,7 +369,7 @@ def splice(module_source: str, qualname: str, code: str) -> str:
         cls = statements[top]
         members = list(cls.body.body)
         if wrapper is None:
-            revision = _as_member(revision, cls.body.indent or module.default_indent)
+            revision = _as_member(revision, module, cls)
         members[member] = _revised(members[member], revision, qualname)
         if wrapper is not None:
             new_members = [m for m in _class_members(wrapper) if _bound_name(m) not in (None, name)]

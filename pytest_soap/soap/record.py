@@ -11,8 +11,10 @@ arguments after it, which shows what the call mutated. replay.py plays them into
 
 from __future__ import annotations
 
+import copyreg
 import functools
 import importlib
+import io
 import pickle
 import sys
 import threading
@@ -23,7 +25,10 @@ from pathlib import Path
 import pytest
 
 MAX_CALLS = 200  # calls tried per session: enough variety, and a hot target stops paying for pickles soon
-MAX_BYTES = 1 << 20  # pickled bytes per call, arguments before and after and result together
+# Pickled bytes per call, arguments before and after and result together, and for all calls: a test's
+# realistic data (the demo parses a 5 MiB export) must fit, a suite's worth of them need not.
+MAX_BYTES = 64 << 20
+MAX_TOTAL_BYTES = 256 << 20
 
 
 class TargetError(Exception):
@@ -89,6 +94,19 @@ def resolve_function(module: types.ModuleType, qualname: str) -> tuple[object, s
     return owner, parts[-1], raw, function
 
 
+def _stream(kind: type, content: str | bytes, position: int) -> io.StringIO | io.BytesIO:
+    stream = kind(content)
+    stream.seek(position)
+    return stream
+
+
+# An in-memory stream (an "open file" in a test) is kept by its content and position: pickle refuses it,
+# and a function that reads one is as common as one that takes a list. After the call, the position
+# shows how far the call read.
+for _kind in (io.StringIO, io.BytesIO):
+    copyreg.pickle(_kind, lambda s: (_stream, (type(s), s.getvalue(), s.tell())))
+
+
 def _pickled(value: object) -> bytes | None:
     try:
         return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
@@ -103,6 +121,7 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.skipped = 0
+        self.total = 0  # bytes kept
         self._inside = threading.local()
 
     def wrap(self, function):
@@ -127,10 +146,12 @@ class Recorder:
     def _keep(self, before: bytes | None, args, kwargs, returned: bytes | None, raised: tuple[str, str] | None) -> None:
         after = _pickled((args, kwargs)) if before is not None else None
         outcome_known = returned is not None or raised is not None
-        if before is None or after is None or not outcome_known \
-                or len(before) + len(after) + len(returned or b"") > MAX_BYTES:
+        size = len(before or b"") + len(after or b"") + len(returned or b"")
+        if before is None or after is None or not outcome_known or size > MAX_BYTES \
+                or self.total + size > MAX_TOTAL_BYTES:
             self.skipped += 1
             return
+        self.total += size
         self.calls.append(Call(before, after, returned, raised))
 
 

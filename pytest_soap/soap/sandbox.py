@@ -373,6 +373,8 @@ def record_calls(sandbox: Sandbox, target_file: str, qualname: str, nodeids: Seq
     if control.status in ("error", "timeout", "memory"):
         return RunResult(control.status, f"replaying the original's calls into itself: {control.reason}",
                          run.outcomes, run.seconds)
+    if control.status == "nothing recorded":  # no call to check a candidate against, nor to race it on
+        return RunResult("error", control.reason, run.outcomes, run.seconds)
     return kept
 
 

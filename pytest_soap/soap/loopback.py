@@ -1,7 +1,8 @@
 """A loopback server that speaks enough of the Anthropic Messages API for the real SDK to talk to it.
 
 It replays a script: one step per POST /v1/messages, in order. Point ANTHROPIC_BASE_URL at `.url`, from
-this process or from a subprocess.
+this process or from a subprocess. The tests script the model with it, and `soap demo` replays the
+recorded replies shipped with the example when no key is set.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import count
-from typing import Any, Union
+from typing import Any, Callable, Union
 from urllib.parse import urlsplit
 
 
@@ -42,6 +43,13 @@ class Slow:
 
 
 @dataclass(frozen=True)
+class Choose:
+    """Answer with the step `pick` returns for the request's JSON body (a reply chosen by what was asked)."""
+
+    pick: Callable[[dict], Step]
+
+
+@dataclass(frozen=True)
 class Forever:
     """Answer every remaining request with `step`."""
 
@@ -55,7 +63,7 @@ class _Empty:
 
 EMPTY = _Empty()  # a 200 whose content list is empty
 
-Step = Union[str, Error, Raw, Slow, _Empty]
+Step = Union[str, Error, Raw, Slow, Choose, _Empty]
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -182,6 +190,8 @@ def _handler_for(server: MessagesServer) -> type[BaseHTTPRequestHandler]:
         def _answer(self, step: Step | None, body: dict[str, Any]) -> None:
             if step is None:
                 return self._send_error(Error(500, "the fake's script ran out: more requests came than were scripted"))
+            if isinstance(step, Choose):
+                return self._answer(step.pick(body), body)
             if isinstance(step, Slow):
                 time.sleep(step.seconds)
                 return self._answer(step.step, body)
