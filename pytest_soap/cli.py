@@ -3,19 +3,60 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="soap", description="pytest-soap: a performance gate for pytest")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="run the gate on the bundled example project, in a temporary directory")
+    commands.add_parser("demo", help="the gate and the SOAP loop on the bundled example project, in a temporary directory")
+    opt = commands.add_parser("optimize", help="send one function through the SOAP loop, regression or not")
+    opt.add_argument("target", metavar="PATH::QUALNAME", help="e.g. src/pkg/calc.py::total or pkg/calc.py::Cart.total")
+    opt.add_argument("--tests", nargs="+", metavar="NODEID", default=[],
+                     help="the tests that exercise it (default: the project's whole suite)")
+    opt.add_argument("--model", help="the model to ask (default: see pytest --help, --soap-model)")
+    opt.add_argument("--iterations", type=int, default=5, help="rounds of the loop (default 5)")
+    opt.add_argument("--threshold", type=float, default=10.0, help="the gain in percent a revision must show (default 10)")
+    opt.add_argument("--apply", action="store_true", help="write an accepted revision into the working tree")
+    opt.add_argument("--json", type=Path, metavar="PATH", help="write the optimisation as JSON")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import run_demo
 
         return run_demo()
-    return 2
+    return optimize_command(args)
+
+
+def optimize_command(args: argparse.Namespace) -> int:
+    """0 when a revision was kept, 1 when none was (or the loop could not run), 2 for a bad target."""
+    from .compare import Thresholds
+    from .measure.functions import project_root
+    from .report.terminal import loop_lines
+    from .soap import DEFAULT_MODEL, Target, llm, session
+
+    path, sep, qualname = args.target.rpartition("::")
+    file = Path(path).resolve()
+    root = project_root(Path.cwd().resolve())
+    if not sep or not qualname or not file.is_file() or not file.is_relative_to(root):
+        print(f"soap optimize: {args.target!r} is not PATH::QUALNAME with PATH a file in {root}", file=sys.stderr)
+        return 2
+    try:
+        provider = llm.provider_for(None)
+    except llm.ModelUnavailable as e:
+        print(f"soap optimize: {e}", file=sys.stderr)
+        return 1
+    target = Target(root, file.relative_to(root).as_posix(), qualname, tuple(args.tests))
+    planned = [session.Planned(target, ["time_s", "peak_mb"], "no gate run: make it cheaper in time or memory")]
+    run = session.run(planned, provider, args.model or DEFAULT_MODEL, max(1, args.iterations),
+                      Thresholds(time_pct=args.threshold, memory_pct=args.threshold), root, args.apply,
+                      lambda line: print(line, flush=True))
+    print("\n".join(loop_lines(run)))
+    if args.json:
+        args.json.write_text(json.dumps({"optimizations": [o.to_dict() for o in run.optimizations],
+                                         "patch": str(run.patch) if run.patch else None}, indent=1) + "\n")
+    return 0 if any(o.status == "accepted" for o in run.optimizations) else 1
 
 
 if __name__ == "__main__":

@@ -239,7 +239,6 @@ class SoapSession:
         progress = (lambda line: None) if quiet else (lambda line: reporter.write_line(f"pytest-soap: {line}"))
         self.loop = loop_session.run(planned, provider, self.settings.model, self.settings.iterations,
                                      self.settings.thresholds, root, self.settings.apply, progress)
-        self.notes += self.loop.notes
 
     def _regressed(self) -> dict[str, compare.TestVerdict]:
         return {v.nodeid: v for v in self._judge(list(self.measurements.values())) if v.verdict == "regressed"}

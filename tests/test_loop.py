@@ -174,3 +174,21 @@ def test_through_pytest_the_gate_blames_the_function_and_the_patch_is_applied_on
     assert "dict.fromkeys" in work.read_text(), run.stdout
     assert subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project,
                           env=env, capture_output=True).returncode == 0
+
+
+def test_soap_optimize_takes_any_function_and_says_plainly_when_it_cannot(project):
+    cmd = [sys.executable, "-m", "pytest_soap.cli", "optimize", "pkg/work.py::unique", "--iterations=1",
+           "--json=loop.json"]
+    env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")}
+    run = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
+    assert run.returncode == 1 and run.stderr.strip() == (
+        "soap optimize: optimisation skipped: ANTHROPIC_API_KEY is not set (or register a pytest_soap_model_provider hook)")
+    bad = subprocess.run(cmd[:4] + ["pkg/nowhere.py::unique"], cwd=project, env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "is not PATH::QUALNAME" in bad.stderr
+    with MessagesServer([FAST]) as server:
+        env.update(ANTHROPIC_API_KEY="sk-test", ANTHROPIC_BASE_URL=server.url)
+        run = subprocess.run(cmd + ["--apply"], cwd=project, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "pkg/work.py::unique  ACCEPTED" in run.stdout
+    assert json.loads((project / "loop.json").read_text())["optimizations"][0]["status"] == "accepted"
+    assert "dict.fromkeys" in (project / "pkg" / "work.py").read_text()

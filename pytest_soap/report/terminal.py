@@ -121,24 +121,30 @@ def write(reporter, verdicts: list[TestVerdict], compared_with: str, settings, n
                  if counts["ungated"] else ""))
 
 
-def write_loop(reporter, loop) -> None:
+def loop_lines(loop) -> list[str]:
     """The SOAP loop's summary: each target's outcome, its figures before and after, its rounds and cost."""
-    reporter.write_sep("-", "SOAP loop")
+    lines = []
     for o in loop.optimizations:
         line = f"{o.file}::{o.qualname}  {o.status.upper()}"
         if o.before and o.after:
             line += (f"  time {units.seconds(o.before['time_s'])} → {units.seconds(o.after['time_s'])}, "
                      f"peak {units.mebibytes(o.before['peak_mb'])} → {units.mebibytes(o.after['peak_mb'])}"
                      " (its recorded calls, one pass)")
-        reporter.write_line(line, green=o.status == "accepted", bold=o.status == "accepted")
+        lines.append(line)
         if o.reason:
-            reporter.write_line(f"    {o.reason}")
-        for c in o.candidates:
-            reporter.write_line(f"    round {c.iteration}: {c.status}{': ' + c.reason if c.reason else ''}")
-        tokens = o.tokens
-        if tokens["input"] or tokens["output"]:
+            lines.append(f"    {o.reason}")
+        lines += [f"    round {c.iteration}: {c.status}{': ' + c.reason if c.reason else ''}" for c in o.candidates]
+        if o.tokens["input"] or o.tokens["output"]:
             cost = f", about ${o.cost_usd:.2f}" if o.cost_usd is not None else ""
-            reporter.write_line(f"    tokens: {tokens['input']} in ({tokens['cache_read']} from the cache), "
-                                f"{tokens['output']} out{cost}")
+            lines.append(f"    tokens: {o.tokens['input']} in ({o.tokens['cache_read']} from the cache), "
+                         f"{o.tokens['output']} out{cost}")
     if loop.patch:
-        reporter.write_line(f"accepted revisions: {loop.patch} (git apply it, or rerun with --soap-apply)")
+        lines.append(f"accepted revisions: {loop.patch} (git apply it, or rerun with --soap-apply)")
+    lines += [f"pytest-soap: {note}" for note in loop.notes]
+    return lines
+
+
+def write_loop(reporter, loop) -> None:
+    reporter.write_sep("-", "SOAP loop")
+    for line in loop_lines(loop):
+        reporter.write_line(line, green="  ACCEPTED" in line, bold="  ACCEPTED" in line)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
+from .candidate import function_source
+
 SYSTEM = """\
 You optimise one Python function for execution time and memory, as the overhead profile shows them.
 The revision must behave identically: the same return values, the same exceptions, the same changes to
@@ -50,8 +52,8 @@ def module_context(module_source: str, qualname: str) -> str:
     if "." in qualname:
         cls = _find(tree, qualname.split(".")[0])
         parts.append(lines[cls.lineno - 1] + "  # the target's class; its other methods are left out")
-    body = "\n".join(lines[_first_line(target) - 1:target.end_lineno])
-    return "\n".join(p for p in parts if p) + "\n\n" + body
+    body = function_source(module_source, qualname)[0]  # the very span a revision replaces
+    return "\n".join(p for p in parts if p) + "\n\n" + body.rstrip("\n")
 
 
 def build(file: str, qualname: str, module_source: str, tests: list[str], original_profile: str,
