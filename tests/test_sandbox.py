@@ -414,18 +414,22 @@ def test_a_candidate_without_the_target_is_an_error_not_a_crash(tmp_path, candid
     assert result.status == "error" and result.reason.startswith(reason) and "\n" not in result.reason
 
 
-def test_a_race_times_both_versions_on_the_recorded_calls(tmp_path):
+def test_a_race_checks_the_candidate_then_times_both_versions_on_the_recorded_calls(tmp_path):
     make_repo(tmp_path, {**PKG, "pkg/calc.py": TOP3, "tests/test_calc.py": WEAK_TOP3_TESTS})
+    candidate = "import heapq\n\ndef top3(xs):\n    return heapq.nlargest(3, xs)\n"
     with Sandbox(tmp_path) as sandbox:
         records = record_calls(sandbox, "pkg/calc.py", "top3", ["tests"], LIMIT_S, 0)
         assert isinstance(records, Path), records
-        race = race_calls(sandbox, records, "pkg/calc.py", "top3",
-                          "import heapq\n\ndef top3(xs):\n    return heapq.nlargest(3, xs)\n", LIMIT_S, 0)
+        sandbox.write("pkg/calc.py", candidate)
+        race = race_calls(sandbox, records, "pkg/calc.py", "top3", TOP3, LIMIT_S, 0)
         broken = race_calls(sandbox, records, "pkg/calc.py", "top3", "def top3(xs:\n", LIMIT_S, 0)
-        assert sandbox.read("pkg/calc.py") == TOP3  # the champion stays in the tree
-    assert race["error"] is None and race["calls"] == 2
+        assert sandbox.read("pkg/calc.py") == candidate  # the candidate stays in the tree
+        sandbox.write("pkg/calc.py", "def top3(xs):\n    return xs[:3]\n")
+        wrong = race_calls(sandbox, records, "pkg/calc.py", "top3", TOP3, LIMIT_S, 0)
+    assert race["error"] is None and race["mismatch"] is None and race["calls"] == race["checked"] == 2
     assert len(race["time_s"]["champion"]) == len(race["time_s"]["challenger"]) > 0
-    assert broken["error"].startswith("the candidate's module does not load: SyntaxError")
+    assert broken["error"].startswith("the best version's module does not load: SyntaxError")
+    assert wrong["mismatch"].startswith("call 1 of 2, top3([5, 1, 4, 2, 3]): returned [5, 1, 4]")
 
 
 # --- comparing results ---------------------------------------------------------------------------------------

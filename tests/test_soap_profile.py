@@ -224,7 +224,7 @@ def test_the_text_shows_the_lines_that_cost_most_in_time_or_memory_in_code_order
     # 15 allocates most, 13 takes most time, 12 is second in memory; 11, 14 and 16 are left out.
     assert format_profile(SYNTHETIC, max_lines=3) == textwrap.dedent("""\
         pkg/stats.py::Stats.slow_sum — 41 calls, 182.4 ms total, peak heap 12.3 MiB
-        line   hits      time  share  alloc MiB  code
+        line   hits      time  share  MiB @peak  code
            …
           12  41041   12.0 ms   6.6%        3.2  for x in sorted(items):
           13  41000  120.0 ms  65.8%          -      total += x * x

@@ -21,8 +21,7 @@ from . import Target, prompt
 from .candidate import CandidateError, extract_code, splice
 from .llm import ModelError
 from .profile import ProfileError, format_profile, profile_target
-from .sandbox import (RunResult, Sandbox, SandboxError, race_calls, record_calls, replay_calls, run_pytest,
-                      scrubbed_env, timeout_for)
+from .sandbox import RunResult, Sandbox, SandboxError, race_calls, record_calls, run_pytest, scrubbed_env, timeout_for
 
 MAX_TOKENS = 8192
 MEMORY_MB = 4096  # a candidate's memory limit: far above a unit test's needs, far below the machine's
@@ -109,6 +108,12 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
     opt.status = "rejected"
     for iteration in range(1, iterations + 1):
         opt.checks["rounds"] = iteration
+        if best_code is not None and best_profile is None:  # the kept revision's profile, for this prompt
+            try:
+                best_profile = format_profile(profile_target(box.path, scrubbed_env(os.environ, box.path), target.file,
+                                                             target.qualname, tests, timeout))
+            except ProfileError as e:
+                best_profile = f"(not profiled: {e})"
         progress(f"{target.key}: round {iteration} of {iterations}, asking {model}")
         fixed, request = prompt.build(target.file, target.qualname, opt.original, tests, original_profile, evidence,
                                       best_code, best_profile, rejected)
@@ -124,13 +129,8 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         opt.candidates.append(tried)
         progress(f"{target.key}: round {iteration}: {tried.status}{': ' + tried.reason if tried.reason else ''}")
         if tried.status == "accepted":
-            best_text, best_code, stale = opt.revised, extract_code(reply.text), 0
-            try:
-                box.write(target.file, best_text)
-                best_profile = format_profile(profile_target(box.path, scrubbed_env(os.environ, box.path), target.file,
-                                                             target.qualname, tests, timeout))
-            except ProfileError as e:
-                best_profile = f"(not profiled: {e})"
+            best_text, best_code, best_profile, stale = opt.revised, extract_code(reply.text), None, 0
+            box.write(target.file, best_text)
             continue
         box.write(target.file, best_text)  # the sandbox holds the best again, for the next race
         rejected.append(prompt.Rejected(iteration, f"{tried.status}: {tried.reason}"))
@@ -154,14 +154,12 @@ def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: st
     run = run_pytest(box, list(target.tests), timeout, MEMORY_MB)
     if run.status != "passed":
         return Tried(iteration, "rejected", f"tests {run.status}: {run.reason}")
-    same = replay_calls(box, records, target.file, target.qualname, timeout, MEMORY_MB)
-    opt.checks["recorded_calls"] = max(opt.checks.get("recorded_calls", 0), same.checked)
-    if same.status != "same":
-        return Tried(iteration, "rejected", f"differential check, {same.status}: {same.reason}")
-    box.write(target.file, best_text)  # the champion, raced by the candidate's module text
-    race = race_calls(box, records, target.file, target.qualname, candidate, timeout, MEMORY_MB)
+    race = race_calls(box, records, target.file, target.qualname, best_text, timeout, MEMORY_MB)
     if race.get("error"):
-        return Tried(iteration, "rejected", f"the race did not run: {race['error']}")
+        return Tried(iteration, "rejected", f"the differential check and race did not run: {race['error']}")
+    if race.get("mismatch"):
+        return Tried(iteration, "rejected", f"differential check, different: {race['mismatch']}")
+    opt.checks["recorded_calls"] = race["checked"]
     verdict = judge_race(race, goals, thresholds)
     tried = Tried(iteration, verdict.status, verdict.reason, verdict.time_ratio, verdict.peak_ratio)
     if opt.before is None:

@@ -1,5 +1,6 @@
 """The overhead profile the model is given (SOAP's "overhead analysis"): one function's hits, time and
-share per line from line_profiler, and the MiB allocated per line with the heap's peak from memray.
+share per line from line_profiler, and per line the MiB it allocated that were still held at the heap's
+peak (memray), with the peak itself.
 
 `profile_target` runs the project's own tests that exercise the function in a pytest subprocess with the
 `lineprof` plugin, in the tree and environment it is given (a sandbox's, or the project itself).
@@ -32,7 +33,7 @@ class LineCost:
     hits: int
     time_s: float
     share: float  # of the function's time
-    alloc_mb: float  # MiB allocated on this line (its own allocations and those of code it calls outside the function)
+    alloc_mb: float  # MiB allocated on this line (or by code it calls outside the function) and held at the heap's peak
 
 
 @dataclass
@@ -132,7 +133,7 @@ def _error_line(output: str) -> str:
 
 # ---- the text the model reads -----------------------------------------------------------------------------
 
-HEADER = ("line", "hits", "time", "share", "alloc MiB")
+HEADER = ("line", "hits", "time", "share", "MiB @peak")
 
 
 def format_profile(p: OverheadProfile, max_lines: int = 12) -> str:

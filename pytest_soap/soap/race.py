@@ -1,12 +1,15 @@
-"""Race two versions of a function on its recorded calls, in one process, taking turns.
+"""Check a candidate on the recorded calls, then race it against the best, in one process.
 
-    python -m pytest_soap.soap.race RECORDS FILE::QUALNAME CHALLENGER.py --out RESULT.json
+    python -m pytest_soap.soap.race RECORDS FILE::QUALNAME CHAMPION.py --out RESULT.json
 
-Run in a sandbox whose tree holds the champion (the best version so far); CHALLENGER.py is the candidate's
-whole module, loaded beside it under the same name. Both replay the same recorded calls: time in rounds
-that alternate which goes first, so a slow spell of the machine hits both; then memory, each call's peak
-under tracemalloc, which would slow the timed rounds if it ran during them. One process, so no start-up and
-no process drift between the two; the loop judges the figures with the gate's statistics.
+Run in a sandbox whose tree holds the candidate (the challenger), as its tests just ran; CHAMPION.py is the
+best version so far, the whole module, loaded beside it under the same name. First the differential check:
+every recorded call replayed into the challenger must give the original's result, exception and argument
+changes (replay.py; the challenger is the tree's module, so the recorded objects are of its classes); a
+mismatch ends it. Then both replay the calls: time in rounds that alternate which goes first, so a slow
+spell of the machine hits both; then memory, each call's peak under tracemalloc, which would slow the timed
+rounds if it ran during them. One process for all of it: no start-ups, and no process drift between the
+two; the loop judges the figures with the gate's statistics.
 """
 
 from __future__ import annotations
@@ -23,20 +26,20 @@ import types
 from pathlib import Path
 
 from .record import Records, TargetError, message_of, resolve_function, split_target
-from .replay import load_records, load_target
+from .replay import load_records, load_target, replay
 
-ROUNDS = 7  # timed samples a side: Mann-Whitney U on 7 and 7 reaches p < 0.001
+ROUNDS = 5  # timed samples a side: Mann-Whitney U on 5 and 5 reaches p = 0.004, under the gate's 0.01
 SAMPLE_S = 0.005  # a sample repeats the recorded calls until the champion takes this long: the timer's noise is small next to it
 MAX_PASSES = 200
 
 
-def load_challenger(records: Records, champion_module: types.ModuleType, source: str):
-    """The challenger's function: its module text run in a fresh module object that has the champion's
-    name, file and package, so its own imports (relative ones included) resolve as the champion's do."""
-    module = types.ModuleType(champion_module.__name__)
-    module.__file__ = champion_module.__file__
-    module.__package__ = champion_module.__package__
-    exec(compile(source, champion_module.__file__, "exec"), module.__dict__)  # in the sandbox only
+def load_beside(records: Records, tree_module: types.ModuleType, source: str):
+    """A function from another text of the tree's module: run in a fresh module object with the tree's
+    module's name, file and package, so its own imports (relative ones included) resolve as that one's do."""
+    module = types.ModuleType(tree_module.__name__)
+    module.__file__ = tree_module.__file__
+    module.__package__ = tree_module.__package__
+    exec(compile(source, tree_module.__file__, "exec"), module.__dict__)  # in the sandbox only
     return resolve_function(module, records.qualname)[3]
 
 
@@ -89,30 +92,33 @@ def race(records: Records, champion, challenger) -> dict:
             times[name].append(timed(function, records, passes) / passes)
     return {"calls": len(records.calls), "passes": passes, "time_s": times,
             "peak_mb": {"champion": peak_mb(champion, records), "challenger": peak_mb(challenger, records)},
-            "error": None}
+            "error": None, "mismatch": None}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pytest_soap.soap.race", description=__doc__.splitlines()[0])
     parser.add_argument("records", type=Path)
     parser.add_argument("target", metavar="FILE::QUALNAME")
-    parser.add_argument("challenger", type=Path, help="the candidate's whole module")
+    parser.add_argument("champion", type=Path, help="the best version's whole module")
     parser.add_argument("--out", type=Path, required=True, help="where to write the result (JSON)")
     options = parser.parse_args(argv)
     try:
         file, qualname = split_target(options.target)
         records = load_records(options.records, file, qualname)
-        champion, _ = load_target(records, Path.cwd())
-        try:
-            challenger = load_challenger(records, sys.modules[records.module],
-                                         options.challenger.read_text(encoding="utf-8"))
-        except TargetError:
-            raise
-        except Exception as exc:
-            raise TargetError(f"the candidate's module does not load: {type(exc).__name__}: {message_of(exc)}") from None
-        result = race(records, champion, challenger)
+        challenger, method = load_target(records, Path.cwd())
+        checked, _ = replay(records, challenger, method, keep=False)
+        if checked["error"] or checked["mismatch"]:
+            result = checked
+        else:
+            try:
+                champion = load_beside(records, sys.modules[records.module], options.champion.read_text(encoding="utf-8"))
+            except TargetError:
+                raise
+            except Exception as exc:
+                raise TargetError(f"the best version's module does not load: {type(exc).__name__}: {message_of(exc)}") from None
+            result = {**race(records, champion, challenger), "checked": checked["checked"], "skipped": checked["skipped"]}
     except TargetError as exc:
-        result = {"error": str(exc)}
+        result = {"error": str(exc), "mismatch": None}
     options.out.write_text(json.dumps(result), encoding="utf-8")
     return 0
 

@@ -416,15 +416,16 @@ def replay_calls(sandbox: Sandbox, records: Path, target_file: str, qualname: st
     return DiffResult("same", "", checked, skipped)
 
 
-def race_calls(sandbox: Sandbox, records: Path, target_file: str, qualname: str, candidate: str,
+def race_calls(sandbox: Sandbox, records: Path, target_file: str, qualname: str, champion: str,
                timeout_s: float, memory_mb: int) -> dict:
-    """Race the target as the sandbox's tree has it (the champion) against `candidate`, a whole module's
-    text, on the recorded calls, in one sandboxed process (race.py). The result as race.py writes it, or
-    {"error": one line} when that process timed out, ran out of memory or crashed."""
-    challenger = sandbox.scratch_file("challenger", ".py")  # outside the tree: the champion stays in place
-    challenger.write_text(candidate, encoding="utf-8")
+    """Check the target as the sandbox's tree has it (the candidate) on the recorded calls, then race it
+    against `champion`, the best version's whole module text, in one sandboxed process (race.py). The
+    result as race.py writes it ("mismatch" set when the check failed), or {"error": one line} when that
+    process timed out, ran out of memory or crashed."""
+    text = sandbox.scratch_file("champion", ".py")  # outside the tree: the candidate stays in place
+    text.write_text(champion, encoding="utf-8")
     out = sandbox.scratch_file("race", ".json")
-    cmd = [sys.executable, "-m", "pytest_soap.soap.race", str(records), f"{target_file}::{qualname}", str(challenger),
+    cmd = [sys.executable, "-m", "pytest_soap.soap.race", str(records), f"{target_file}::{qualname}", str(text),
            "--out", str(out)]
     finished = _run_sandboxed(sandbox, cmd, sandbox.path, timeout_s, memory_mb)
     if finished.timed_out:
