@@ -86,7 +86,7 @@ def optimize(target: Target, provider, model: str, iterations: int, metrics: lis
 def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str, iterations: int,
           goals: list[str], evidence: str, thresholds: Thresholds, progress: Callable[[str], None]) -> None:
     tests = list(target.tests)
-    first = run_pytest(box, tests, timeout_for(60.0), MEMORY_MB)
+    first = run_pytest(box, tests, timeout_for(60.0), MEMORY_MB)  # the user's own code: a generous limit
     if first.status != "passed":
         opt.reason = f"the original's tests do not pass in a clean copy of the tree: {first.reason}"
         return
@@ -130,11 +130,10 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         progress(f"{target.key}: round {iteration}: {tried.status}{': ' + tried.reason if tried.reason else ''}")
         if tried.status == "accepted":
             best_text, best_code, best_profile, stale = opt.revised, extract_code(reply.text), None, 0
-            box.write(target.file, best_text)
-            continue
-        box.write(target.file, best_text)  # the sandbox holds the best again, for the next race
-        rejected.append(prompt.Rejected(iteration, f"{tried.status}: {tried.reason}"))
-        stale = stale + 1 if tried.status == "no gain" else 0
+        else:
+            rejected.append(prompt.Rejected(iteration, f"{tried.status}: {tried.reason}"))
+            stale = stale + 1 if tried.status == "no gain" else 0
+        box.write(target.file, best_text)  # between rounds the sandbox holds the best: its profile is taken there
         if stale >= CONVERGED:
             break
     if opt.revised is not None:
