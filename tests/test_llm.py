@@ -18,8 +18,8 @@ import pytest
 from anthropic.resources.messages.messages import DEPRECATED_MODELS
 from pytest_soap.soap.loopback import EMPTY, Error, Forever, MessagesServer, Raw, Slow, token_count
 
+from pytest_soap.soap import DEFAULT_MODEL
 from pytest_soap.soap.llm import (
-    DEFAULT_MODEL,
     NO_KEY,
     AnthropicProvider,
     ModelError,

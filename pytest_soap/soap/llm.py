@@ -15,7 +15,6 @@ from typing import Any, Protocol
 
 import anthropic
 
-from . import DEFAULT_MODEL  # noqa: F401  (the loop's default; tests check the SDK still lists it)
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MAX_RETRIES = 3

@@ -39,7 +39,10 @@ def load_beside(records: Records, tree_module: types.ModuleType, source: str):
     module = types.ModuleType(tree_module.__name__)
     module.__file__ = tree_module.__file__
     module.__package__ = tree_module.__package__
-    exec(compile(source, tree_module.__file__, "exec"), module.__dict__)  # in the sandbox only
+    try:
+        exec(compile(source, tree_module.__file__, "exec"), module.__dict__)  # in the sandbox only
+    except Exception as exc:
+        raise TargetError(f"the best version's module does not load: {type(exc).__name__}: {message_of(exc)}") from None
     return resolve_function(module, records.qualname)[3]
 
 
@@ -110,12 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if checked["error"] or checked["mismatch"]:
             result = checked
         else:
-            try:
-                champion = load_beside(records, sys.modules[records.module], options.champion.read_text(encoding="utf-8"))
-            except TargetError:
-                raise
-            except Exception as exc:
-                raise TargetError(f"the best version's module does not load: {type(exc).__name__}: {message_of(exc)}") from None
+            champion = load_beside(records, sys.modules[records.module], options.champion.read_text(encoding="utf-8"))
             result = {**race(records, champion, challenger), "checked": checked["checked"], "skipped": checked["skipped"]}
     except TargetError as exc:
         result = {"error": str(exc), "mismatch": None}
