@@ -210,3 +210,17 @@ def test_soap_optimize_takes_any_function_and_says_plainly_when_it_cannot(projec
     assert "pkg/work.py::unique  ACCEPTED" in run.stdout
     assert json.loads((project / "loop.json").read_text())["optimizations"][0]["status"] == "accepted"
     assert "dict.fromkeys" in (project / "pkg" / "work.py").read_text()
+
+
+def test_two_revisions_of_one_file_are_both_applied(project):
+    from pytest_soap.soap.loop import Optimization
+    from pytest_soap.soap.session import apply_revision
+
+    two = ORIGINAL + "\n\ndef double(xs):\n    return [x * 2 for x in xs]\n"
+    (project / "pkg" / "work.py").write_text(two)
+    first = Optimization("pkg/work.py", "unique", original=two, revised=two.replace("seen = []", "seen = []  # one"))
+    second = Optimization("pkg/work.py", "double", original=two, revised=two.replace("x * 2", "x + x"))
+    applied = {}
+    assert apply_revision(project, first, applied) is None and apply_revision(project, second, applied) is None
+    text = (project / "pkg" / "work.py").read_text()
+    assert "seen = []  # one" in text and "x + x" in text

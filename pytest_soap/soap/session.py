@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,19 +54,47 @@ def run(planned: list[Planned], provider, model: str, iterations: int, threshold
     patch = "".join(o.diff() for o in result.optimizations)
     if patch:
         result.patch = root / PATCH
-        result.patch.parent.mkdir(parents=True, exist_ok=True)
-        result.patch.write_text(patch, encoding="utf-8")
+        atomic_write(result.patch, patch)
     if apply:
+        applied: dict[str, str] = {}  # file -> its text with the revisions written so far
         result.notes += [note for o in result.optimizations if o.revised is not None
-                         if (note := apply_revision(root, o))]
+                         if (note := apply_revision(root, o, applied))]
     return result
 
 
-def apply_revision(root: Path, o: Optimization) -> str | None:
+def apply_revision(root: Path, o: Optimization, applied: dict[str, str] | None = None) -> str | None:
     """Write a kept revision into the working tree, atomically, and only over the text the loop started
-    from; a note when the file changed meanwhile."""
+    from (or, for a second function of the same file, over that text with the earlier revisions of this
+    run, which each loop started from too: the revision is then merged by `git apply`); a note otherwise."""
+    applied = {} if applied is None else applied
     path = root / o.file
-    if path.read_text(encoding="utf-8") != o.original:
+    current = path.read_text(encoding="utf-8")
+    if current == o.original:
+        text = o.revised
+    elif current == applied.get(o.file):
+        text = _merged(root, o)
+        if text is None:
+            return f"{o.file}: the revision of {o.qualname} overlaps an earlier one: it is in {PATCH} only"
+    else:
         return f"{o.file} changed while the loop ran: its revision is in {PATCH} only"
-    atomic_write(path, o.revised)
+    atomic_write(path, text)
+    applied[o.file] = text
     return None
+
+
+def _merged(root: Path, o: Optimization) -> str | None:
+    """The file with o's diff (made against the original) applied by git, which allows for the lines
+    earlier revisions moved; None when it does not apply. The file itself is left as it was."""
+    import git
+
+    with tempfile.TemporaryDirectory(prefix="soap-apply-") as scratch:
+        copy = Path(scratch) / o.file
+        copy.parent.mkdir(parents=True)
+        copy.write_text((root / o.file).read_text(encoding="utf-8"), encoding="utf-8")
+        diff = Path(scratch) / "revision.patch"
+        diff.write_text(o.diff(), encoding="utf-8")
+        try:
+            git.Git(scratch).apply(str(diff))
+        except git.GitCommandError:
+            return None
+        return copy.read_text(encoding="utf-8")
