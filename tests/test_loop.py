@@ -56,11 +56,13 @@ A_SET = reply("""
                 out.append(item)
         return out
 """)
+# Correct, and a Python-level scan in place of `in`: several times slower, so it loses the race plainly
+# even on a busy machine (copying the list each time was only 1.17x slower on CI, within the noise).
 SLOWER = reply("""
     def unique(items):
         seen = []
         for item in items:
-            if item not in list(seen):
+            if all(item != kept for kept in seen):
                 seen.append(item)
         return seen
 """)
