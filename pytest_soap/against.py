@@ -21,6 +21,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterable, TextIO
 
 from . import compare
 from .attribute import profiles_memory
@@ -34,13 +35,19 @@ from .records import GATED_METRICS, Measurement
 # costs two process start-ups, on networkx's suite half a plain run, so there are at most two.
 FAR_RUNS, NEAR_RUNS = 5, 3
 MAX_ROUNDS = 2
+# Runs of each suspect in the rechecks, on each side: with the first, a median of three per process, which
+# a slow spell cannot make; and with a round's NEAR_RUNS, as many runs as FAR_RUNS for the U test.
+RECHECK_RUNS = FAR_RUNS - NEAR_RUNS
+# How long a warm process may take to finish its session once closed, before it is stopped.
+CLOSE_S = 30
 # What the rounds for tests that are not past their line may cost, as a share of one pass of the suite (the
 # base pass's wall time). The two passes cost up to two runs of the suite; with this, a gate that finds
 # nothing past the line stays within two and a third. At a half, near-line tests of a null comparison on a
 # busy machine took the gate to 3.6 runs.
 ROUND_BUDGET = 0.3
-# Idle cores (the machine's less its load average, the head's session included) for both first passes at once.
-SPARE_CORES = 1.5
+# Idle cores, while the head's session waits, for both first passes at once: one each, less a little for
+# the background chatter of an idle machine.
+IDLE_CORES = 1.75
 # Options of the user's command line that concern the controlling session only.
 CONTROL_FLAGS = {"--soap-save"}
 CONTROL_OPTIONS = {"--soap-against", "--soap-json", "--soap-baseline"}
@@ -155,12 +162,27 @@ class Side:
         and runs each test that many times in a row."""
         return self.start(args, work, runs).finish()
 
-    def start(self, args: list[str], work: Path, runs: dict[str, int] | None = None) -> SideRun:
-        """The same, in the background: `finish()` waits for it."""
+    def start(self, args: list[str], work: Path, runs: dict[str, int] | None = None, warm: bool = False) -> SideRun:
+        """The same, in the background: `finish()` waits for it. A `warm` process stays up after its tests,
+        to run some of them again when asked (SideRun.rerun) until it is closed."""
         self.runs += 1
         dump = work / f"{self.name}-{self.runs}.json"
         only = None if runs is None else [f"{nodeid}\t{count}" for nodeid, count in runs.items()]
-        return SideRun(self._pytest(args, work, only, [f"--soap-side={dump}"]), dump, time.perf_counter())
+        if not warm:
+            return SideRun(self._pytest(args, work, only, [f"--soap-side={dump}"]), dump, time.perf_counter())
+        (ask_r, ask_w), (answer_r, answer_w) = os.pipe(), os.pipe()
+        try:
+            proc = self._pytest(args, work, only, [f"--soap-side={dump}", f"--soap-serve={ask_r},{answer_w}"],
+                                pass_fds=(ask_r, answer_w))
+        except BaseException:
+            for fd in (ask_w, answer_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(ask_r)
+            os.close(answer_w)
+        return SideRun(proc, dump, time.perf_counter(), asks=os.fdopen(ask_w, "w", encoding="utf-8"),
+                       answers=os.fdopen(answer_r, "r", encoding="utf-8"))
 
     def start_profile(self, args: list[str], work: Path, only: list[str]) -> SideRun:
         """One profiled run of each test in `only`, in a fresh process in the background; see SideRun.profiles."""
@@ -168,7 +190,8 @@ class Side:
         dump = work / f"{self.name}-{self.runs}.profiles.json"
         return SideRun(self._pytest(args, work, only, [f"--soap-profile={dump}"]), dump, time.perf_counter())
 
-    def _pytest(self, args: list[str], work: Path, only: list[str] | None, extra: list[str]) -> subprocess.Popen:
+    def _pytest(self, args: list[str], work: Path, only: list[str] | None, extra: list[str],
+                pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "pytest", *args, "--soap", *extra, "-p", "no:cacheprovider"]
         if only is not None:
             only_file = work / f"{self.name}-{self.runs}.only"
@@ -177,7 +200,8 @@ class Side:
             cmd += sorted({str(self.rootdir / line.split("::")[0]) for line in only})
         # Its output goes to a file: a pipe nobody reads while the head's tests run would fill and stall it.
         with open(work / f"{self.name}-{self.runs}.out", "wb") as out:
-            return subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+            return subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                    pass_fds=pass_fds)
 
 
 @dataclass
@@ -188,8 +212,17 @@ class SideRun:
     dump: Path
     started: float
     seconds: float = 0.0  # its wall time, once finished
+    asks: TextIO | None = None  # a warm process's pipes (see Side.start)
+    answers: TextIO | None = None
 
     def finish(self) -> tuple[dict[str, Measurement], str | None]:
+        """Its measurements once its tests are done, and what went wrong if they did not run."""
+        if self.answers:
+            measured = self._answer()
+            self.seconds = time.perf_counter() - self.started
+            if measured:
+                return measured, None
+            self.close()  # no tests, or no answer: the exit status and the output say why
         self.proc.wait()
         self.seconds = time.perf_counter() - self.started
         if not self.dump.exists():
@@ -198,6 +231,41 @@ class SideRun:
         if self.proc.returncode not in (0, 1) or (not measured and self.proc.returncode != 5):
             return measured, self.why()
         return measured, None
+
+    def rerun(self, runs: dict[str, int]) -> tuple[dict[str, Measurement], str | None]:
+        """A warm process's further runs of each test in `runs`, that many times each."""
+        try:
+            self.asks.write(json.dumps({"runs": runs}) + "\n")
+            self.asks.flush()
+        except (OSError, ValueError):
+            pass  # it has gone: the answer below is empty
+        measured = self._answer()
+        if measured is None:
+            self.close()
+            return {}, self.why()
+        return measured, None
+
+    def _answer(self) -> dict[str, Measurement] | None:
+        line = self.answers.readline()
+        if not line:
+            return None
+        return {d["nodeid"]: Measurement.from_dict(d) for d in json.loads(line)}
+
+    def close(self) -> None:
+        """Let a warm process finish its session; stop one that does not within a few seconds, or that was
+        not done."""
+        for pipe in (self.asks, self.answers):
+            if pipe:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass  # a broken pipe: the process has gone
+        self.asks = self.answers = None
+        try:
+            self.proc.wait(timeout=CLOSE_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
     def profiles(self) -> dict[str, Profile]:
         """The profiles of the tests that ran, of a run from Side.start_profile."""
@@ -228,13 +296,32 @@ class PairedRun:
 
 
 def core_to_spare() -> bool:
-    """Can the ref's first pass run beside the head's tests? Only with a core idle for it, by the load
-    average: on a 2-core machine with one core busy, three processes sharing two cores made both first
-    passes so noisy that the rounds cost more than running the passes one after the other. Under xdist
-    the workers take the cores, and the caller does not ask."""
-    return len(os.sched_getaffinity(0)) - os.getloadavg()[0] >= SPARE_CORES
+    """Can the ref's first pass run beside the head's tests? Only with a core idle for each: on a 2-core
+    machine with one core busy, three processes sharing two cores made both first passes so noisy that the
+    rounds cost more than running the passes one after the other. Under xdist the workers take the cores,
+    and the caller does not ask."""
+    return idle_cores() >= IDLE_CORES
 
 
+def idle_cores(seconds: float = 0.2) -> float:
+    """How many of this process's cores sat idle over the last moment, while it slept. From /proc/stat where
+    there is one: the load average trails the machine by a minute, and read just after another job
+    started it counted a busy core as free. Elsewhere, the cores less the load average."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+    def ticks() -> tuple[int, int]:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(f) for f in stat.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        return fields[3] + fields[4], sum(fields)
+
+    try:
+        idle, total = ticks()
+        time.sleep(seconds)
+        idle_after, total_after = ticks()
+    except (OSError, ValueError, IndexError):
+        return cores - os.getloadavg()[0]
+    share = (idle_after - idle) / (total_after - total) if total_after > total else 0.0
+    return min(cores, share * (os.cpu_count() or cores))
 class RefRun:
     """The ref's side of a session: its worktree, its first pass, then rounds for the suspects, in which the
     head's measurements get the rounds' samples. Open from `open()` to `close()`, which the session calls on
@@ -245,8 +332,9 @@ class RefRun:
     workers but their start-ups, and a worker's neighbour on the next core is noise."""
 
     def __init__(self, ref: Ref, args: list[str], paths: list[str], invocation_dir: Path, rootdir: Path,
-                 thresholds: compare.Thresholds, xdist: bool = False):
+                 thresholds: compare.Thresholds, xdist: bool = False, warm: bool = True):
         self.ref, self.thresholds = ref, thresholds
+        self.warm = warm  # both sides can re-run tests in their first pass's process (not as xdist controllers)
         self.args = side_arguments(args)
         self.round_args = side_arguments(args, drop=tuple(paths)) + ["-n", "0"] * xdist
         self.invocation_dir, self.rootdir = invocation_dir, rootdir
@@ -266,7 +354,7 @@ class RefRun:
         """The base's first pass, in the background from now. Started while the head's tests run (on a
         machine with a core to spare), it costs little wall time; it only picks suspects, and the rounds
         that judge them run alone."""
-        self._base_pass = self.base_side.start(self.args, self.work)
+        self._base_pass = self.base_side.start(self.args, self.work, warm=self.warm)
 
     def close(self) -> None:
         if self._base_pass and self._base_pass.proc.poll() is None:
@@ -274,7 +362,17 @@ class RefRun:
             self._base_pass.proc.wait()
         self._stack.close()
 
-    def measure(self, head: dict[str, Measurement]) -> PairedRun:
+    def measure(self, head: dict[str, Measurement],
+                rerun_head: Callable[[dict[str, int]], dict[str, Measurement]] | None = None) -> PairedRun:
+        """Compare the head's first pass with the ref's; `rerun_head` runs head tests again in this session
+        (for the rechecks: without it, as under xdist, there are none)."""
+        try:
+            return self._measure(head, rerun_head if self.warm else None)
+        finally:
+            if self._base_pass:
+                self._base_pass.close()
+
+    def _measure(self, head: dict[str, Measurement], rerun_head) -> PairedRun:
         run, thresholds = self.run, self.thresholds
         clock = time.perf_counter()
 
@@ -293,8 +391,28 @@ class RefRun:
             run.problem = f"the tests at {self.ref.name} did not run ({problem})"
             return run
         cost = RoundCost(head, run.base, run.seconds["base"])
-        suspects = affordable_suspects(head, run.base, thresholds, cost)
-        run.suspects = len(suspects)
+        budget = ROUND_BUDGET * run.seconds["base"]  # for tests not past their line; see affordable_suspects
+        if rerun_head:
+            # Rechecks: most suspects are a process's noise, and the first passes' processes, still up, can
+            # say so for the price of a few runs, with no start-up. Their runs join the first pass's process
+            # pair; only suspects still past their line after them go on to the rounds.
+            suspects = affordable_suspects(head, run.base, thresholds, cost, budget, runs=RECHECK_RUNS, start_ups=False)
+            run.suspects = len(suspects)
+            if suspects:
+                fresh, problem = self._base_pass.rerun(suspects)
+                if problem:
+                    run.problem = f"a recheck on {self.ref.name} failed ({problem})"
+                    return run
+                fresh_head = rerun_head(suspects)
+                for nodeid in suspects:
+                    _add_runs(run.base[nodeid], fresh.get(nodeid), new_process=False)
+                    _add_runs(head[nodeid], fresh_head.get(nodeid), new_process=False)
+                lap("rechecks")
+                suspects = affordable_suspects(head, run.base, thresholds, cost, budget - run.seconds["rechecks"],
+                                               among=suspects, runs=NEAR_RUNS)
+        else:
+            suspects = affordable_suspects(head, run.base, thresholds, cost, budget)
+            run.suspects = len(suspects)
         while suspects:
             run.rounds += 1
             for side, measured in ((self.base_side, run.base), (self.head_side, head)):
@@ -303,12 +421,12 @@ class RefRun:
                     run.problem = f"a confirming run on {side.label} failed ({problem})"
                     return run
                 for nodeid in suspects:
-                    _add_round(measured[nodeid], fresh.get(nodeid))
+                    _add_runs(measured[nodeid], fresh.get(nodeid))
                 lap("rounds")
             undecided = [n for n in suspects
                          if compare.paired_undecided(head[n], run.base[n], thresholds, run.rounds, MAX_ROUNDS)]
             suspects = {n: NEAR_RUNS for n in undecided}
-            if run.seconds["rounds"] + cost(suspects) > ROUND_BUDGET * run.seconds["base"]:
+            if run.seconds.get("rechecks", 0.0) + run.seconds["rounds"] + cost(suspects) > budget:
                 # Past the budget, a second round only for tests whose process pairs all agree they are past
                 # the line, but are too few, or their runs too few, to say it with confidence.
                 suspects = {n: NEAR_RUNS for n in undecided
@@ -365,21 +483,26 @@ def process_drift(head: dict[str, Measurement], base: dict[str, Measurement], na
 
 
 def affordable_suspects(head: dict[str, Measurement], base: dict[str, Measurement], thresholds: compare.Thresholds,
-                        cost: RoundCost) -> dict[str, int]:
-    """The tests that get rounds, with their runs in the first (see FAR_RUNS), picked on first-pass ratios
-    corrected for the processes' drift (the time and TMU of every base figure times process_drift). Every
-    test past its whole line towards a regression gets them, whatever it costs. A test past only half of it
-    (a real regression that read low, or noise), or one that looks improved, does while its runs, and the
-    round's start-ups if no test past the line pays them, cost at most ROUND_BUDGET of the base pass's wall
-    time, the furthest from its base first. On networkx's suite a process's start-up is a third of a run,
-    and 1.5 s tests drifting 5% tripled the gate's cost."""
+                        cost: RoundCost, budget: float, among: Iterable[str] | None = None, runs: int | None = None,
+                        start_ups: bool = True) -> dict[str, int]:
+    """The tests (of `among`, else all) that get more runs, with how many on each side: `runs`, else as
+    many as a first round takes (see FAR_RUNS). They are picked on the figures so far, with the time and
+    TMU of every base figure times process_drift. Every test past its whole line towards a regression gets
+    them, whatever it costs. A test past only half of it (a real regression that read low, or noise), or
+    one past its whole line the other way, does while its runs cost at most `budget` seconds, the furthest
+    from its base first; with `start_ups` (a round, not a recheck) that budget also pays the round's two
+    process start-ups when no test past the line does. On networkx's suite a process's start-up is a third
+    of a run, and 1.5 s tests drifting 5% tripled the gate's cost. Improvements inside the line get none:
+    the gate does not need them, and 200 ms tests that looked 5% faster were a null run's dearest suspects."""
     both = [n for n, m in head.items() if n in base and m.judged and base[n].judged]
     drift = process_drift(head, base, both, thresholds)
     figures = {n: {k: v * drift if k in ("time_s", "tmu_mbs") and v is not None else v
                    for k, v in base[n].figures().items()} for n in both}
-    past_line = [n for n in both if compare.suspect_metrics(head[n], figures[n], thresholds)]
-    near_line = [n for n in both if n not in past_line and
-                 compare.suspect_metrics(head[n], figures[n], thresholds, True, compare.SUSPECT_MARGIN)]
+    candidates = both if among is None else [n for n in both if n in among]
+    past_line = [n for n in candidates if compare.suspect_metrics(head[n], figures[n], thresholds)]
+    near_line = [n for n in candidates if n not in past_line and (
+                 compare.suspect_metrics(head[n], figures[n], thresholds, False, compare.SUSPECT_MARGIN)
+                 or compare.suspect_metrics(head[n], figures[n], thresholds, True))]
 
     def first_runs(n: str) -> int:
         """FAR_RUNS for a change that two process pairs can decide, else NEAR_RUNS."""
@@ -395,20 +518,22 @@ def affordable_suspects(head: dict[str, Measurement], base: dict[str, Measuremen
         return max((abs(math.log(r)) for r in ratios), default=0.0)
 
     # With suspects past the line there is a round anyway, and a test near it costs only its own runs.
-    chosen = {n: first_runs(n) for n in past_line}
-    budget = ROUND_BUDGET * cost.pass_s - (0.0 if past_line else cost({}))
+    chosen = {n: runs or first_runs(n) for n in past_line}
+    budget -= cost({}) if start_ups and not past_line else 0.0
     for n in sorted(near_line, key=distance, reverse=True):
-        runs = first_runs(n)
-        if cost.runs(n, runs) <= budget:
-            chosen[n] = runs
-            budget -= cost.runs(n, runs)
+        count = runs or first_runs(n)
+        if cost.runs(n, count) <= budget:
+            chosen[n] = count
+            budget -= cost.runs(n, count)
     return chosen
 
 
-def _add_round(m: Measurement, fresh: Measurement | None) -> None:
-    """Fold a round's runs into a test's measurement; a test that failed in a round is flaky."""
+def _add_runs(m: Measurement, fresh: Measurement | None, new_process: bool = True) -> None:
+    """Fold a round's runs (or, not `new_process`, a recheck's) into a test's measurement; a test that
+    failed in them is flaky."""
     if fresh is None or fresh.outcome not in ("passed", "xpassed"):
         m.outcome = "flaky"
         return
     m.samples.extend(fresh.samples)
-    m.rounds.append(len(fresh.samples))
+    if new_process:
+        m.rounds.append(len(fresh.samples))

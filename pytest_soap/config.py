@@ -57,6 +57,7 @@ INTERNAL = [
     Option("--soap-side", "measure only, and write the measurements to PATH", None, Path, "PATH"),
     Option("--soap-only", "run only the node ids listed in PATH (each may add a tab and a run count, or \"memory\")", None, Path, "PATH"),
     Option("--soap-profile", "profile each test's functions once, and write the profiles to PATH", None, Path, "PATH"),
+    Option("--soap-serve", "after the tests, send the measurements down pipe W and run again what pipe R asks", None, str, "R,W"),
 ]
 
 
@@ -119,6 +120,7 @@ class Settings:
     side: Path | None = None  # set in a process measuring one side for a --soap-against session
     only: Path | None = None
     profile: Path | None = None  # set in a process profiling one side's regressed tests for attribution
+    serve: tuple[int, int] | None = None  # a side's pipes (read, write) to its --soap-against session
     optimize: bool = False
     apply: bool = False
     model: str = DEFAULT_MODEL
@@ -139,6 +141,7 @@ class Settings:
             side=v["soap_side"],
             only=v["soap_only"],
             profile=v["soap_profile"],
+            serve=tuple(int(fd) for fd in v["soap_serve"].split(",")) if v["soap_serve"] else None,
             optimize=v["soap_optimize"],
             apply=v["soap_apply"],
             model=v["soap_model"],

@@ -22,7 +22,7 @@ from .measure.functions import Profile, profile_memory, profiled, project_root
 from .measure.heap import track_heap
 from .records import Measurement
 from .report import json_report, terminal
-from .rerun import confirm, measure_heaps, repeat, run_again
+from .rerun import confirm, measure_heaps, repeat, run_again, run_more, serve
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -183,7 +183,8 @@ class SoapSession:
             return (yield from self._runtestloop(session, None))
         ref_run = against.RefRun(self.ref, list(self.config.invocation_params.args), list(self.config.args),
                                  self.config.invocation_params.dir, self.config.rootpath, self.settings.thresholds,
-                                 xdist=self.config.pluginmanager.hasplugin("xdist"))
+                                 xdist=self.config.pluginmanager.hasplugin("xdist"),
+                                 warm=not _is_controller(self.config))
         try:
             ref_run.open()
             if not _is_controller(self.config) and against.core_to_spare():
@@ -198,8 +199,13 @@ class SoapSession:
         # resident memory of the tests after a tracked run would.
         if self.meter.measures_memory and not session.shouldstop and not session.shouldfail:
             measure_heaps(self.heap_queue, self)
+        if self.settings.serve:
+            serve(session.items, self, self.settings.serve)
         if ref_run and not session.shouldstop and not session.shouldfail:
-            self.paired = ref_run.measure(self.measurements)
+            # This session re-runs its own suspects; under xdist the workers are gone, and it cannot.
+            items = {item.nodeid: item for item in session.items}
+            rerun = None if _is_controller(self.config) else (lambda runs: run_more(items, runs, self))
+            self.paired = ref_run.measure(self.measurements, rerun)
             self._attribute(self.paired.profiles, lambda: changed_functions(self.ref.repo_root, self.ref.sha))
             self._optimize(self.ref.repo_root)
         elif self.baseline and not _is_worker(self.config) and not _is_controller(self.config) and not session.shouldfail:

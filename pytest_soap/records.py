@@ -37,7 +37,8 @@ class Measurement:
     samples: list[Sample] = field(default_factory=list)
     heap: dict | None = None  # memray's exact heap {"peak_mb", "tmu_mbs"}: memory suspects, and every test saved
     timer: str = "wall"  # "pytest-benchmark" when that fixture's statistics gave the time
-    rounds: list[int] = field(default_factory=list)  # samples each later fresh process added (--soap-against)
+    # Samples each later fresh process added (--soap-against); before them, the first pass's, its rechecks included.
+    rounds: list[int] = field(default_factory=list)
     threshold: float | None = None  # per-test overrides from @pytest.mark.soap
     memory_threshold: float | None = None
     skip: bool = False
@@ -55,14 +56,14 @@ class Measurement:
         return statistics.median(values) if values else None
 
     def round_values(self, metric: str) -> list[float]:
-        """The runs of --soap-against's rounds, without the first pass that picked this test as a suspect:
-        a sample chosen for being extreme would bias any test it went into. All runs when there were no rounds."""
-        first = len(self.samples) - sum(self.rounds)
-        values = [v for v in (s.get(metric) for s in self.samples[first:] if self.rounds) if v is not None]
+        """The runs after the first, which picked this test as a suspect of --soap-against (a first pass runs
+        each test once): a sample chosen for being extreme would bias any test it went into. They are the
+        first pass's process's rechecks and the rounds' runs. All runs when there were none after the first."""
+        values = [v for v in (s.get(metric) for s in self.samples[1:]) if v is not None]
         return values or self.values(metric)
 
     def by_process(self, metric: str) -> list[float]:
-        """The median of each process's runs: the first pass, then each round of --soap-against."""
+        """The median of each process's runs: the first pass (and its rechecks), then each round of --soap-against."""
         medians, start = [], 0
         for size in [len(self.samples) - sum(self.rounds), *self.rounds]:
             values = [v for v in (s.get(metric) for s in self.samples[start:start + size]) if v is not None]

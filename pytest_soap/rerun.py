@@ -10,13 +10,15 @@ terminal and other plugins see each test once.
 
 from __future__ import annotations
 
+import json
+import os
 from typing import TYPE_CHECKING
 
 import pytest
 from _pytest.runner import runtestprotocol
 
 from . import compare
-from .records import MEMORY_METRICS
+from .records import MEMORY_METRICS, Measurement
 
 if TYPE_CHECKING:
     from .plugin import SoapSession
@@ -66,3 +68,40 @@ def measure_heaps(items: list[pytest.Item], soap: SoapSession) -> None:
             run_again(item, nextitem)
     finally:
         soap.heap_run = False
+
+
+def run_more(items: dict[str, pytest.Item], runs: dict[str, int], soap: SoapSession) -> dict[str, Measurement]:
+    """After the session's own runs: run each test in `runs` that many times more, back to back, and return
+    those runs as measurements of their own (outcome "failed" if any run failed). The session's own
+    measurements are left as they were. Fixtures stay set up from one run to the next, as in pytest's loop."""
+    queue = [items[nodeid] for nodeid, count in runs.items() if nodeid in items for _ in range(count)]
+    fresh: dict[str, Measurement] = {}
+    for item, following in zip(queue, [*queue[1:], None]):
+        # Before the same test again, its parent is what comes next: the test's own fixtures are torn down
+        # and set up afresh, its module's and class's are kept.
+        nextitem = item.parent if following is item else following
+        own = soap.measurements.pop(item.nodeid, None)
+        soap.measurements[item.nodeid] = fresh.get(item.nodeid) or Measurement(item.nodeid, **soap.overrides.get(item.nodeid, {}))
+        try:
+            if not run_again(item, nextitem):
+                soap.measurements[item.nodeid].outcome = "failed"
+        finally:
+            fresh[item.nodeid] = soap.measurements.pop(item.nodeid)
+            if own is not None:
+                soap.measurements[item.nodeid] = own
+    return fresh
+
+
+def serve(items: list[pytest.Item], soap: SoapSession, pipes: tuple[int, int]) -> None:
+    """A side of --soap-against, kept warm after its first pass: send its measurements down the write pipe,
+    then run again what each line of the read pipe asks ({"runs": {nodeid: count}}), answering each with
+    those runs' measurements, until the session closes the pipe. Re-running here costs no start-up: no
+    interpreter, no imports, no collection."""
+    by_id = {item.nodeid: item for item in items}
+    with os.fdopen(pipes[0], "r", encoding="utf-8") as requests, os.fdopen(pipes[1], "w", encoding="utf-8") as answers:
+        answers.write(json.dumps([m.to_dict() for m in soap.measurements.values()]) + "\n")
+        answers.flush()
+        for line in requests:
+            fresh = run_more(by_id, json.loads(line)["runs"], soap)
+            answers.write(json.dumps([m.to_dict() for m in fresh.values()]) + "\n")
+            answers.flush()

@@ -309,7 +309,7 @@ def test_close_to_the_line_two_agreeing_process_pairs_are_not_enough():
 
 
 def test_suspects_are_picked_on_ratios_corrected_for_the_processes_drift():
-    from pytest_soap.against import RoundCost, affordable_suspects, process_drift
+    from pytest_soap.against import ROUND_BUDGET, RoundCost, affordable_suspects, process_drift
 
     def sides(head_times):
         base = {f"t::{i}": Measurement(f"t::{i}", samples=[Sample(0.010, 0.010)]) for i in range(len(head_times))}
@@ -319,11 +319,11 @@ def test_suspects_are_picked_on_ratios_corrected_for_the_processes_drift():
     # The head's process ran 6% slower on every test; one test is 20% slower than that.
     head, base = sides([0.0106] * 19 + [0.0127])
     assert process_drift(head, base, list(head), Thresholds()) == pytest.approx(1.06)
-    assert affordable_suspects(head, base, Thresholds(), RoundCost(head, base, pass_s=10.0)) == {"t::19": 3}
+    assert affordable_suspects(head, base, Thresholds(), RoundCost(head, base, pass_s=10.0), ROUND_BUDGET * 10.0) == {"t::19": 3}
     # A change that slows every test by 20% is no drift: every test is past its line.
     head, base = sides([0.012] * 20)
     assert process_drift(head, base, list(head), Thresholds()) == 1.0
-    assert len(affordable_suspects(head, base, Thresholds(), RoundCost(head, base, pass_s=10.0))) == 20
+    assert len(affordable_suspects(head, base, Thresholds(), RoundCost(head, base, pass_s=10.0), ROUND_BUDGET * 10.0)) == 20
     # Too few tests to tell the processes from the code: no correction.
     head, base = sides([0.0106] * 5)
     assert process_drift(head, base, list(head), Thresholds()) == 1.0
@@ -393,24 +393,63 @@ def test_ctrl_c_while_the_ref_is_measured_removes_the_worktree(project, tmp_path
     assert not worktree_file.exists() and not worktree_file.parents[2].exists()  # .../soap-ref-*/tree/tests/
 
 
-def test_tests_near_the_line_get_rounds_only_within_half_a_run_of_the_suite_start_ups_included():
+def test_tests_near_the_line_get_runs_only_within_their_budget_start_ups_included():
     from pytest_soap.against import RoundCost, affordable_suspects
 
     def m(nodeid, t):
         return Measurement(nodeid, samples=[Sample(t, t)])
 
     base = {"t::long": m("t::long", 1.00), "t::short": m("t::short", 0.010), "t::far": m("t::far", 0.010),
-            "t::same": m("t::same", 0.100)}
+            "t::same": m("t::same", 0.100), "t::faster": m("t::faster", 0.010), "t::much_faster": m("t::much_faster", 0.010)}
     head = {"t::long": m("t::long", 1.07), "t::short": m("t::short", 0.0107), "t::far": m("t::far", 0.020),
-            "t::same": m("t::same", 0.100)}
-    # The base pass took 1.2 s, its tests 1.12 s: a round's two processes start up in 0.16 s, and the rounds
-    # may cost 0.6 s. Past the whole line: always. 7% off, short: affordable. 7% off, 1 s long: three runs
-    # a side would cost 6 s. Unchanged: never.
+            "t::same": m("t::same", 0.100), "t::faster": m("t::faster", 0.0093), "t::much_faster": m("t::much_faster", 0.005)}
+    # The base pass took 1.2 s, its tests 1.14 s: a round's two processes start up in 0.06 s each. Past
+    # the whole line: always. 7% off, short: affordable within 0.5 s. 7% off, 1 s long: three runs a side
+    # would cost 6 s. Unchanged: never. 7% faster: inside the line, and the gate needs no improvement
+    # confirmed. Twice as fast: past the line the other way, affordable.
     # Twice the threshold away, two process pairs can decide: five runs a side in the first round. Nearer,
     # it takes a third pair anyway: three runs now, three more in the second round.
-    assert affordable_suspects(head, base, Thresholds(), RoundCost(head, base, pass_s=1.2)) == {"t::far": 5, "t::short": 3}
+    cost = RoundCost(head, base, pass_s=1.2)
+    assert affordable_suspects(head, base, Thresholds(), cost, 0.5) == {"t::far": 5, "t::short": 3, "t::much_faster": 5}
+    # Rechecks: as many runs each as asked, and no process to start.
+    assert affordable_suspects(head, base, Thresholds(), cost, 0.5, runs=2, start_ups=False) == {
+        "t::far": 2, "t::short": 2, "t::much_faster": 2}
     # With nothing past the line, the round's start-ups count: in a project that takes 2 s to start, they
     # alone spend the budget. With a test past the line, the round happens anyway and the short one joins it.
-    del head["t::far"], base["t::far"]
-    assert affordable_suspects(head, base, Thresholds(), RoundCost(head, base, pass_s=3.0)) == {}
-    assert affordable_suspects(head, base, Thresholds(), RoundCost(head, base, pass_s=1.2)) == {"t::short": 3}
+    del head["t::far"], base["t::far"], head["t::much_faster"], base["t::much_faster"]
+    assert affordable_suspects(head, base, Thresholds(), RoundCost(head, base, pass_s=3.0), 0.5) == {}
+    assert affordable_suspects(head, base, Thresholds(), RoundCost(head, base, pass_s=1.2), 0.5) == {"t::short": 3}
+
+
+def test_a_warm_side_runs_tests_again_when_asked_and_one_that_dies_is_one_clear_line(project, tmp_path):
+    from pytest_soap.against import Side
+
+    write(project.path / "tests" / "test_dies.py", """
+        import os, pathlib
+        def test_dies_when_run_again():
+            marker = pathlib.Path(__file__).with_name("ran")
+            if marker.exists():
+                os._exit(3)
+            marker.write_text("once")
+
+        def test_gets_fresh_function_fixtures(tmp_path):
+            assert not list(tmp_path.iterdir())
+            (tmp_path / "used").write_text("")
+    """)
+    run = Side.head(project.path, project.path).start([], tmp_path, warm=True)
+    try:
+        first, problem = run.finish()
+        assert problem is None and len(first) == 5 and all(len(m.samples) == 1 for m in first.values())
+        # Asked for more runs of two tests: those runs, each with its function fixtures set up afresh,
+        # and nothing of the others.
+        again, problem = run.rerun({"tests/test_work.py::test_steady": 2, "tests/test_dies.py::test_gets_fresh_function_fixtures": 3})
+        assert problem is None and sorted(again) == ["tests/test_dies.py::test_gets_fresh_function_fixtures",
+                                                     "tests/test_work.py::test_steady"]
+        assert [(len(m.samples), m.outcome) for m in again.values()] == [(2, "passed"), (3, "passed")]
+        assert run.proc.poll() is None
+        # A test that ends its process: no answer, and what pytest said instead.
+        again, problem = run.rerun({"tests/test_dies.py::test_dies_when_run_again": 1})
+        assert again == {} and problem.startswith("pytest exited 3"), problem
+    finally:
+        run.close()
+    assert run.proc.returncode is not None
