@@ -21,12 +21,44 @@ def main(argv: list[str] | None = None) -> int:
     opt.add_argument("--threshold", type=float, default=10.0, help="the gain in percent a revision must show (default 10)")
     opt.add_argument("--apply", action="store_true", help="write an accepted revision into the working tree")
     opt.add_argument("--json", type=Path, metavar="PATH", help="write the optimisation as JSON")
+    commands.add_parser("action", help="the GitHub Action's job: gate a pull request, comment, open an optimisation PR "
+                                       "(reads INPUT_* and GITHUB_* from the environment)")
+    rep = commands.add_parser("report", help="a JSON report (--soap-json) as Markdown, on standard output")
+    rep.add_argument("report", type=Path, metavar="REPORT.json")
+    merge = commands.add_parser("merge", help="combine the JSON reports of sharded runs into one")
+    merge.add_argument("output", type=Path, metavar="OUT.json")
+    merge.add_argument("reports", type=Path, nargs="+", metavar="SHARD.json")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import run_demo
 
         return run_demo()
+    if args.command == "action":
+        from .github.action import run
+
+        return run()
+    if args.command in ("report", "merge"):
+        return report_command(args)
     return optimize_command(args)
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """`soap report` (one report, read the same way as a shard) and `soap merge`; 2 for a bad file."""
+    from .merge import MergeError, merge_files
+    from .report.markdown import render
+
+    try:
+        report = merge_files([args.report] if args.command == "report" else args.reports)
+    except MergeError as e:
+        print(f"soap {args.command}: {e}", file=sys.stderr)
+        return 2
+    if args.command == "report":
+        print(render(report))
+        return 0
+    args.output.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    print(f"soap merge: {len(args.reports)} reports, {len(report['tests'])} tests, "
+          f"{len(report['regressions'])} regressed: {args.output}")
+    return 0
 
 
 def optimize_command(args: argparse.Namespace) -> int:

@@ -1,0 +1,377 @@
+"""`soap action`: the gate on a pull request, as the GitHub Action runs it.
+
+Everything comes from the environment GitHub gives a step: the action's inputs as INPUT_* variables, the
+event's payload at GITHUB_EVENT_PATH, the API at GITHUB_API_URL, the files for the job summary and the step's
+outputs. So it runs, and is tested, the same outside GitHub.
+
+The order: decide whether to run at all (not for drafts, the action's own branches or bots); make sure the
+base commit is here; run the gate (`pytest --soap --soap-against <base sha>`) in a subprocess without the
+GitHub token in its environment; write the job summary, the outputs and the annotations; then, only for a
+pull request from this repository, keep one sticky comment and, when the loop kept a revision, push it to
+`soap/<head branch>` and open (or update) one pull request into the head branch. The gate's verdict is the
+exit status; what fails after it (a refused call, a rejected push) is one line in the summary.
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..merge import MergeError, merge_files
+from ..report.markdown import MARKER, render
+from .api import GitHub, GitHubError
+
+BRANCH_PREFIX = "soap/"
+BOT = "pytest-soap[bot]"
+BOT_EMAIL = "pytest-soap@users.noreply.github.com"
+FORK_NOTE = ("optimisations are not offered on pull requests from forks: GitHub gives them no secrets and a "
+             "read-only token. Run `pytest --soap --soap-against <base> --soap-optimize` locally with a key, "
+             "or push the branch to this repository.")
+
+
+class ActionError(Exception):
+    """Something that stops the action before a verdict; one line for the summary."""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    token: str
+    api_key: str
+    optimize: bool
+    threshold: str
+    pytest_args: list[str]
+    model: str
+    max_iterations: str
+    fail_on_regression: bool
+    drafts: bool
+    merge_reports: str
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> Inputs:
+        def get(name: str, default: str = "") -> str:
+            return env.get(f"INPUT_{name.upper()}", "").strip() or default
+
+        def flag(name: str, default: bool) -> bool:
+            value = get(name, str(default)).lower()
+            if value not in ("true", "false"):
+                raise ActionError(f"input {name} must be true or false, not {value!r}")
+            return value == "true"
+
+        import shlex
+
+        try:
+            pytest_args = shlex.split(get("pytest_args"))
+        except ValueError as e:
+            raise ActionError(f"input pytest_args does not parse as a command line: {e}") from None
+        return cls(token=get("github_token"), api_key=get("anthropic_api_key"), optimize=flag("optimize", True),
+                   threshold=get("threshold"), pytest_args=pytest_args, model=get("model"),
+                   max_iterations=get("max_iterations"), fail_on_regression=flag("fail_on_regression", True),
+                   drafts=flag("run_on_drafts", False), merge_reports=get("merge_reports"))
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    number: int
+    head_ref: str
+    head_sha: str
+    base_ref: str
+    base_sha: str
+    draft: bool
+    fork: bool
+    sender: str
+    sender_is_bot: bool
+
+    @classmethod
+    def from_event(cls, event: dict) -> PullRequest:
+        pr = event["pull_request"]
+        head_repo = (pr["head"].get("repo") or {}).get("full_name")
+        base_repo = (pr["base"].get("repo") or {}).get("full_name")
+        sender = event.get("sender") or {}
+        return cls(number=int(pr["number"]), head_ref=pr["head"]["ref"], head_sha=pr["head"]["sha"],
+                   base_ref=pr["base"]["ref"], base_sha=pr["base"]["sha"], draft=bool(pr.get("draft")),
+                   fork=head_repo != base_repo, sender=sender.get("login", ""),
+                   sender_is_bot=sender.get("type") == "Bot" or sender.get("login", "").endswith("[bot]"))
+
+    @property
+    def soap_branch(self) -> str:
+        return BRANCH_PREFIX + self.head_ref
+
+
+class Step:
+    """What the step writes back to GitHub through files: the job summary, its outputs, annotations."""
+
+    def __init__(self, env: dict[str, str]):
+        self.summary_path = env.get("GITHUB_STEP_SUMMARY")
+        self.output_path = env.get("GITHUB_OUTPUT")
+        self.lines: list[str] = []  # one-line notes, for the summary and the comment
+
+    def note(self, line: str) -> None:
+        self.lines.append(line)
+        print(f"pytest-soap: {line}", flush=True)
+
+    def summary(self, markdown: str) -> None:
+        if self.summary_path:
+            with open(self.summary_path, "a", encoding="utf-8") as f:
+                f.write(markdown + "\n")
+
+    def outputs(self, **values: str) -> None:
+        if self.output_path:
+            with open(self.output_path, "a", encoding="utf-8") as f:
+                for name, value in values.items():
+                    f.write(f"{name}={value}\n")
+
+    @staticmethod
+    def annotate(file: str, line: int, title: str, message: str) -> None:
+        # Workflow commands: the runner turns these into annotations at the lines of the diff.
+        print(f"::warning file={file},line={line},title={title}::{message}", flush=True)
+
+
+def run(env: dict[str, str] | None = None) -> int:
+    env = dict(os.environ if env is None else env)
+    step = Step(env)
+    try:
+        inputs = Inputs.from_env(env)
+        workspace = Path(env.get("GITHUB_WORKSPACE") or os.getcwd())
+        if inputs.merge_reports:
+            return merge_only(inputs, env, step, workspace)
+        event_name = env.get("GITHUB_EVENT_NAME", "")
+        if event_name == "pull_request_target":
+            raise ActionError("pull_request_target runs with secrets and a write token: pytest-soap runs the pull "
+                              "request's code, so it refuses that event; use `on: pull_request`")
+        if event_name != "pull_request":
+            step.note(f"nothing to do on a {event_name or 'missing'} event: the gate runs on pull_request")
+            step.summary(f"{MARKER}\npytest-soap: nothing to do on a `{event_name}` event.")
+            return 0
+        event = json.loads(Path(env["GITHUB_EVENT_PATH"]).read_text(encoding="utf-8"))
+        pr = PullRequest.from_event(event)
+    except ActionError as e:
+        step.note(str(e))
+        step.summary(f"{MARKER}\n:x: pytest-soap: {e}")
+        return 2
+    except (KeyError, ValueError, OSError) as e:
+        step.note(f"cannot read the pull_request event (GITHUB_EVENT_PATH): {e}")
+        step.summary(f"{MARKER}\n:x: pytest-soap: cannot read the pull_request event: {e}")
+        return 2
+
+    skip = skip_reason(pr, inputs)
+    if skip:
+        step.note(f"skipped: {skip}")
+        step.summary(f"{MARKER}\npytest-soap skipped this pull request: {skip}.")
+        step.outputs(regressions="0", report="", pr_url="")
+        return 0
+
+    try:
+        ensure_commit(workspace, pr.base_sha)
+    except ActionError as e:
+        step.note(str(e))
+        step.summary(f"{MARKER}\n:x: pytest-soap: {e}")
+        return 2
+
+    optimize = inputs.optimize and not pr.fork and bool(inputs.api_key)
+    if inputs.optimize and pr.fork:
+        step.note(FORK_NOTE)
+    elif inputs.optimize and not inputs.api_key:
+        step.note("optimisation skipped: no anthropic_api_key input; the gate ran alone")
+    report_path = Path(env.get("RUNNER_TEMP") or tempfile.gettempdir()) / "pytest-soap-report.json"
+    gate_status = run_gate(workspace, pr, inputs, optimize, report_path, env)
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        step.note(f"the gate wrote no report (pytest exited {gate_status}): see the log above")
+        step.summary(f"{MARKER}\n:x: pytest-soap: the gate wrote no report (pytest exited {gate_status}).")
+        step.outputs(regressions="0", report="", pr_url="")
+        return gate_status or 1
+
+    pr_url = ""
+    github = GitHub(env.get("GITHUB_API_URL", "https://api.github.com"), env.get("GITHUB_REPOSITORY", ""),
+                    inputs.token) if inputs.token and not pr.fork else None
+    if github and optimize and report.get("patch") and any(o.get("status") == "accepted" for o in report["optimizations"]):
+        pr_url = open_optimisation_pr(workspace, pr, report, github, inputs, env, step)
+    annotate(report, step)
+    markdown = render(report, pr_url=pr_url or None, notes=step.lines)
+    step.summary(markdown)
+    step.outputs(regressions=str(len(report.get("regressions", []))), report=str(report_path), pr_url=pr_url)
+    if github:
+        try:
+            github.upsert_comment(pr.number, MARKER, markdown)
+        except GitHubError as e:
+            step.note(f"the pull request comment was not written: {e}")
+            step.summary(f"- the pull request comment was not written: {e}")
+    return exit_status(gate_status, report, inputs)
+
+
+def skip_reason(pr: PullRequest, inputs: Inputs) -> str | None:
+    if pr.head_ref.startswith(BRANCH_PREFIX):
+        return f"{pr.head_ref} is one of pytest-soap's own branches"
+    if pr.sender_is_bot:
+        return f"opened by a bot ({pr.sender})"
+    if pr.draft and not inputs.drafts:
+        return "a draft (set run_on_drafts: true to gate drafts)"
+    return None
+
+
+def git(workspace: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["git", *args], cwd=workspace, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise ActionError(f"git {args[0]} failed: {(result.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return result
+
+
+def ensure_commit(workspace: Path, sha: str) -> None:
+    """The base commit, fetched from origin if this clone lacks it (actions/checkout's default depth is 1)."""
+    if git(workspace, "cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode == 0:
+        return
+    fetched = git(workspace, "fetch", "--no-tags", "--quiet", "origin", sha, check=False)
+    if fetched.returncode != 0 or git(workspace, "cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode != 0:
+        raise ActionError(f"the base commit {sha[:12]} is not in this clone and could not be fetched from origin; "
+                          "check out with `fetch-depth: 0` in actions/checkout")
+
+
+def run_gate(workspace: Path, pr: PullRequest, inputs: Inputs, optimize: bool, report: Path, env: dict[str, str]) -> int:
+    """pytest with the gate, in the project's environment; the GitHub token never reaches it, and the model's
+    key only when the loop runs (its sandbox keeps the key from the model's code)."""
+    args = [sys.executable, "-m", "pytest", *inputs.pytest_args, "--soap", f"--soap-against={pr.base_sha}",
+            f"--soap-json={report}"]
+    if inputs.threshold:
+        args.append(f"--soap-threshold={inputs.threshold}")
+    if optimize:
+        args.append("--soap-optimize")
+        args += [f"--soap-model={inputs.model}"] * bool(inputs.model)
+        args += [f"--soap-iterations={inputs.max_iterations}"] * bool(inputs.max_iterations)
+    gate_env = {k: v for k, v in env.items() if not k.startswith("INPUT_") and k not in ("GITHUB_TOKEN", "ANTHROPIC_API_KEY")}
+    if optimize:
+        gate_env["ANTHROPIC_API_KEY"] = inputs.api_key
+    print("$ " + " ".join(args[1:]), flush=True)
+    report.unlink(missing_ok=True)
+    return subprocess.run(args, cwd=workspace, env=gate_env).returncode
+
+
+def exit_status(gate_status: int, report: dict, inputs: Inputs) -> int:
+    """The gate's: 1 on a regression (or failing tests) when fail_on_regression; a usage error stays one."""
+    if gate_status in (0, 1):
+        return gate_status if inputs.fail_on_regression else 0
+    return gate_status
+
+
+def annotate(report: dict, step: Step) -> None:
+    """A warning at each function blamed first for a regressed test."""
+    regressed = set(report.get("regressions", []))
+    for entry in report.get("functions", []):
+        tests = [t for t in entry["tests"] if t in regressed and entry["evidence"][t]["rank"] == 1]
+        if tests:
+            what = "changed in this pull request" if entry.get("changed") else "not changed here"
+            step.annotate(entry["file"], entry["lineno"], "pytest-soap: performance regression",
+                          f"{entry['qualname']} ({what}) is blamed for the regression of {', '.join(tests)}")
+
+
+def open_optimisation_pr(workspace: Path, pr: PullRequest, report: dict, github: GitHub, inputs: Inputs,
+                         env: dict[str, str], step: Step) -> str:
+    """Commit the kept revisions on soap/<head branch> (from the head commit, in a worktree of its own), push
+    it with the token in git's environment (never in argv or a URL), and open or update one pull request
+    into the head branch. Its URL, or "" when a step failed (said in the summary)."""
+    patch = Path(report["patch"])
+    if not patch.is_absolute():
+        patch = workspace / patch
+    accepted = [o for o in report["optimizations"] if o.get("status") == "accepted"]
+    folder = Path(tempfile.mkdtemp(prefix="soap-branch-"))
+    tree = folder / "tree"
+    push_env = dict(env, **token_config(inputs.token))
+    try:
+        git(workspace, "worktree", "add", "--detach", str(tree), pr.head_sha)
+        git(tree, "apply", "--index", str(patch))
+        message = f"pytest-soap: optimise {', '.join(o['qualname'] for o in accepted)}"
+        git(tree, "-c", f"user.name={BOT}", "-c", f"user.email={BOT_EMAIL}", "commit", "--quiet", "-m", message)
+        remote = git(workspace, "ls-remote", "origin", f"refs/heads/{pr.soap_branch}", env=push_env, check=False)
+        expected = remote.stdout.split()[0] if remote.returncode == 0 and remote.stdout.strip() else ""
+        pushed = git(tree, "push", "--quiet", f"--force-with-lease=refs/heads/{pr.soap_branch}:{expected}", "origin",
+                     f"HEAD:refs/heads/{pr.soap_branch}", env=push_env, check=False)
+        if pushed.returncode != 0:
+            reason = (pushed.stderr.strip().splitlines() or ["no output"])[-1].replace(inputs.token, "***")
+            step.note(f"the optimised code was not pushed to {pr.soap_branch}: git push was rejected ({reason})")
+            return ""
+    except ActionError as e:
+        step.note(f"the optimised code was not committed: {e}")
+        return ""
+    finally:
+        git(workspace, "worktree", "remove", "--force", str(tree), check=False)
+        git(workspace, "worktree", "prune", check=False)
+    try:
+        pull = github.upsert_pull(pr.soap_branch, pr.head_ref, f"pytest-soap: faster {', '.join(o['qualname'] for o in accepted)}",
+                                  pull_body(pr, report, accepted))
+    except GitHubError as e:
+        step.note(f"the optimisation pull request was not opened: {e}")
+        return ""
+    return pull.get("html_url", "")
+
+
+def token_config(token: str) -> dict[str, str]:
+    """git configuration through the environment (GIT_CONFIG_*): the token as an HTTP header for GitHub, so it
+    is in no command line and no remote URL."""
+    if not token:
+        return {}
+    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraheader",
+            "GIT_CONFIG_VALUE_0": f"AUTHORIZATION: basic {basic}", "GIT_TERMINAL_PROMPT": "0"}
+
+
+def pull_body(pr: PullRequest, report: dict, accepted: list[dict]) -> str:
+    from ..report.units import LABEL, figure, ratio
+
+    lines = [MARKER, f"pytest-soap found a performance regression in #{pr.number} and optimised the functions to "
+             "blame. Each revision passed the tests that exercise it and a differential check on their recorded "
+             "calls, and was measurably cheaper in a sandboxed race; see the verification below.", "",
+             "| function | metric | before | after | ratio |", "| --- | --- | --- | --- | --- |"]
+    for o in accepted:
+        for metric, before in (o.get("before") or {}).items():
+            after = (o.get("after") or {}).get(metric)
+            if metric in LABEL and before is not None and after is not None:
+                lines.append(f"| `{o['file']}::{o['qualname']}` | {LABEL[metric]} | {figure(metric, before)} | "
+                             f"{figure(metric, after)} | {ratio(after / before if before else None)} |")
+    lines += ["", "**Verification**", ""]
+    for o in accepted:
+        rounds = o.get("candidates", [])
+        kept = sum(c.get("status") == "accepted" for c in rounds)
+        lines.append(f"- `{o['qualname']}`: {len(rounds)} rounds, {kept} accepted; tests run: "
+                     f"{', '.join(o.get('tests', [])) or 'the project suite'}")
+        for c in rounds:
+            lines.append(f"  - round {c.get('iteration')}: {c.get('status')}: {c.get('reason') or ''}".rstrip(": "))
+    lines += ["", "**How to apply**: merge this pull request into "
+              f"`{pr.head_ref}`, or `git fetch origin {pr.soap_branch} && git merge origin/{pr.soap_branch}`. "
+              "pytest-soap updates this pull request on later pushes."]
+    return "\n".join(lines)
+
+
+def merge_only(inputs: Inputs, env: dict[str, str], step: Step, workspace: Path) -> int:
+    """Merge-only mode: combine the JSON reports of sharded runs, then summary, outputs and comment."""
+    paths = sorted({Path(p) for pattern in inputs.merge_reports.split() for p in glob.glob(pattern, root_dir=workspace)})
+    paths = [p if p.is_absolute() else workspace / p for p in paths]
+    if not paths:
+        raise ActionError(f"merge_reports matched no file: {inputs.merge_reports}")
+    try:
+        report = merge_files(paths)
+    except MergeError as e:
+        raise ActionError(str(e)) from None
+    out = Path(env.get("RUNNER_TEMP") or tempfile.gettempdir()) / "pytest-soap-report.json"
+    out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    annotate(report, step)
+    markdown = render(report, notes=step.lines)
+    step.summary(markdown)
+    step.outputs(regressions=str(len(report.get("regressions", []))), report=str(out), pr_url="")
+    event_path = env.get("GITHUB_EVENT_PATH")
+    if inputs.token and env.get("GITHUB_EVENT_NAME") == "pull_request" and event_path:
+        pr = PullRequest.from_event(json.loads(Path(event_path).read_text(encoding="utf-8")))
+        if not pr.fork:
+            try:
+                GitHub(env.get("GITHUB_API_URL", "https://api.github.com"), env.get("GITHUB_REPOSITORY", ""),
+                       inputs.token).upsert_comment(pr.number, MARKER, markdown)
+            except GitHubError as e:
+                step.note(f"the pull request comment was not written: {e}")
+    regressed = bool(report.get("regressions"))
+    return 1 if regressed and inputs.fail_on_regression else 0
