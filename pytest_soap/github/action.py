@@ -338,7 +338,7 @@ def pull_body(pr: PullRequest, report: dict, accepted: list[dict]) -> str:
     for o in accepted:
         rounds = o.get("candidates", [])
         kept = sum(c.get("status") == "accepted" for c in rounds)
-        lines.append(f"- `{o['qualname']}`: {len(rounds)} rounds, {kept} accepted; tests run: "
+        lines.append(f"- `{o['qualname']}`: {len(rounds)} round{'s' * (len(rounds) != 1)}, {kept} accepted; tests run: "
                      f"{', '.join(o.get('tests', [])) or 'the project suite'}")
         for c in rounds:
             lines.append(f"  - round {c.get('iteration')}: {c.get('status')}: {c.get('reason') or ''}".rstrip(": "))

@@ -41,4 +41,7 @@ def figure(metric: str, value: float | None) -> str:
 
 
 def ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}×"
+    """Two decimals, but a ratio under 0.1 (a revision hundreds of times faster) keeps two significant digits."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}×" if value >= 0.1 or value == 0 else f"{value:.2g}×"

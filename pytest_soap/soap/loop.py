@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from ..compare import Line, Thresholds
-from ..report.units import LABEL
+from ..report.units import LABEL, ratio
 from ..stats import mann_whitney_greater
 from . import Target, prompt
 from .candidate import CandidateError, extract_code, splice
@@ -196,7 +196,7 @@ def judge_race(race: dict, goals: list[str], thresholds: Thresholds) -> RaceVerd
              "peak_mb": peak_line.crossed_by(cand_p)}
     time_ratio = cand_t / best_t if best_t > 0 else 1.0
     peak_ratio = cand_p / best_p if best_p > 0 else None
-    figures = f"time {time_ratio:.2f}× the best" + (f", peak {peak_ratio:.2f}×" if peak_ratio is not None else "")
+    figures = f"time {ratio(time_ratio)} the best" + (f", peak {ratio(peak_ratio)}" if peak_ratio is not None else "")
     champion, challenger = {"time_s": best_t, "peak_mb": best_p}, {"time_s": cand_t, "peak_mb": cand_p}
     if any(worse.values()):
         made_worse = " and ".join(LABEL[m] for m, w in worse.items() if w)
