@@ -80,12 +80,15 @@ def event(base_sha, head_sha, *, head_ref="feature", fork=False, draft=False, se
 class Job:
     """One GitHub job's files and environment, around a fresh clone of origin at the pull request's head."""
 
-    def __init__(self, tmp_path, origin, github_url, messages_url=None, payload=None, event_name="pull_request", **inputs):
+    def __init__(self, tmp_path, origin, github_url, messages_url=None, payload=None, event_name="pull_request",
+                 shallow=False, **inputs):
         bare, base_sha, head_sha = origin
         tmp_path.mkdir(parents=True, exist_ok=True)
         self.tmp = tmp_path
         self.workspace = tmp_path / "workspace"
-        if not self.workspace.exists():
+        if shallow:  # actions/checkout's default: the head commit alone
+            git.Repo.clone_from(f"file://{bare}", self.workspace, depth=1, branch="feature")
+        elif not self.workspace.exists():
             git.Repo.clone_from(str(bare), self.workspace).git.checkout("--detach", head_sha)
         (tmp_path / "runner").mkdir(exist_ok=True)
         self.summary, self.output = tmp_path / "summary.md", tmp_path / "output.txt"
@@ -160,7 +163,9 @@ def test_a_fork_gets_the_gate_and_summary_with_no_write_at_all(tmp_path, origin)
     bare = origin[0]
     before = branches(bare)
     with GitHubServer(REPO, token=TOKEN) as github, MessagesServer([Forever(FAST)]) as model:
-        job = Job(tmp_path, origin, github.url, model.url, payload=event(origin[1], origin[2], fork=True))
+        # A shallow checkout, too: the base commit is fetched from origin before the gate.
+        job = Job(tmp_path, origin, github.url, model.url, payload=event(origin[1], origin[2], fork=True), shallow=True)
+        assert git.Repo(job.workspace).git.cat_file("-t", origin[1], with_exceptions=False) != "commit"
         result = job.run()
         assert result.returncode == 1, result.stdout[-3000:]
         assert github.writes == [] and model.requests == []
