@@ -18,6 +18,8 @@ import base64
 import glob
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,8 +65,6 @@ class Inputs:
             if value not in ("true", "false"):
                 raise ActionError(f"input {name} must be true or false, not {value!r}")
             return value == "true"
-
-        import shlex
 
         try:
             pytest_args = shlex.split(get("pytest_args"))
@@ -190,8 +190,7 @@ def run(env: dict[str, str] | None = None) -> int:
         return gate_status or 1
 
     pr_url = ""
-    github = GitHub(env.get("GITHUB_API_URL", "https://api.github.com"), env.get("GITHUB_REPOSITORY", ""),
-                    inputs.token) if inputs.token and not pr.fork else None
+    github = client(inputs, env, step) if not pr.fork else None
     if github and optimize and report.get("patch") and any(o.get("status") == "accepted" for o in report["optimizations"]):
         pr_url = open_optimisation_pr(workspace, pr, report, github, inputs, env, step)
     annotate(report, step)
@@ -199,12 +198,30 @@ def run(env: dict[str, str] | None = None) -> int:
     step.summary(markdown)
     step.outputs(regressions=str(len(report.get("regressions", []))), report=str(report_path), pr_url=pr_url)
     if github:
-        try:
-            github.upsert_comment(pr.number, MARKER, markdown)
-        except GitHubError as e:
-            step.note(f"the pull request comment was not written: {e}")
-            step.summary(f"- the pull request comment was not written: {e}")
-    return exit_status(gate_status, report, inputs)
+        comment(github, pr.number, markdown, bool(report.get("regressions")), step)
+    return exit_status(gate_status, inputs)
+
+
+def client(inputs: Inputs, env: dict[str, str], step: Step) -> GitHub | None:
+    if not inputs.token:
+        step.note("no github_token: no comment and no pull request")
+        return None
+    try:
+        return GitHub(env.get("GITHUB_API_URL", "https://api.github.com"), env.get("GITHUB_REPOSITORY", ""), inputs.token)
+    except ValueError:
+        step.note(f"GITHUB_REPOSITORY is not owner/name ({env.get('GITHUB_REPOSITORY', '')!r}): no comment, no pull request")
+        return None
+
+
+def comment(github: GitHub, number: int, markdown: str, regressed: bool, step: Step) -> None:
+    """The sticky comment: quiet when all is well (none is opened), but one opened earlier is updated, so a
+    fixed regression does not stay on the pull request."""
+    try:
+        if regressed or github.find_comment(number, MARKER):
+            github.upsert_comment(number, MARKER, markdown)
+    except GitHubError as e:
+        step.note(f"the pull request comment was not written: {e}")
+        step.summary(f"- the pull request comment was not written: {e}")
 
 
 def skip_reason(pr: PullRequest, inputs: Inputs) -> str | None:
@@ -253,7 +270,7 @@ def run_gate(workspace: Path, pr: PullRequest, inputs: Inputs, optimize: bool, r
     return subprocess.run(args, cwd=workspace, env=gate_env).returncode
 
 
-def exit_status(gate_status: int, report: dict, inputs: Inputs) -> int:
+def exit_status(gate_status: int, inputs: Inputs) -> int:
     """The gate's: 1 on a regression (or failing tests) when fail_on_regression; a usage error stays one."""
     if gate_status in (0, 1):
         return gate_status if inputs.fail_on_regression else 0
@@ -302,6 +319,7 @@ def open_optimisation_pr(workspace: Path, pr: PullRequest, report: dict, github:
     finally:
         git(workspace, "worktree", "remove", "--force", str(tree), check=False)
         git(workspace, "worktree", "prune", check=False)
+        shutil.rmtree(folder, ignore_errors=True)
     try:
         pull = github.upsert_pull(pr.soap_branch, pr.head_ref, f"pytest-soap: faster {', '.join(o['qualname'] for o in accepted)}",
                                   pull_body(pr, report, accepted))
@@ -365,13 +383,10 @@ def merge_only(inputs: Inputs, env: dict[str, str], step: Step, workspace: Path)
     step.summary(markdown)
     step.outputs(regressions=str(len(report.get("regressions", []))), report=str(out), pr_url="")
     event_path = env.get("GITHUB_EVENT_PATH")
-    if inputs.token and env.get("GITHUB_EVENT_NAME") == "pull_request" and event_path:
+    if env.get("GITHUB_EVENT_NAME") == "pull_request" and event_path:
         pr = PullRequest.from_event(json.loads(Path(event_path).read_text(encoding="utf-8")))
-        if not pr.fork:
-            try:
-                GitHub(env.get("GITHUB_API_URL", "https://api.github.com"), env.get("GITHUB_REPOSITORY", ""),
-                       inputs.token).upsert_comment(pr.number, MARKER, markdown)
-            except GitHubError as e:
-                step.note(f"the pull request comment was not written: {e}")
+        github = client(inputs, env, step) if not pr.fork else None
+        if github:
+            comment(github, pr.number, markdown, bool(report.get("regressions")), step)
     regressed = bool(report.get("regressions"))
     return 1 if regressed and inputs.fail_on_regression else 0

@@ -19,7 +19,9 @@ def test_entry(t: TestVerdict) -> dict:
     entry = {"nodeid": m.nodeid, "outcome": m.outcome, **m.figures(),
              "baseline": {k: t.baseline.get(k) for k in METRICS} if t.baseline else None,
              "verdict": t.verdict, "regressed_metrics": t.regressed_metrics,
-             "metrics": {k: {"verdict": v.verdict, "ratio": v.ratio, "p_value": v.p_value, "runs": v.runs,
+             # Each metric's own base and current figures: the ones its ratio is of (the rounds' medians).
+             "metrics": {k: {"verdict": v.verdict, "baseline": v.baseline, "current": v.current,
+                             "ratio": v.ratio, "p_value": v.p_value, "runs": v.runs,
                              "interval": list(v.interval) if v.interval else None, "reason": v.reason or None}
                          for k, v in t.metrics.items()},
              "wait_s": m.figure("wait_s"), "runs": len(m.samples), "timer": m.timer,
