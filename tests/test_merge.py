@@ -192,3 +192,16 @@ def test_a_missing_corrupt_or_foreign_file_is_named(report, tmp_path):
             merge_files([good, path])
         assert str(path) in str(info.value) and expected in str(info.value)
         assert "\n" not in str(info.value)
+
+
+def test_soap_report_and_merge_commands_say_one_line_for_a_bad_file(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": 1, "tests": [')
+    for args in (["report", str(bad)], ["merge", str(tmp_path / "out.json"), str(bad), str(tmp_path / "missing.json")]):
+        run = subprocess.run([sys.executable, "-m", "pytest_soap.cli", *args], capture_output=True, text=True)
+        assert run.returncode == 2 and run.stdout == "", run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1 and "bad.json" in run.stderr
+    assert not (tmp_path / "out.json").exists()
