@@ -37,6 +37,11 @@ def test_unique_keeps_first_seen_order():
 def test_unique_on_a_large_list():
     data = list(range(1500, 0, -1)) * 2
     assert len(unique(data)) == 1500
+
+
+def test_no_github_token_in_reach():
+    import os
+    assert not any("SECRETtoken" in value for value in os.environ.values())
 '''
 FAST = "Faster:\n\n```python\ndef unique(items):\n    return list(dict.fromkeys(items))\n```\n"
 ACTOR = git.Actor("dev", "dev@example.com")
@@ -115,8 +120,11 @@ class Job:
         return dict(line.split("=", 1) for line in self.output.read_text().splitlines() if "=" in line)
 
     def printed(self) -> str:
-        """Everything the step printed and wrote: no secret may be in it."""
-        return self.result.stdout + self.result.stderr + self.summary.read_text() + self.output.read_text()
+        """Everything the step printed and wrote, but the lines that ask the runner to mask the secrets: no
+        secret may be in it."""
+        stdout = "\n".join(line for line in self.result.stdout.splitlines() if not line.startswith("::add-mask::"))
+        assert f"::add-mask::{TOKEN}" in self.result.stdout
+        return stdout + self.result.stderr + self.summary.read_text() + self.output.read_text()
 
 
 def branches(bare) -> dict:
@@ -133,6 +141,8 @@ def test_a_regressing_pull_request_gets_one_comment_and_one_optimisation_pr_upda
         assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
         outputs = job.outputs()
         assert int(outputs["regressions"]) >= 1 and outputs["pr_url"] and outputs["report"].endswith(".json")
+        # Every test passed, the one that looks for the GitHub token in its environment included.
+        assert {t["outcome"] for t in json.loads(open(outputs["report"]).read())["tests"]} == {"passed"}
         summary = job.summary.read_text()
         assert "tests/test_work.py::test_unique_on_a_large_list" in summary and "xychart-beta" in summary
         assert "pkg/work.py" in summary and "unique" in summary
@@ -240,7 +250,7 @@ def test_merge_only_mode_combines_shard_reports_into_one_summary_and_comment(tmp
     # Two shards' reports: the gate run on each half of the suite.
     with GitHubServer(REPO, token=TOKEN) as github:
         shards = []
-        for n, k in enumerate(["first_seen", "large_list"]):
+        for n, k in enumerate(['"first_seen or token"', "large_list"]):
             job = Job(tmp_path / f"shard{n}", origin, github.url, optimize="false", pytest_args=f"-k {k}",
                       fail_on_regression="false")
             assert job.run().returncode == 0, job.result.stdout[-2000:]
@@ -255,7 +265,7 @@ def test_merge_only_mode_combines_shard_reports_into_one_summary_and_comment(tmp
         result = merge.run()
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     merged = json.loads(open(merge.outputs()["report"]).read())
-    assert {t["nodeid"].split("::")[1] for t in merged["tests"]} == {"test_unique_keeps_first_seen_order",
-                                                                    "test_unique_on_a_large_list"}
+    assert {t["nodeid"].split("::")[1] for t in merged["tests"]} == {
+        "test_unique_keeps_first_seen_order", "test_no_github_token_in_reach", "test_unique_on_a_large_list"}
     assert "test_unique_on_a_large_list" in merge.summary.read_text()
     assert len(github.comments[7]) == 1  # the shards wrote theirs; the merge updated the same one

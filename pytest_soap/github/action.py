@@ -138,6 +138,9 @@ def run(env: dict[str, str] | None = None) -> int:
     step = Step(env)
     try:
         inputs = Inputs.from_env(env)
+        for secret in (inputs.token, inputs.api_key):
+            if secret:  # the runner hides it in every later line of the log, wherever it came from
+                print(f"::add-mask::{secret}", flush=True)
         workspace = Path(env.get("GITHUB_WORKSPACE") or os.getcwd())
         if inputs.merge_reports:
             return merge_only(inputs, env, step, workspace)
