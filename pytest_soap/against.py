@@ -2,9 +2,11 @@
 
 The working tree's tests run in the user's own session (the head side). REF is checked out into a
 temporary git worktree and the same selection runs there in a fresh pytest process with the same
-interpreter and options (the base side). Tests whose first figures cross their line are suspects;
-they get rounds that alternate base and head, each in a fresh process, until the statistics decide
-(see compare.judge_paired) or the round budget ends.
+interpreter and options (the base side). Tests whose first figures cross their line are suspects.
+Both first passes' processes are still up (the base's serves requests: rerun.serve), and each runs every
+suspect twice more: the rechecks, which let most of a process's noise go without a process to start.
+Suspects still past their line get rounds that alternate base and head, each in a fresh process, until
+the statistics decide (see compare.judge_paired) or the round budget ends.
 """
 
 from __future__ import annotations
@@ -246,14 +248,16 @@ class SideRun:
         return measured, None
 
     def _answer(self) -> dict[str, Measurement] | None:
+        """The next answer of a warm process; None when it has gone (no line, or half of one)."""
         line = self.answers.readline()
-        if not line:
+        try:
+            return {d["nodeid"]: Measurement.from_dict(d) for d in json.loads(line)} if line else None
+        except (ValueError, KeyError, TypeError):
             return None
-        return {d["nodeid"]: Measurement.from_dict(d) for d in json.loads(line)}
 
     def close(self) -> None:
-        """Let a warm process finish its session; stop one that does not within a few seconds, or that was
-        not done."""
+        """Let a warm process finish its session (its pipe closed, it tears its fixtures down and exits);
+        stop it if it has not within CLOSE_S seconds."""
         for pipe in (self.asks, self.answers):
             if pipe:
                 try:
@@ -322,6 +326,8 @@ def idle_cores(seconds: float = 0.2) -> float:
         return cores - os.getloadavg()[0]
     share = (idle_after - idle) / (total_after - total) if total_after > total else 0.0
     return min(cores, share * (os.cpu_count() or cores))
+
+
 class RefRun:
     """The ref's side of a session: its worktree, its first pass, then rounds for the suspects, in which the
     head's measurements get the rounds' samples. Open from `open()` to `close()`, which the session calls on
