@@ -355,7 +355,9 @@ def pull_body(pr: PullRequest, report: dict, accepted: list[dict]) -> str:
             if metric in LABEL and before is not None and after is not None:
                 lines.append(f"| `{o['file']}::{o['qualname']}` | {LABEL[metric]} | {figure(metric, before)} | "
                              f"{figure(metric, after)} | {ratio(after / before if before else None)} |")
-    lines += ["", "**Verification**", ""]
+    lines += ["", "Before and after: one pass over the calls the function received while its tests ran; the "
+              "revision was kept on the race's statistics (Mann-Whitney U over alternating timed runs).",
+              "", "**Verification**", ""]
     for o in accepted:
         rounds = o.get("candidates", [])
         kept = sum(c.get("status") == "accepted" for c in rounds)
