@@ -269,3 +269,20 @@ def test_merge_only_mode_combines_shard_reports_into_one_summary_and_comment(tmp
         "test_unique_keeps_first_seen_order", "test_no_github_token_in_reach", "test_unique_on_a_large_list"}
     assert "test_unique_on_a_large_list" in merge.summary.read_text()
     assert len(github.comments[7]) == 1  # the shards wrote theirs; the merge updated the same one
+
+
+@pytest.mark.parametrize("setup, expected", [
+    (dict(optimize="maybe"), "input optimize must be true or false, not 'maybe'"),
+    (dict(pytest_args="-k 'unclosed"), "input pytest_args does not parse as a command line"),
+    (dict(merge_reports="nowhere/*.json"), "merge_reports matched no file: nowhere/*.json"),
+    (dict(payload={"pull_request": {"number": 7}}), "cannot read the pull_request event"),
+])
+def test_bad_inputs_and_a_bad_event_are_one_line_with_no_call(tmp_path, origin, setup, expected):
+    with GitHubServer(REPO, token=TOKEN) as github:
+        job = Job(tmp_path, origin, github.url, **setup)
+        result = job.run()
+        assert github.calls == []
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert expected in job.summary.read_text(), job.summary.read_text()
+    lines = [line for line in result.stdout.splitlines() if line.startswith("pytest-soap:")]
+    assert len(lines) == 1 and expected in lines[0]
