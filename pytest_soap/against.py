@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, TextIO
@@ -29,6 +28,7 @@ from . import compare
 from .attribute import profiles_memory
 from .measure.functions import Profile
 from .records import GATED_METRICS, Measurement
+from .worktree import temporary_worktree
 
 # Runs of each suspect in a round's fresh process, one base then one head process per round. A change far
 # past its line, twice the threshold, is decided on two process pairs, and five runs a side can reach
@@ -97,24 +97,9 @@ def resolve(path: Path, name: str) -> Ref:
     return Ref(name, sha, Path(repo.working_tree_dir), head, repo.is_dirty(untracked_files=False))
 
 
-@contextmanager
 def worktree(ref: Ref):
     """REF checked out, detached, in a temporary folder; removed on every way out, Ctrl-C included."""
-    import git
-
-    repo = git.Repo(ref.repo_root)
-    folder = Path(tempfile.mkdtemp(prefix="soap-ref-"))
-    tree = folder / "tree"
-    try:
-        repo.git.worktree("add", "--detach", "--force", str(tree), ref.sha)
-        yield tree
-    finally:
-        try:
-            repo.git.worktree("remove", "--force", str(tree))
-        except git.GitCommandError:
-            pass  # never created, or already gone: the folder and `prune` below settle it
-        shutil.rmtree(folder, ignore_errors=True)
-        repo.git.worktree("prune")
+    return temporary_worktree(ref.repo_root, ref.sha, "soap-ref-")
 
 
 def side_arguments(args: list[str], drop: tuple[str, ...] = ()) -> list[str]:

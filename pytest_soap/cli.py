@@ -44,18 +44,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     """`soap report` (one report, read the same way as a shard) and `soap merge`; 2 for a bad file."""
-    from .merge import MergeError, merge_files
+    from .merge import MergeError, load_report, merge_files, write
     from .report.markdown import render
 
     try:
-        report = merge_files([args.report] if args.command == "report" else args.reports)
+        report = load_report(args.report) if args.command == "report" else merge_files(args.reports)
+        if args.command == "report":
+            print(render(report))
+            return 0
+        write(args.output, report)
     except MergeError as e:
         print(f"soap {args.command}: {e}", file=sys.stderr)
         return 2
-    if args.command == "report":
-        print(render(report))
-        return 0
-    args.output.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    except OSError as e:
+        print(f"soap merge: cannot write {args.output}: {e.strerror}", file=sys.stderr)
+        return 2
     print(f"soap merge: {len(args.reports)} reports, {len(report['tests'])} tests, "
           f"{len(report['regressions'])} regressed: {args.output}")
     return 0

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from .report.json_report import SCHEMA
+from .store import atomic_write
 
 NOT_RUN = {"skipped", "deselected", "removed"}  # a shard that did not run a test yields it to one that did
 SAME_AGAINST = ("commit", "head")  # shards compared different code if these differ
@@ -16,18 +17,26 @@ class MergeError(Exception):
     """Reports that cannot be merged; the message is one line for the user."""
 
 
+def load_report(path: Path) -> dict:
+    """One JSON report (--soap-json), checked; a MergeError naming the file when it is not one."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MergeError(f"{path}: no such file") from None
+    except OSError as e:
+        raise MergeError(f"{path}: cannot be read ({e.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MergeError(f"{path} is corrupt, not a JSON report ({_one_line(e)})") from None
+    _check(str(path), report)
+    return report
+
+
 def merge_files(paths: list[Path]) -> dict:
-    reports = []
-    for path in paths:
-        try:
-            reports.append((str(path), json.loads(Path(path).read_text(encoding="utf-8"))))
-        except FileNotFoundError:
-            raise MergeError(f"{path}: no such file") from None
-        except OSError as e:
-            raise MergeError(f"{path}: cannot be read ({e.strerror})") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise MergeError(f"{path} is corrupt, not a JSON report ({_one_line(e)})") from None
-    return _merge(reports)
+    return _merge([(str(path), load_report(path)) for path in paths])
+
+
+def write(path: Path, report: dict) -> None:
+    atomic_write(path, json.dumps(report, indent=1) + "\n")
 
 
 def merge(reports: list[dict]) -> dict:

@@ -19,15 +19,17 @@ import glob
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..merge import MergeError, merge_files
-from ..report.markdown import MARKER, render
+from git import GitCommandError
+
+from ..merge import MergeError, load_report, merge_files, write
+from ..report.markdown import MARKER, before_after_rows, render, table
+from ..worktree import temporary_worktree
 from .api import GitHub, GitHubError
 
 BRANCH_PREFIX = "soap/"
@@ -121,6 +123,12 @@ class Step:
             with open(self.summary_path, "a", encoding="utf-8") as f:
                 f.write(markdown + "\n")
 
+    def fail(self, line: str) -> int:
+        """Stop before a verdict: the line in the log and the summary, exit 2."""
+        self.note(line)
+        self.summary(f"{MARKER}\n:x: pytest-soap: {line}")
+        return 2
+
     def outputs(self, **values: str) -> None:
         if self.output_path:
             with open(self.output_path, "a", encoding="utf-8") as f:
@@ -152,16 +160,9 @@ def run(env: dict[str, str] | None = None) -> int:
             step.note(f"nothing to do on a {event_name or 'missing'} event: the gate runs on pull_request")
             step.summary(f"{MARKER}\npytest-soap: nothing to do on a `{event_name}` event.")
             return 0
-        event = json.loads(Path(env["GITHUB_EVENT_PATH"]).read_text(encoding="utf-8"))
-        pr = PullRequest.from_event(event)
+        pr = read_event(env)
     except ActionError as e:
-        step.note(str(e))
-        step.summary(f"{MARKER}\n:x: pytest-soap: {e}")
-        return 2
-    except (KeyError, ValueError, OSError) as e:
-        step.note(f"cannot read the pull_request event (GITHUB_EVENT_PATH): {e}")
-        step.summary(f"{MARKER}\n:x: pytest-soap: cannot read the pull_request event: {e}")
-        return 2
+        return step.fail(str(e))
 
     skip = skip_reason(pr, inputs)
     if skip:
@@ -173,20 +174,18 @@ def run(env: dict[str, str] | None = None) -> int:
     try:
         ensure_commit(workspace, pr.base_sha)
     except ActionError as e:
-        step.note(str(e))
-        step.summary(f"{MARKER}\n:x: pytest-soap: {e}")
-        return 2
+        return step.fail(str(e))
 
     optimize = inputs.optimize and not pr.fork and bool(inputs.api_key)
     if inputs.optimize and pr.fork:
         step.note(FORK_NOTE)
     elif inputs.optimize and not inputs.api_key:
         step.note("optimisation skipped: no anthropic_api_key input; the gate ran alone")
-    report_path = Path(env.get("RUNNER_TEMP") or tempfile.gettempdir()) / "pytest-soap-report.json"
+    report_path = report_path_in(env)
     gate_status = run_gate(workspace, pr, inputs, optimize, report_path, env)
     try:
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        report = load_report(report_path)
+    except MergeError:
         step.note(f"the gate wrote no report (pytest exited {gate_status}): see the log above")
         step.summary(f"{MARKER}\n:x: pytest-soap: the gate wrote no report (pytest exited {gate_status}).")
         step.outputs(regressions="0", report="", pr_url="")
@@ -220,11 +219,21 @@ def comment(github: GitHub, number: int, markdown: str, regressed: bool, step: S
     """The sticky comment: quiet when all is well (none is opened), but one opened earlier is updated, so a
     fixed regression does not stay on the pull request."""
     try:
-        if regressed or github.find_comment(number, MARKER):
-            github.upsert_comment(number, MARKER, markdown)
+        github.upsert_comment(number, MARKER, markdown, create=regressed)
     except GitHubError as e:
         step.note(f"the pull request comment was not written: {e}")
         step.summary(f"- the pull request comment was not written: {e}")
+
+
+def read_event(env: dict[str, str]) -> PullRequest:
+    try:
+        return PullRequest.from_event(json.loads(Path(env["GITHUB_EVENT_PATH"]).read_text(encoding="utf-8")))
+    except (KeyError, ValueError, TypeError, OSError) as e:
+        raise ActionError(f"cannot read the pull_request event (GITHUB_EVENT_PATH): {e!r}") from None
+
+
+def report_path_in(env: dict[str, str]) -> Path:
+    return Path(env.get("RUNNER_TEMP") or tempfile.gettempdir()) / "pytest-soap-report.json"
 
 
 def skip_reason(pr: PullRequest, inputs: Inputs) -> str | None:
@@ -240,8 +249,12 @@ def skip_reason(pr: PullRequest, inputs: Inputs) -> str | None:
 def git(workspace: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(["git", *args], cwd=workspace, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
-        raise ActionError(f"git {args[0]} failed: {(result.stderr.strip().splitlines() or ['no output'])[-1]}")
+        raise ActionError(f"git {args[0]} failed: {last_line(result.stderr)}")
     return result
+
+
+def last_line(output: str) -> str:
+    return (output.strip().splitlines() or ["no output"])[-1].strip()
 
 
 def ensure_commit(workspace: Path, sha: str) -> None:
@@ -300,29 +313,26 @@ def open_optimisation_pr(workspace: Path, pr: PullRequest, report: dict, github:
     if not patch.is_absolute():
         patch = workspace / patch
     accepted = [o for o in report["optimizations"] if o.get("status") == "accepted"]
-    folder = Path(tempfile.mkdtemp(prefix="soap-branch-"))
-    tree = folder / "tree"
     push_env = dict(env, **token_config(inputs.token))
     try:
-        git(workspace, "worktree", "add", "--detach", str(tree), pr.head_sha)
-        git(tree, "apply", "--index", str(patch))
-        message = f"pytest-soap: optimise {', '.join(o['qualname'] for o in accepted)}"
-        git(tree, "-c", f"user.name={BOT}", "-c", f"user.email={BOT_EMAIL}", "commit", "--quiet", "-m", message)
-        remote = git(workspace, "ls-remote", "origin", f"refs/heads/{pr.soap_branch}", env=push_env, check=False)
-        expected = remote.stdout.split()[0] if remote.returncode == 0 and remote.stdout.strip() else ""
-        pushed = git(tree, "push", "--quiet", f"--force-with-lease=refs/heads/{pr.soap_branch}:{expected}", "origin",
-                     f"HEAD:refs/heads/{pr.soap_branch}", env=push_env, check=False)
-        if pushed.returncode != 0:
-            reason = (pushed.stderr.strip().splitlines() or ["no output"])[-1].replace(inputs.token, "***")
-            step.note(f"the optimised code was not pushed to {pr.soap_branch}: git push was rejected ({reason})")
-            return ""
+        with temporary_worktree(workspace, pr.head_sha, "soap-branch-") as tree:
+            git(tree, "apply", "--index", str(patch))
+            message = f"pytest-soap: optimise {', '.join(o['qualname'] for o in accepted)}"
+            git(tree, "-c", f"user.name={BOT}", "-c", f"user.email={BOT_EMAIL}", "commit", "--quiet", "-m", message)
+            remote = git(workspace, "ls-remote", "origin", f"refs/heads/{pr.soap_branch}", env=push_env, check=False)
+            expected = remote.stdout.split()[0] if remote.returncode == 0 and remote.stdout.strip() else ""
+            pushed = git(tree, "push", "--quiet", f"--force-with-lease=refs/heads/{pr.soap_branch}:{expected}",
+                         "origin", f"HEAD:refs/heads/{pr.soap_branch}", env=push_env, check=False)
     except ActionError as e:
         step.note(f"the optimised code was not committed: {e}")
         return ""
-    finally:
-        git(workspace, "worktree", "remove", "--force", str(tree), check=False)
-        git(workspace, "worktree", "prune", check=False)
-        shutil.rmtree(folder, ignore_errors=True)
+    except GitCommandError as e:
+        step.note(f"the optimised code was not committed: git worktree failed: {last_line(str(e.stderr))}")
+        return ""
+    if pushed.returncode != 0:
+        reason = last_line(pushed.stderr).replace(inputs.token, "***")
+        step.note(f"the optimised code was not pushed to {pr.soap_branch}: git push was rejected ({reason})")
+        return ""
     try:
         pull = github.upsert_pull(pr.soap_branch, pr.head_ref, f"pytest-soap: faster {', '.join(o['qualname'] for o in accepted)}",
                                   pull_body(pr, report, accepted))
@@ -343,18 +353,11 @@ def token_config(token: str) -> dict[str, str]:
 
 
 def pull_body(pr: PullRequest, report: dict, accepted: list[dict]) -> str:
-    from ..report.units import LABEL, figure, ratio
-
+    rows = [[f"`{o['file']}::{o['qualname']}`", *row] for o in accepted for row in before_after_rows(o)]
     lines = [MARKER, f"pytest-soap found a performance regression in #{pr.number} and optimised the functions to "
              "blame. Each revision passed the tests that exercise it and a differential check on their recorded "
              "calls, and was measurably cheaper in a sandboxed race; see the verification below.", "",
-             "| function | metric | before | after | ratio |", "| --- | --- | --- | --- | --- |"]
-    for o in accepted:
-        for metric, before in (o.get("before") or {}).items():
-            after = (o.get("after") or {}).get(metric)
-            if metric in LABEL and before is not None and after is not None:
-                lines.append(f"| `{o['file']}::{o['qualname']}` | {LABEL[metric]} | {figure(metric, before)} | "
-                             f"{figure(metric, after)} | {ratio(after / before if before else None)} |")
+             table(["function", "metric", "before", "after", "ratio"], rows)]
     lines += ["", "Before and after: one pass over the calls the function received while its tests ran; the "
               "revision was kept on the race's statistics (Mann-Whitney U over alternating timed runs).",
               "", "**Verification**", ""]
@@ -381,15 +384,14 @@ def merge_only(inputs: Inputs, env: dict[str, str], step: Step, workspace: Path)
         report = merge_files(paths)
     except MergeError as e:
         raise ActionError(str(e)) from None
-    out = Path(env.get("RUNNER_TEMP") or tempfile.gettempdir()) / "pytest-soap-report.json"
-    out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    out = report_path_in(env)
+    write(out, report)
     annotate(report, step)
     markdown = render(report, notes=step.lines)
     step.summary(markdown)
     step.outputs(regressions=str(len(report.get("regressions", []))), report=str(out), pr_url="")
-    event_path = env.get("GITHUB_EVENT_PATH")
-    if env.get("GITHUB_EVENT_NAME") == "pull_request" and event_path:
-        pr = PullRequest.from_event(json.loads(Path(event_path).read_text(encoding="utf-8")))
+    if env.get("GITHUB_EVENT_NAME") == "pull_request" and env.get("GITHUB_EVENT_PATH"):
+        pr = read_event(env)
         github = client(inputs, env, step) if not pr.fork else None
         if github:
             comment(github, pr.number, markdown, bool(report.get("regressions")), step)

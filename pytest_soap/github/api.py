@@ -96,14 +96,17 @@ class GitHub:
                 break
         return None
 
-    def upsert_comment(self, number: int, marker: str, body: str) -> dict:
-        """Update the comment that carries `marker`, or create it: one sticky comment per pull request."""
+    def upsert_comment(self, number: int, marker: str, body: str, create: bool = True) -> dict | None:
+        """Update the comment that carries `marker`, or (with `create`) create it: one sticky comment per pull
+        request. None when there is none and none was to be created."""
         if marker not in body:
             body = f"{marker}\n{body}"  # the marker is how the next run finds this comment
         existing = self.find_comment(number, marker)
         if existing is not None:
             path = f"/repos/{self.repository}/issues/comments/{existing['id']}"
             return self._object("PATCH", path, {"body": body})
+        if not create:
+            return None
         return self._object("POST", f"/repos/{self.repository}/issues/{number}/comments", {"body": body})
 
     # -- pull requests -------------------------------------------------------------------------------

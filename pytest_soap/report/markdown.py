@@ -53,7 +53,7 @@ def _row(*cells: str) -> str:
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([_row(*header), _row(*["---"] * len(header)), *(_row(*r) for r in rows)])
 
 
@@ -155,7 +155,7 @@ def _regressions(tests: list[dict]) -> list[str]:
                       f"**{units.ratio(v.get('ratio'))}**"]
                      + ([f"[{interval[0]:.2f}–{interval[1]:.2f}]" if interval else ""] if with_interval else [])
                      + [p])
-    return ["#### Regressions", _table(header, lines), *_more(len(lines), len(rows), "regressed metrics")]
+    return ["#### Regressions", table(header, lines), *_more(len(lines), len(rows), "regressed metrics")]
 
 
 def _improvements(tests: list[dict]) -> list[str]:
@@ -164,7 +164,7 @@ def _improvements(tests: list[dict]) -> list[str]:
         return []
     lines = [[_code(t["nodeid"]), units.LABEL.get(m, m), _change(t, m), units.ratio(v.get("ratio"))]
              for t, m, v in rows[:MAX_IMPROVEMENT_ROWS]]
-    return ["#### Improvements", _table(["Test", "Metric", "Base → head", "Ratio"], lines),
+    return ["#### Improvements", table(["Test", "Metric", "Base → head", "Ratio"], lines),
             *_more(len(lines), len(rows), "improved metrics")]
 
 
@@ -186,27 +186,32 @@ def _functions(functions: list[dict]) -> list[str]:
     bases = list(dict.fromkeys(e.get("basis") for f in functions for e in (f.get("evidence") or {}).values()
                                if e.get("basis")))
     return ["#### Blamed functions",
-            _table(["Where", "Function", "Changed", "Tests (share of the regression)"], rows),
+            table(["Where", "Function", "Changed", "Tests (share of the regression)"], rows),
             *_more(len(rows), len(functions), "functions"),
             *([f"From {'; '.join(_prose(b) for b in bases)}."] if bases else [])]
 
 
 # 5. The SOAP loop's outcome
 
+def before_after_rows(o: dict) -> list[list[str]]:
+    """An optimisation's figures, a row per metric: metric, before, after, ratio (also the action's PR body)."""
+    before, after = o.get("before") or {}, o.get("after") or {}
+    rows = []
+    for m in (m for m in before if m in units.FORMAT):
+        ratio = after[m] / before[m] if after.get(m) is not None and before[m] else None
+        rows.append([units.LABEL[m], units.figure(m, before[m]), units.figure(m, after.get(m)) if after else "-",
+                     units.ratio(ratio)])
+    return rows
+
+
 def _optimization(o: dict) -> list[str]:
     head = f"**{_code(o.get('qualname'))}** in {_code(o.get('file'))}: **{_prose(o.get('status', '?'))}**"
     if o.get("reason"):
         head += f": {_prose(o['reason'])}"
     parts = [head]
-    before, after = o.get("before") or {}, o.get("after") or {}
-    metrics = [m for m in before if m in units.FORMAT]
-    if metrics:
-        rows = []
-        for m in metrics:
-            ratio = after[m] / before[m] if after.get(m) is not None and before[m] else None
-            rows.append([units.LABEL[m], units.figure(m, before[m]),
-                         units.figure(m, after.get(m)) if after else "-", units.ratio(ratio)])
-        parts.append(_table(["Metric", "Before", "After", "Ratio"], rows))
+    rows = before_after_rows(o)
+    if rows:
+        parts.append(table(["Metric", "Before", "After", "Ratio"], rows))
         parts.append("Figures of one pass over the function's recorded calls.")
     candidates = o.get("candidates") or []
     if candidates:

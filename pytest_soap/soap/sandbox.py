@@ -19,12 +19,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..worktree import temporary_worktree
 
 # RLIMIT_AS caps virtual memory, not the heap: a plain pytest process maps about 70 MiB, one that imports a
 # numerical stack several hundred (each thread reserves an 8 MiB stack and glibc a 64 MiB malloc arena).
@@ -54,6 +56,7 @@ class Sandbox:
     def __init__(self, root: Path):
         self.root = Path(root)
         self._folder: Path | None = None  # the temporary folder, while the sandbox is open
+        self._cleanup = ExitStack()  # removes the folder and its worktree
         self._repo = None
         self._files = 0
 
@@ -84,10 +87,9 @@ class Sandbox:
             raise SandboxError(f"the git repository at {repo.working_tree_dir} has no commit yet: the sandbox starts from HEAD")
         self._repo = repo
         self.root = Path(repo.working_tree_dir)
-        self._folder = Path(tempfile.mkdtemp(prefix="soap-sandbox-"))
         try:
+            self._folder = self._cleanup.enter_context(temporary_worktree(self.root, "HEAD", "soap-sandbox-")).parent
             self.scratch.mkdir()
-            repo.git.worktree("add", "--detach", str(self.path), "HEAD")
             self._overlay()
         except BaseException as exc:  # Ctrl-C included: nothing is left behind
             self._remove()
@@ -115,20 +117,8 @@ class Sandbox:
                 shutil.copy2(source, copy, follow_symlinks=False)
 
     def _remove(self) -> None:
-        import git
-
-        folder, self._folder = self._folder, None
-        if folder is None:
-            return
-        try:
-            self._repo.git.worktree("remove", "--force", str(folder / "tree"))
-        except git.CommandError:
-            pass  # never made, or already gone: rmtree and prune below settle it
-        shutil.rmtree(folder, ignore_errors=True)
-        try:
-            self._repo.git.worktree("prune")
-        except git.CommandError:
-            pass  # the entry stays stale until git's next prune; the original exception, if any, matters more
+        self._folder = None
+        self._cleanup.close()
 
     def _inside(self, relpath: str) -> Path:
         path = (self.path / relpath).resolve()
