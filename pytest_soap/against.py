@@ -265,7 +265,8 @@ class SideRun:
 
     def why(self) -> str:
         """pytest's own account of a run that did not happen: the exception it printed, else its last error line."""
-        output = self.dump.with_suffix(".out").read_text(encoding="utf-8", errors="replace")
+        # The output file is named for the run ("base-3.out"), whatever the dump ("base-3.profiles.json").
+        output = (self.dump.parent / f"{self.dump.name.split('.')[0]}.out").read_text(encoding="utf-8", errors="replace")
         lines = [line.strip() for line in output.splitlines() if line.strip()]
         exceptions = [line[1:].strip() for line in lines if line.startswith("E ")]
         errors = [line for line in lines if line.startswith("ERROR")]
@@ -357,11 +358,10 @@ class RefRun:
                 rerun_head: Callable[[dict[str, int]], dict[str, Measurement]] | None = None) -> PairedRun:
         """Compare the head's first pass with the ref's; `rerun_head` runs head tests again in this session
         (for the rechecks: without it, as under xdist, there are none)."""
-        try:
-            return self._measure(head, rerun_head if self.warm else None)
-        finally:
-            if self._base_pass:
-                self._base_pass.close()
+        run = self._measure(head, rerun_head if self.warm else None)
+        # Done with the warm base: let it finish its session. On Ctrl-C this is skipped, and close() kills it.
+        self._base_pass.close()
+        return run
 
     def _measure(self, head: dict[str, Measurement], rerun_head) -> PairedRun:
         run, thresholds = self.run, self.thresholds

@@ -22,7 +22,7 @@ from .measure.functions import Profile, profile_memory, profiled, project_root
 from .measure.heap import track_heap
 from .records import Measurement
 from .report import json_report, terminal
-from .rerun import confirm, measure_heaps, repeat, run_again, run_more, serve
+from .rerun import confirm, measure_heaps, repeat, run_each, run_more, serve
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -212,11 +212,9 @@ class SoapSession:
             # Against a saved baseline there is one side to profile: this one, in this process.
             regressed = self._regressed()
             self.profile_memory = {n for n, v in regressed.items() if profiles_memory(v.regressed_metrics)}
-            items = {item.nodeid: item for item in session.items}
             self.profile_run = True
             try:
-                for nodeid in regressed:
-                    run_again(items[nodeid], None)
+                run_each([item for item in session.items if item.nodeid in regressed])
             finally:
                 self.profile_run = False
             commit = self.baseline.commit

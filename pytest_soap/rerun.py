@@ -32,13 +32,17 @@ def run_again(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
     return all(r.passed for r in reports)
 
 
+def in_a_row(item: pytest.Item, times: int, nextitem: pytest.Item | None) -> bool:
+    """Run a test `times` more times in a row; True when every run passed (it stops at the first that did
+    not). Between two runs its parent is what comes next: the test's own fixtures are torn down and set up
+    afresh, its module's and class's are kept; after the last, `nextitem` is."""
+    return all(run_again(item, item.parent if i < times - 1 else nextitem) for i in range(times))
+
+
 def repeat(item: pytest.Item, nextitem: pytest.Item | None, soap: SoapSession, times: int) -> None:
     """Run a test `times` more times in a row (a round of --soap-against); flaky if any run fails."""
-    m = soap.measurements[item.nodeid]
-    for _ in range(times):
-        if not run_again(item, nextitem):
-            m.outcome = "flaky"
-            return
+    if not in_a_row(item, times, nextitem):
+        soap.measurements[item.nodeid].outcome = "flaky"
 
 
 def confirm(item: pytest.Item, nextitem: pytest.Item | None, soap: SoapSession) -> bool:
@@ -64,26 +68,28 @@ def measure_heaps(items: list[pytest.Item], soap: SoapSession) -> None:
     Each run keeps the fixtures the next one shares, as pytest's own loop does."""
     soap.heap_run = True
     try:
-        for item, nextitem in zip(items, [*items[1:], None]):
-            run_again(item, nextitem)
+        run_each(items)
     finally:
         soap.heap_run = False
+
+
+def run_each(items: list[pytest.Item]) -> None:
+    """One more run of each test, keeping the fixtures the next one shares, as pytest's own loop does."""
+    for item, nextitem in zip(items, [*items[1:], None]):
+        run_again(item, nextitem)
 
 
 def run_more(items: dict[str, pytest.Item], runs: dict[str, int], soap: SoapSession) -> dict[str, Measurement]:
     """After the session's own runs: run each test in `runs` that many times more, back to back, and return
     those runs as measurements of their own (outcome "failed" if any run failed). The session's own
     measurements are left as they were. Fixtures stay set up from one run to the next, as in pytest's loop."""
-    queue = [items[nodeid] for nodeid, count in runs.items() if nodeid in items for _ in range(count)]
+    queue = [(items[nodeid], count) for nodeid, count in runs.items() if nodeid in items]
     fresh: dict[str, Measurement] = {}
-    for item, following in zip(queue, [*queue[1:], None]):
-        # Before the same test again, its parent is what comes next: the test's own fixtures are torn down
-        # and set up afresh, its module's and class's are kept.
-        nextitem = item.parent if following is item else following
+    for (item, count), following in zip(queue, [*(item for item, _ in queue[1:]), None]):
         own = soap.measurements.pop(item.nodeid, None)
-        soap.measurements[item.nodeid] = fresh.get(item.nodeid) or Measurement(item.nodeid, **soap.overrides.get(item.nodeid, {}))
+        soap.measurements[item.nodeid] = Measurement(item.nodeid, **soap.overrides.get(item.nodeid, {}))
         try:
-            if not run_again(item, nextitem):
+            if not in_a_row(item, count, following):
                 soap.measurements[item.nodeid].outcome = "failed"
         finally:
             fresh[item.nodeid] = soap.measurements.pop(item.nodeid)
