@@ -95,9 +95,13 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
     if isinstance(records, RunResult):
         opt.reason = f"could not record the calls of {target.qualname}: {records.reason}"
         return
+    def profile() -> str:
+        """The line profile of the target as the sandbox holds it, under the candidates' limits."""
+        return format_profile(profile_target(box.path, scrubbed_env(os.environ, box.path), target.file,
+                                             target.qualname, tests, timeout, MEMORY_MB))
+
     try:
-        original_profile = format_profile(profile_target(box.path, scrubbed_env(os.environ, box.path), target.file,
-                                                         target.qualname, tests, timeout))
+        original_profile = profile()
     except ProfileError as e:
         opt.reason = f"could not profile {target.qualname}: {e}"
         return
@@ -110,8 +114,7 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         opt.checks["rounds"] = iteration
         if best_code is not None and best_profile is None:  # the kept revision's profile, for this prompt
             try:
-                best_profile = format_profile(profile_target(box.path, scrubbed_env(os.environ, box.path), target.file,
-                                                             target.qualname, tests, timeout))
+                best_profile = profile()
             except ProfileError as e:
                 best_profile = f"(not profiled: {e})"
         progress(f"{target.key}: round {iteration} of {iterations}, asking {model}")

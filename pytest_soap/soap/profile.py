@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from .sandbox import MIN_MEMORY_MB, run_limited
 
 PLUGIN = "pytest_soap.soap.lineprof"
 
@@ -61,15 +60,19 @@ class OverheadProfile:
 
 
 def profile_target(cwd: Path, env: dict[str, str], file: str, qualname: str, nodeids: list[str],
-                   timeout_s: float) -> OverheadProfile:
-    """Run `nodeids` under the line profiler with `file::qualname` as the target. Failing tests still give a
-    profile (with a note); a timeout, a target the tests never call, or no profile at all is a ProfileError."""
+                   timeout_s: float, memory_mb: int = MIN_MEMORY_MB) -> OverheadProfile:
+    """Run `nodeids` under the line profiler with `file::qualname` as the target, under the sandbox's limits
+    (it profiles model-written code too). Failing tests still give a profile (with a note); a timeout, a
+    target the tests never call, or no profile at all is a ProfileError."""
     key = f"{file}::{qualname}"
     with tempfile.TemporaryDirectory(prefix="soap-profile-") as tmp:
         out, log = Path(tmp) / "profile.json", Path(tmp) / "pytest.log"
         cmd = [sys.executable, "-m", "pytest", *nodeids, "-p", PLUGIN, f"--soap-line-target={key}",
                f"--soap-line-out={out}", "-p", "no:cacheprovider", "-q", *_one_process(env)]
-        returncode = _run(cmd, cwd, env, log, timeout_s)
+        finished = run_limited(cmd, cwd, env, log, timeout_s, memory_mb)
+        if finished.timed_out:
+            raise ProfileError(f"the tests took longer than {timeout_s:g} s under the line profiler; stopped")
+        returncode = finished.returncode
         data = _read(out)
         output = log.read_text(encoding="utf-8", errors="replace")
     last_line = _last_line(output)
@@ -94,20 +97,6 @@ def _one_process(env: dict[str, str]) -> list[str]:
     if importlib.util.find_spec("xdist") is None or env.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
         return []
     return ["-n", "0"]
-
-
-def _run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, timeout_s: float) -> int:
-    """The subprocess's exit code. It leads a session of its own, so a timeout ends whatever the tests
-    started too; its output goes to a file, which a leftover grandchild cannot block as it can a pipe."""
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=sink,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            return proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise ProfileError(f"the tests took longer than {timeout_s:g} s under the line profiler; stopped") from None
 
 
 def _read(out: Path) -> dict | None:

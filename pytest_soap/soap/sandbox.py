@@ -205,11 +205,18 @@ def _kill_group(pgid: int) -> None:
 
 
 def _run_sandboxed(sandbox: Sandbox, cmd: list[str], cwd: Path, timeout_s: float, memory_mb: int) -> _Finished:
-    log = sandbox.scratch_file("output", ".txt")
+    return run_limited(cmd, cwd, scrubbed_env(os.environ, sandbox.path), sandbox.scratch_file("output", ".txt"),
+                       timeout_s, memory_mb)
+
+
+def run_limited(cmd: list[str], cwd: Path, env: Mapping[str, str], log: Path, timeout_s: float,
+                memory_mb: int) -> _Finished:
+    """Run `cmd` as the leader of a session of its own, under the memory limit, its output to `log` (a file,
+    which a leftover grandchild cannot block as it can a pipe); on every way out the whole group is killed."""
     started = time.perf_counter()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            cmd, cwd=cwd, env=scrubbed_env(os.environ, sandbox.path), stdin=subprocess.DEVNULL,
+            cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=lambda: _limit_memory(memory_limit_mb(memory_mb) * 1024 * 1024),
         )
