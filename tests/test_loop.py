@@ -139,7 +139,8 @@ def test_every_kind_of_bad_candidate_is_rejected_with_its_reason_and_the_correct
 def test_the_fastest_correct_candidate_is_kept_not_the_last(project):
     # A set: faster than the list scan. dict.fromkeys: faster still. The set again: correct, slower than the best.
     opt, _ = run_loop(project, [A_SET, FAST, A_SET, A_SET], iterations=5)
-    assert [c.status for c in opt.candidates] == ["accepted", "accepted", "no gain", "no gain"]  # then converged
+    assert [c.status for c in opt.candidates] == ["accepted", "accepted", "no gain", "no gain"], (  # then converged
+        opt.reason, [(c.status, c.reason) for c in opt.candidates])
     assert opt.status == "accepted" and "dict.fromkeys" in opt.revised
 
 
