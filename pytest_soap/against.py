@@ -38,8 +38,10 @@ from .worktree import temporary_worktree
 FAR_RUNS, NEAR_RUNS = 5, 3
 MAX_ROUNDS = 2
 # Runs of each suspect in the rechecks, on each side: with the first, a median of three per process, which
-# a slow spell cannot make; and with a round's NEAR_RUNS, as many runs as FAR_RUNS for the U test.
-RECHECK_RUNS = FAR_RUNS - NEAR_RUNS
+# one slow run cannot make. They dismiss suspects and join the first process pair's median; they stay out
+# of the U test, whose runs come from fresh rounds only (a networkx null run flagged a test at 1.21x when
+# they were in it: the process that made the test a suspect made its rechecks slow too).
+RECHECK_RUNS = 2
 # How long a warm process may take to finish its session once closed, before it is stopped.
 CLOSE_S = 30
 # What the rounds for tests that are not past their line may cost, as a share of one pass of the suite (the
@@ -400,7 +402,7 @@ class RefRun:
                     _add_runs(head[nodeid], fresh_head.get(nodeid), new_process=False)
                 lap("rechecks")
                 suspects = affordable_suspects(head, run.base, thresholds, cost, budget - run.seconds["rechecks"],
-                                               among=suspects, runs=NEAR_RUNS)
+                                               among=suspects)
         else:
             suspects = affordable_suspects(head, run.base, thresholds, cost, budget)
             run.suspects = len(suspects)

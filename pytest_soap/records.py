@@ -56,10 +56,12 @@ class Measurement:
         return statistics.median(values) if values else None
 
     def round_values(self, metric: str) -> list[float]:
-        """The runs after the first, which picked this test as a suspect of --soap-against (a first pass runs
-        each test once): a sample chosen for being extreme would bias any test it went into. They are the
-        first pass's process's rechecks and the rounds' runs. All runs when there were none after the first."""
-        values = [v for v in (s.get(metric) for s in self.samples[1:]) if v is not None]
+        """The runs of --soap-against's fresh rounds, without the first pass's process, which picked this test
+        as a suspect: a sample chosen for being extreme would bias any test it went into, and so would the
+        rechecks, from the same process, when the process itself was the extreme. All runs when there were
+        no rounds."""
+        first = len(self.samples) - sum(self.rounds)
+        values = [v for v in (s.get(metric) for s in self.samples[first:] if self.rounds) if v is not None]
         return values or self.values(metric)
 
     def by_process(self, metric: str) -> list[float]:
