@@ -384,7 +384,9 @@ class RefRun:
             run.problem = f"the tests at {self.ref.name} did not run ({problem})"
             return run
         cost = RoundCost(head, run.base, run.seconds["base"])
-        budget = ROUND_BUDGET * run.seconds["base"]  # for tests not past their line; see affordable_suspects
+        # For tests not past their line (see affordable_suspects): in the rechecks, and again in the rounds. The
+        # rechecks once spent most of it, and a planted 1.2x was left without the second round it needed.
+        budget = ROUND_BUDGET * run.seconds["base"]
         if rerun_head:
             # Rechecks: most suspects are a process's noise, and the first passes' processes, still up, can
             # say so for the price of a few runs, with no start-up. Their runs join the first pass's process
@@ -401,8 +403,7 @@ class RefRun:
                     _add_runs(run.base[nodeid], fresh.get(nodeid), new_process=False)
                     _add_runs(head[nodeid], fresh_head.get(nodeid), new_process=False)
                 lap("rechecks")
-                suspects = affordable_suspects(head, run.base, thresholds, cost, budget - run.seconds["rechecks"],
-                                               among=suspects)
+                suspects = affordable_suspects(head, run.base, thresholds, cost, budget, among=suspects)
         else:
             suspects = affordable_suspects(head, run.base, thresholds, cost, budget)
             run.suspects = len(suspects)
@@ -419,7 +420,7 @@ class RefRun:
             undecided = [n for n in suspects
                          if compare.paired_undecided(head[n], run.base[n], thresholds, run.rounds, MAX_ROUNDS)]
             suspects = {n: NEAR_RUNS for n in undecided}
-            if run.seconds.get("rechecks", 0.0) + run.seconds["rounds"] + cost(suspects) > budget:
+            if run.seconds["rounds"] + cost(suspects) > budget:
                 # Past the budget, a second round only for tests whose process pairs all agree they are past
                 # the line, but are too few, or their runs too few, to say it with confidence.
                 suspects = {n: NEAR_RUNS for n in undecided
