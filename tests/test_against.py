@@ -374,9 +374,11 @@ def test_ctrl_c_while_the_ref_is_measured_removes_the_worktree(project, tmp_path
                 time.sleep(60)
     """)
     commit(project.repo, "a test that waits on the ref's side")
+    # SIGINT as a terminal's process has it: a suite run as a background job inherits it ignored, and then
+    # Ctrl-C reaches nothing (two fresh-clone runs started with `&` timed out here that way).
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "--soap", "--soap-against", "HEAD", "-p", "no:cacheprovider"],
                             cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not started.exists() and time.monotonic() < deadline:
