@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from .eval import PROFILES, TIMEOUT_S
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="soap", description="pytest-soap: a performance gate for pytest")
@@ -28,7 +30,29 @@ def main(argv: list[str] | None = None) -> int:
     merge = commands.add_parser("merge", help="combine the JSON reports of sharded runs into one")
     merge.add_argument("output", type=Path, metavar="OUT.json")
     merge.add_argument("reports", type=Path, nargs="+", metavar="SHARD.json")
+    ev = commands.add_parser("eval", help="the SOAP paper's measurements on EffiBench-format problems (default: the "
+                                          "20 bundled ones), round by round")
+    ev.add_argument("dataset", type=Path, nargs="?", metavar="DATASET",
+                    help="EffiBench records, JSON or JSONL (default: the bundled examples/eval/problems.jsonl)")
+    ev.add_argument("--model", help="the model to ask (default: see pytest --help, --soap-model)")
+    ev.add_argument("--iterations", type=int, default=5, help="rounds of the loop (default 5, as the paper)")
+    ev.add_argument("--profile", choices=PROFILES, default="both",
+                    help="what the model sees of the profile: both line reports (default), time or memory only, "
+                         "the totals only (summary), or none: the paper's ablations")
+    ev.add_argument("--problems", metavar="IDX,IDX", help="only these problem_idx values")
+    ev.add_argument("--limit", type=int, metavar="N", help="only the first N problems")
+    ev.add_argument("--timeout", type=float, default=TIMEOUT_S, metavar="S",
+                    help=f"a program's scoring run (three timed runs and a traced one) stops after S seconds (default {TIMEOUT_S:g})")
+    ev.add_argument("--offline", action="store_true",
+                    help="no model: a loopback Messages API answers each problem with its canonical solution "
+                         "(checks the whole pipeline; NET and NTMU should end near 1.00)")
+    ev.add_argument("--out", type=Path, default=Path("soap-eval"), metavar="DIR",
+                    help="where to write table.md, eval.json and metrics.svg (default ./soap-eval)")
     args = parser.parse_args(argv)
+    if args.command == "eval":
+        from .eval.command import run
+
+        return run(args)
     if args.command == "demo":
         from .demo import run_demo
 

@@ -39,6 +39,7 @@ class Tried:
     reason: str
     time_ratio: float | None = None  # its time over the best's when it raced
     peak_ratio: float | None = None
+    revised: str | None = field(default=None, repr=False)  # the module with it, when it was kept
 
 
 @dataclass
@@ -66,25 +67,37 @@ class Optimization:
     def to_dict(self) -> dict:
         data = asdict(self)
         del data["original"], data["revised"]
+        for tried in data["candidates"]:
+            del tried["revised"]
         return data
 
 
+def best_after(opt: Optimization, iteration: int) -> str:
+    """The module as the loop kept it after `iteration` rounds (0: the original)."""
+    kept = [c.revised for c in opt.candidates if c.iteration <= iteration and c.revised is not None]
+    return kept[-1] if kept else opt.original
+
+
 def optimize(target: Target, provider, model: str, iterations: int, metrics: list[str], evidence: str,
-             thresholds: Thresholds = Thresholds(), progress: Callable[[str], None] = lambda line: None) -> Optimization:
-    """Run the loop on one target; never raises for a bad reply, a bad candidate or a failing API."""
+             thresholds: Thresholds = Thresholds(), progress: Callable[[str], None] = lambda line: None,
+             profile_view: str = "both", task: str = "") -> Optimization:
+    """Run the loop on one target; never raises for a bad reply, a bad candidate or a failing API.
+    `profile_view` is what the model sees of each profile (profile.VIEWS); `task`, what the code is for."""
     opt = Optimization(target.file, target.qualname, tests=list(target.tests))
     opt.original = (target.root / target.file).read_text(encoding="utf-8")
     goals = sorted({g for m in metrics for g in GOALS.get(m, ())}) or ["time_s", "peak_mb"]
     try:
         with Sandbox(target.root) as box:
-            _loop(opt, target, box, provider, model, iterations, goals, evidence, thresholds, progress)
+            _loop(opt, target, box, provider, model, iterations, goals, evidence, thresholds, progress,
+                  profile_view, task)
     except SandboxError as e:
         opt.status, opt.reason = "skipped", str(e)
     return opt
 
 
 def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str, iterations: int,
-          goals: list[str], evidence: str, thresholds: Thresholds, progress: Callable[[str], None]) -> None:
+          goals: list[str], evidence: str, thresholds: Thresholds, progress: Callable[[str], None],
+          profile_view: str, task: str) -> None:
     tests = list(target.tests)
     first = run_pytest(box, tests, timeout_for(60.0), MEMORY_MB)  # the user's own code: a generous limit
     if first.status != "passed":
@@ -97,8 +110,10 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         return
     def profile() -> str:
         """The line profile of the target as the sandbox holds it, under the candidates' limits."""
+        if profile_view == "none":  # the ablation without a profile: nothing to take
+            return ""
         return format_profile(profile_target(box.path, scrubbed_env(os.environ, box.path), target.file,
-                                             target.qualname, tests, timeout, MEMORY_MB))
+                                             target.qualname, tests, timeout, MEMORY_MB), view=profile_view)
 
     try:
         original_profile = profile()
@@ -119,7 +134,7 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
                 best_profile = f"(not profiled: {e})"
         progress(f"{target.key}: round {iteration} of {iterations}, asking {model}")
         fixed, request = prompt.build(target.file, target.qualname, opt.original, tests, original_profile, evidence,
-                                      best_code, best_profile, rejected)
+                                      best_code, best_profile, rejected, task)
         try:
             reply = provider.complete(prompt.SYSTEM, fixed, request, model, MAX_TOKENS)
         except ModelError as e:
@@ -167,7 +182,7 @@ def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: st
     if opt.before is None:
         opt.before = verdict.champion
     if verdict.status == "accepted":
-        opt.revised, opt.after = candidate, verdict.challenger
+        opt.revised, opt.after, tried.revised = candidate, verdict.challenger, candidate
     return tried
 
 

@@ -122,27 +122,36 @@ def _error_line(output: str) -> str:
 
 # ---- the text the model reads -----------------------------------------------------------------------------
 
-HEADER = ("line", "hits", "time", "share", "MiB @peak")
+COLUMNS = ("line", "hits", "time", "share", "MiB @peak")
+# What a profile shows, for the paper's ablations: both line reports, one of them, the totals only, or nothing.
+VIEWS = {"both": COLUMNS, "time": ("line", "hits", "time", "share"), "memory": ("line", "hits", "MiB @peak"),
+         "summary": (), "none": ()}
 
 
-def format_profile(p: OverheadProfile, max_lines: int = 12) -> str:
-    """The profile as a short table: the `max_lines` lines that cost most in time or allocation, in code
-    order, "…" where lines were left out. The same profile always gives the same text."""
-    shown = _lines_that_matter(p.lines, max_lines)
-    indent = _common_indent([line.text for line in p.lines])
-    rows = [(str(line.lineno), str(line.hits), _duration(line.time_s), f"{line.share * 100:.1f}%",
-             _mib(line.alloc_mb)) for line in (p.lines[i] for i in shown)]
-    widths = [max([len(title), *(len(row[col]) for row in rows)]) for col, title in enumerate(HEADER)]
+def format_profile(p: OverheadProfile, max_lines: int = 12, view: str = "both") -> str:
+    """The profile as a short table: the `max_lines` lines that cost most in time or allocation (in what the
+    view shows), in code order, "…" where lines were left out. The same profile always gives the same text."""
+    if view == "none":
+        return ""
+    columns = VIEWS[view]
     calls = f"{p.calls} call" + ("" if p.calls == 1 else "s")
-    text = [f"{p.key} — {calls}, {_duration(p.total_s)} total, peak heap {p.peak_mb:.1f} MiB",
-            "  ".join(title.rjust(width) for title, width in zip(HEADER, widths)) + "  code"]
+    text = [f"{p.key} — {calls}, {_duration(p.total_s)} total, peak heap {p.peak_mb:.1f} MiB"]
+    if not columns:
+        return "\n".join(text + [f"note: {note}" for note in p.notes])
+    shown = _lines_that_matter(p.lines, max_lines, time="time" in columns, memory="MiB @peak" in columns)
+    indent = _common_indent([line.text for line in p.lines])
+    cells = {"line": lambda c: str(c.lineno), "hits": lambda c: str(c.hits), "time": lambda c: _duration(c.time_s),
+             "share": lambda c: f"{c.share * 100:.1f}%", "MiB @peak": lambda c: _mib(c.alloc_mb)}
+    rows = [[cells[column](p.lines[i]) for column in columns] for i in shown]
+    widths = [max([len(title), *(len(row[col]) for row in rows)]) for col, title in enumerate(columns)]
+    text.append("  ".join(title.rjust(width) for title, width in zip(columns, widths)) + "  code")
     skipped = "…".rjust(widths[0])
     previous = -1
     for index, row in zip(shown, rows):
         if index > previous + 1:
             text.append(skipped)
-        cells = "  ".join(cell.rjust(width) for cell, width in zip(row, widths))
-        text.append(f"{cells}  {p.lines[index].text[indent:]}")
+        line = "  ".join(cell.rjust(width) for cell, width in zip(row, widths))
+        text.append(f"{line}  {p.lines[index].text[indent:]}")
         previous = index
     if previous < len(p.lines) - 1:
         text.append(skipped)
@@ -150,11 +159,12 @@ def format_profile(p: OverheadProfile, max_lines: int = 12) -> str:
     return "\n".join(text)
 
 
-def _lines_that_matter(lines: list[LineCost], max_lines: int) -> list[int]:
+def _lines_that_matter(lines: list[LineCost], max_lines: int, time: bool = True, memory: bool = True) -> list[int]:
     """Indices of the lines with the largest share of the time or of the allocations, in code order."""
     allocated = sum(line.alloc_mb for line in lines) or 1.0
-    ranked = sorted(range(len(lines)),
-                    key=lambda i: (-max(lines[i].share, lines[i].alloc_mb / allocated), lines[i].lineno))
+    def weight(line: LineCost) -> float:
+        return max(line.share if time else 0.0, line.alloc_mb / allocated if memory else 0.0)
+    ranked = sorted(range(len(lines)), key=lambda i: (-weight(lines[i]), lines[i].lineno))
     return sorted(ranked[:max_lines])
 
 

@@ -58,18 +58,22 @@ def module_context(module_source: str, qualname: str) -> str:
 
 def build(file: str, qualname: str, module_source: str, tests: list[str], original_profile: str,
           evidence: str, best_code: str | None, best_profile: str | None,
-          rejected: list[Rejected]) -> tuple[str, str]:
-    """The fixed context (cached by the API from round two on) and this round's request."""
-    fixed = (f"The target is `{qualname}` in `{file}`. Its module, as far as the target needs it:\n\n"
+          rejected: list[Rejected], task: str = "") -> tuple[str, str]:
+    """The fixed context (cached by the API from round two on) and this round's request. An empty profile
+    is left out (the ablation that shows the model none)."""
+    fixed = ((f"{task}\n\n" if task else "") +
+             f"The target is `{qualname}` in `{file}`. Its module, as far as the target needs it:\n\n"
              f"```python\n{module_context(module_source, qualname)}\n```\n\n"
              f"These tests exercise it, and must still pass: {', '.join(tests) or '(none named)'}.\n\n"
-             f"What the gate measured: {evidence}\n\n"
-             f"Overhead profile of the original, while its tests ran:\n\n```\n{original_profile}\n```")
+             f"What the gate measured: {evidence}" +
+             (f"\n\nOverhead profile of the original, while its tests ran:\n\n```\n{original_profile}\n```"
+              if original_profile else ""))
     if best_code is None:
         request = "Revise the target to cost less time and memory, with identical behaviour."
     else:
-        request = (f"The best revision so far, which is kept:\n\n```python\n{best_code}\n```\n\n"
-                   f"Its overhead profile:\n\n```\n{best_profile or '(not profiled)'}\n```\n\n"
+        request = (f"The best revision so far, which is kept:\n\n```python\n{best_code}\n```\n\n" +
+                   (f"Its overhead profile:\n\n```\n{best_profile or '(not profiled)'}\n```\n\n"
+                    if original_profile else "") +
                    "Improve on it, with identical behaviour.")
     if rejected:
         request += "\n\nEarlier candidates that were not kept, and why:\n" + "\n".join(

@@ -1,0 +1,171 @@
+"""Each problem through the SOAP loop, as the paper runs it, and every round scored on the hidden tests.
+
+Per problem: the canonical solution is scored on the hidden tests (the reference of the normalised
+metrics); the initial code is the record's `completion`, or the model writes it from the description; it
+must pass the public tests, or the problem is counted as failing and not optimised. Then the loop runs on
+`Solution.<method>` in a small git project of its own (the module, and the public tests as a pytest test),
+with the task and the public tests in the prompt, and every round's best is scored on the hidden tests,
+which the model never sees.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import git
+
+from ..report.units import mebibyte_seconds, mebibytes, seconds
+from ..soap import Target
+from ..soap.candidate import CandidateError, extract_code
+from ..soap.llm import ModelError
+from ..soap.loop import MEMORY_MB, best_after, optimize
+from . import TIMEOUT_S
+from .dataset import Problem, module, program, with_tests
+from .score import Score, score
+
+MODULE, TEST = "solution.py", "test_public.py"
+
+WRITE_SYSTEM = """\
+You write correct, efficient Python solutions to programming tasks.
+Reply with the complete solution, `class Solution` and its method, in one fenced ```python block."""
+
+
+@dataclass
+class Settings:
+    model: str
+    iterations: int = 5
+    profile: str = "both"
+    timeout_s: float = TIMEOUT_S
+    memory_mb: int = MEMORY_MB
+
+
+@dataclass
+class ProblemResult:
+    idx: int
+    name: str
+    status: str  # optimised | failing (the initial code fails its public tests) | broken (the canonical fails)
+    reason: str = ""
+    canonical: Score | None = None
+    rounds: list[Score] = field(default_factory=list)  # [0]: the initial code; [k]: the best after round k
+    loop: dict | None = None  # the loop's record: each round's candidate and what became of it
+    tokens: dict = field(default_factory=lambda: {"input": 0, "output": 0})
+    final_code: str | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        return {"idx": self.idx, "name": self.name, "status": self.status, "reason": self.reason,
+                "canonical": self.canonical.to_dict() if self.canonical else None,
+                "rounds": [s.to_dict() for s in self.rounds], "loop": self.loop, "tokens": self.tokens,
+                "final_code": self.final_code}
+
+
+def evaluate(problems: list[Problem], provider, settings: Settings,
+             progress: Callable[[str], None] = lambda line: None) -> list[ProblemResult]:
+    results = []
+    for number, problem in enumerate(problems, 1):
+        progress(f"[{number}/{len(problems)}] problem {problem.idx} ({problem.name})")
+        result = evaluate_problem(problem, provider, settings, progress)
+        progress(f"[{number}/{len(problems)}] problem {problem.idx}: {_summary(result)}")
+        results.append(result)
+    return results
+
+
+def evaluate_problem(problem: Problem, provider, settings: Settings,
+                     progress: Callable[[str], None] = lambda line: None) -> ProblemResult:
+    result = ProblemResult(problem.idx, problem.name, "optimised")
+    hidden = lambda module_text: score(with_tests(module_text, problem.hidden_tests), settings.timeout_s,  # noqa: E731
+                                       settings.memory_mb)
+    result.canonical = hidden(module(problem.canonical))
+    if not result.canonical.passed:
+        result.status, result.reason = "broken", f"the canonical solution fails its hidden tests: {result.canonical.reason}"
+        return result
+    initial, why = problem.completion, ""
+    if initial is None:
+        initial, why = write_initial(problem, provider, settings.model, result.tokens)
+    public = score(program(initial, problem.public_tests), settings.timeout_s, settings.memory_mb, repeat=1) \
+        if initial is not None else Score(False, why)
+    if not public.passed:
+        result.status, result.reason = "failing", f"the initial code fails its public tests: {public.reason}"
+        result.rounds = [Score(False, public.reason)] * (settings.iterations + 1)
+        return result
+    try:
+        method = problem.method
+    except Exception as e:  # a DatasetError: its message is the reason
+        result.status, result.reason = "broken", str(e)
+        return result
+    start = module(initial)
+    result.rounds = [hidden(start)]
+    with tempfile.TemporaryDirectory(prefix="soap-eval-") as tmp:
+        root = project(Path(tmp), start, problem.public_tests)
+        target = Target(root, MODULE, f"Solution.{method}", (f"{TEST}::test_public",))
+        opt = optimize(target, provider, settings.model, settings.iterations, ["tmu_mbs"], evidence(public),
+                       profile_view=settings.profile, task=task_text(problem), progress=progress)
+    _add_tokens(result.tokens, opt.tokens)
+    result.loop = opt.to_dict()
+    if opt.status not in ("accepted", "rejected"):  # the loop could not run: say why, score nothing new
+        result.reason = f"the loop {opt.status}: {opt.reason}"
+    for k in range(1, settings.iterations + 1):
+        best = best_after(opt, k)
+        result.rounds.append(result.rounds[-1] if best == best_after(opt, k - 1) else hidden(best))
+    result.final_code = best_after(opt, settings.iterations)
+    return result
+
+
+def write_initial(problem: Problem, provider, model: str, tokens: dict) -> tuple[str | None, str]:
+    """The model's first solution from the description, as the paper's round 0; None and why on failure."""
+    request = (f"{task_text(problem)}\n\nWrite `class Solution` with the method `{problem.method}` "
+               "that the tests call.")
+    try:
+        reply = provider.complete(WRITE_SYSTEM, "", request, model, 4096)
+        _add_tokens(tokens, {"input": reply.input_tokens, "output": reply.output_tokens})
+        return extract_code(reply.text), ""
+    except (ModelError, CandidateError) as e:
+        return None, f"no initial code: {e}"
+
+
+def task_text(problem: Problem) -> str:
+    """The task as the model reads it: the paper's prompt carries the description and the public tests."""
+    return (f"Task: problem {problem.idx} ({problem.name}).\n\n{problem.description.strip()}\n\n"
+            f"The public tests, which the solution must pass (`solution = Solution()` runs first):\n\n"
+            f"```python\n{problem.public_tests.strip()}\n```")
+
+
+def evidence(public: Score) -> str:
+    return (f"the initial code on the public tests took {seconds(public.time_s)}, with a peak heap of "
+            f"{mebibytes(public.peak_mb)} and a total memory usage of {mebibyte_seconds(public.tmu_mbs)}")
+
+
+def project(where: Path, module_text: str, public_tests: str) -> Path:
+    """A git project holding the module and its public tests as one pytest test, for the loop's sandbox."""
+    root = where / "project"
+    root.mkdir()
+    (root / MODULE).write_text(module_text, encoding="utf-8")
+    body = textwrap.indent(public_tests.strip(), "    ")
+    (root / TEST).write_text(f"from solution import *\n\n\ndef test_public():\n    solution = Solution()\n{body}\n",
+                             encoding="utf-8")
+    (root / "pyproject.toml").write_text("[tool.pytest.ini_options]\npythonpath = [\".\"]\n", encoding="utf-8")
+    repo = git.Repo.init(root)
+    repo.index.add([MODULE, TEST, "pyproject.toml"])
+    author = git.Actor("soap eval", "soap-eval@localhost")
+    repo.index.commit("the initial code", author=author, committer=author)
+    repo.close()
+    return root
+
+
+def _add_tokens(total: dict, more: dict) -> None:
+    for key in ("input", "output"):
+        total[key] += more.get(key, 0)
+
+
+def _summary(result: ProblemResult) -> str:
+    if result.status != "optimised":
+        return f"{result.status}: {result.reason}"
+    first, last = result.rounds[0], result.rounds[-1]
+    if not (first.passed and last.passed):
+        return f"hidden tests: round 0 {'passed' if first.passed else 'failed'}, last round {'passed' if last.passed else 'failed'}"
+    return f"ET {seconds(first.time_s)} → {seconds(last.time_s)}, TMU {mebibyte_seconds(first.tmu_mbs)} → {mebibyte_seconds(last.tmu_mbs)}"
+
+
