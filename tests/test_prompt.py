@@ -65,3 +65,12 @@ def test_later_rounds_carry_the_best_code_its_profile_and_the_rejections():
                      [Rejected(2, "tests failed: test_norm"), Rejected(3, "the reply has no ```python block")])
     assert "def norm(points):\n    return 0.0" in later and "PROFILE-2" in later
     assert "round 2: tests failed: test_norm" in later and "round 3: the reply has no" in later
+
+
+def test_without_a_profile_neither_round_mentions_one_and_a_task_leads_the_context():
+    fixed, _ = build("solution.py", "norm", MODULE, ["test_public.py::test_public"], "", "ET 2 ms", None, None, [],
+                     task="Task: problem 7 (norms).")
+    assert fixed.startswith("Task: problem 7 (norms).\n\nThe target is `norm`")
+    assert "profile" not in fixed.lower()
+    _, later = build("solution.py", "norm", MODULE, [], "", "ET 2 ms", "def norm(points):\n    return 0.0", "", [])
+    assert "def norm(points):\n    return 0.0" in later and "profile" not in later.lower()

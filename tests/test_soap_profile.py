@@ -243,3 +243,38 @@ def test_the_text_of_a_short_function_shows_every_line():
 
 def test_a_profile_survives_a_round_trip_through_json():
     assert OverheadProfile.from_dict(json.loads(json.dumps(SYNTHETIC.to_dict()))) == SYNTHETIC
+
+
+def test_each_view_shows_what_the_papers_ablation_gives_the_model():
+    header = "pkg/stats.py::Stats.slow_sum — 41 calls, 182.4 ms total, peak heap 12.3 MiB"
+    note = "note: " + SYNTHETIC.notes[0]
+    # Time only: the time columns, and the lines ranked by time (13, 14, 12), not by allocation.
+    assert format_profile(SYNTHETIC, max_lines=3, view="time") == textwrap.dedent(f"""\
+        {header}
+        line   hits      time  share  code
+           …
+          12  41041   12.0 ms   6.6%  for x in sorted(items):
+          13  41000  120.0 ms  65.8%      total += x * x
+          14  41000   30.0 ms  16.4%      if x < 0:
+           …
+        {note}""")
+    # Memory only: the allocating lines (15, 12, 16), no time.
+    assert format_profile(SYNTHETIC, max_lines=3, view="memory") == textwrap.dedent(f"""\
+        {header}
+        line   hits  MiB @peak  code
+           …
+          12  41041        3.2  for x in sorted(items):
+           …
+          15      5        8.0          seen = [x] * 1000
+          16     41       <0.1  return total
+        {note}""")
+    assert format_profile(SYNTHETIC, view="summary") == f"{header}\n{note}"
+    assert format_profile(SYNTHETIC, view="none") == ""
+    assert format_profile(SYNTHETIC, max_lines=3, view="both") == format_profile(SYNTHETIC, max_lines=3)
+
+
+def test_the_eval_offers_every_view_of_the_profile():
+    from pytest_soap.eval import PROFILES
+    from pytest_soap.soap.profile import VIEWS
+
+    assert set(PROFILES) == set(VIEWS)

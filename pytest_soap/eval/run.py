@@ -101,7 +101,7 @@ def evaluate_problem(problem: Problem, provider, settings: Settings,
     with tempfile.TemporaryDirectory(prefix="soap-eval-") as tmp:
         root = project(Path(tmp), start, problem.public_tests)
         target = Target(root, MODULE, f"Solution.{method}", (f"{TEST}::test_public",))
-        opt = optimize(target, provider, settings.model, settings.iterations, ["tmu_mbs"], evidence(public),
+        opt = optimize(target, provider, settings.model, settings.iterations, ["tmu_mbs"], evidence(public, settings.profile),
                        profile_view=settings.profile, task=task_text(problem), progress=progress)
     _add_tokens(result.tokens, opt.tokens)
     result.loop = opt.to_dict()
@@ -133,7 +133,10 @@ def task_text(problem: Problem) -> str:
             f"```python\n{problem.public_tests.strip()}\n```")
 
 
-def evidence(public: Score) -> str:
+def evidence(public: Score, view: str) -> str:
+    """The paper's totals (ET, peak, TMU), which every ablation but `none` shows the model."""
+    if view == "none":
+        return "not shown"
     return (f"the initial code on the public tests took {seconds(public.time_s)}, with a peak heap of "
             f"{mebibytes(public.peak_mb)} and a total memory usage of {mebibyte_seconds(public.tmu_mbs)}")
 
