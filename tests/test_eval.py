@@ -14,7 +14,7 @@ from pytest_soap.eval.dataset import DatasetError, Problem, load, program
 from pytest_soap.eval.metrics import table
 from pytest_soap.eval.report import markdown, svg
 from pytest_soap.eval.run import ProblemResult, Settings, evaluate
-from pytest_soap.eval.score import Score, score
+from pytest_soap.eval.score import Score, score, score_all
 from pytest_soap.soap.llm import AnthropicProvider
 from pytest_soap.soap.loopback import MessagesServer
 
@@ -198,7 +198,7 @@ BAD_SYNTAX = "class Solution:\n    def f(self:\n        return 1\n"
     (BAD_SYNTAX, "", "SyntaxError at line {}: "),
     (solution("hasDuplicate", "while True:\n    pass\n"), "solution.hasDuplicate([])\n", "timed out after 3.0 s"),
     (solution("hasDuplicate", "return bytearray(8 * 2**30)\n"), "solution.hasDuplicate([])\n",
-     "exceeded the 1024 MiB memory limit"),
+     "exceeded the 2048 MiB memory limit"),
 ])
 def test_a_failing_hanging_or_hungry_program_is_contained_and_says_why(code, tests, reason):
     where = {"a test": tests.strip(), "TypeError": "        return len(set(nums)) != len(nums)",
@@ -206,9 +206,22 @@ def test_a_failing_hanging_or_hungry_program_is_contained_and_says_why(code, tes
     for start, line in where.items():
         if reason.startswith(start):
             reason = reason.format(line_of(line, code, tests))
-    result = score(program(code, tests), 3.0, 1024)
+    result = score(program(code, tests), 3.0, 2048)
     assert not result.passed and result.reason.startswith(reason), result.reason
     assert result.time_s is None
+
+
+def test_programs_scored_together_keep_their_own_results_and_one_that_hangs_is_found_alone():
+    fast = program(DUPLICATES["canonical_solution"], DUPLICATES["test_case"])
+    slow = program(DUPLICATES["completion"], DUPLICATES["test_case"])
+    wrong = program(DUPLICATES["canonical_solution"], "assert solution.hasDuplicate([2, 2]) == False\n")
+    together = score_all([fast, wrong, slow], 30, 2048)
+    assert [s.passed for s in together] == [True, False, True] and together[1].reason.startswith("a test failed")
+    assert together[2].time_s > together[0].time_s  # the O(n^2) scan over 4000 items against a set
+    hangs = program(solution("hasDuplicate", "while True:\n    pass\n"), "solution.hasDuplicate([])\n")
+    alone = score_all([fast, hangs], 2.0, 2048)
+    assert alone[0].passed and alone[0].time_s > 0
+    assert not alone[1].passed and alone[1].reason == "timed out after 2.0 s"
 
 
 def test_the_program_runs_without_the_secrets_of_the_environment(monkeypatch):

@@ -24,8 +24,8 @@ from ..soap.candidate import CandidateError, extract_code
 from ..soap.llm import ModelError
 from ..soap.loop import MEMORY_MB, best_after, optimize
 from . import TIMEOUT_S
-from .dataset import Problem, module, program, with_tests
-from .score import Score, score
+from .dataset import DatasetError, Problem, module, program, with_tests
+from .score import Score, score_all
 
 MODULE, TEST = "solution.py", "test_public.py"
 
@@ -76,41 +76,48 @@ def evaluate(problems: list[Problem], provider, settings: Settings,
 def evaluate_problem(problem: Problem, provider, settings: Settings,
                      progress: Callable[[str], None] = lambda line: None) -> ProblemResult:
     result = ProblemResult(problem.idx, problem.name, "optimised")
-    hidden = lambda module_text: score(with_tests(module_text, problem.hidden_tests), settings.timeout_s,  # noqa: E731
-                                       settings.memory_mb)
-    result.canonical = hidden(module(problem.canonical))
-    if not result.canonical.passed:
-        result.status, result.reason = "broken", f"the canonical solution fails its hidden tests: {result.canonical.reason}"
+    try:
+        method = problem.method
+    except DatasetError as e:
+        result.status, result.reason = "broken", str(e)
         return result
     initial, why = problem.completion, ""
     if initial is None:
         initial, why = write_initial(problem, provider, settings.model, result.tokens)
-    public = score(program(initial, problem.public_tests), settings.timeout_s, settings.memory_mb, repeat=1) \
-        if initial is not None else Score(False, why)
+    canonical = with_tests(module(problem.canonical), problem.hidden_tests)
+    # First, one run each: the canonical solution must pass its hidden tests, the initial code its public ones.
+    public_run = [program(initial, problem.public_tests)] if initial is not None else []
+    checks = score_all([canonical, *public_run], settings.timeout_s, settings.memory_mb, repeat=1)
+    result.canonical = checks[0]
+    public = checks[1] if initial is not None else Score(False, why)
+    if not result.canonical.passed:
+        result.status, result.reason = "broken", f"the canonical solution fails its hidden tests: {result.canonical.reason}"
+        return result
     if not public.passed:
         result.status, result.reason = "failing", f"the initial code fails its public tests: {public.reason}"
         result.rounds = [Score(False, public.reason)] * (settings.iterations + 1)
         return result
-    try:
-        method = problem.method
-    except Exception as e:  # a DatasetError: its message is the reason
-        result.status, result.reason = "broken", str(e)
-        return result
-    start = module(initial)
-    result.rounds = [hidden(start)]
     with tempfile.TemporaryDirectory(prefix="soap-eval-") as tmp:
-        root = project(Path(tmp), start, problem.public_tests)
+        root = project(Path(tmp), module(initial), problem.public_tests)
         target = Target(root, MODULE, f"Solution.{method}", (f"{TEST}::test_public",))
-        opt = optimize(target, provider, settings.model, settings.iterations, ["tmu_mbs"], evidence(public, settings.profile),
-                       profile_view=settings.profile, task=task_text(problem), progress=progress)
+        opt = optimize(target, provider, settings.model, settings.iterations, ["tmu_mbs"],
+                       evidence(public, settings.profile), profile_view=settings.profile, task=task_text(problem),
+                       progress=progress)
     _add_tokens(result.tokens, opt.tokens)
     result.loop = opt.to_dict()
-    if opt.status not in ("accepted", "rejected"):  # the loop could not run: say why, score nothing new
+    if opt.status not in ("accepted", "rejected"):  # the loop could not run: say why
         result.reason = f"the loop {opt.status}: {opt.reason}"
-    for k in range(1, settings.iterations + 1):
-        best = best_after(opt, k)
-        result.rounds.append(result.rounds[-1] if best == best_after(opt, k - 1) else hidden(best))
-    result.final_code = best_after(opt, settings.iterations)
+    # Every round's best on the hidden tests, with the canonical solution, in one process (see score.py).
+    bests = [best_after(opt, k) for k in range(settings.iterations + 1)]
+    distinct = list(dict.fromkeys(bests))
+    scores = score_all([canonical] + [with_tests(text, problem.hidden_tests) for text in distinct],
+                       settings.timeout_s, settings.memory_mb)
+    result.canonical = scores[0]
+    if not result.canonical.passed:  # it passed a moment ago: the machine, not the solution
+        result.status, result.reason = "broken", f"the canonical solution's scoring run failed: {result.canonical.reason}"
+        return result
+    result.rounds = [scores[1 + distinct.index(text)] for text in bests]
+    result.final_code = bests[-1]
     return result
 
 
