@@ -93,6 +93,18 @@ def test_an_offline_eval_prints_the_papers_table_and_writes_the_json_and_the_plo
     assert len(plot.findall("{http://www.w3.org/2000/svg}polyline")) == 3
 
 
+def test_on_the_bundled_dataset_canonical_replies_bring_net_and_ntmu_to_within_10_percent_of_1(tmp_path):
+    # The four problems whose canonical solutions run longest (2 to 10 ms): the ratio of sums is the paper's.
+    run = soap_eval("--offline", "--problems", "9,13,18,20", "--iterations", "1", "--out", "out", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    record = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert [p["idx"] for p in record["problems"]] == [9, 13, 18, 20]
+    first, last = record["rounds"]
+    assert first["measured"] == last["measured"] == 4 and last["pass_at_1"] == 1.0
+    assert first["net"] > 3 and first["ntmu"] > 3  # the inefficient completions
+    assert 0.9 <= last["net"] <= 1.1 and 0.9 <= last["ntmu"] <= 1.1, (last["net"], last["ntmu"])
+
+
 @pytest.mark.parametrize("args, message", [
     (["missing.jsonl"], "soap eval: cannot read missing.jsonl: No such file or directory"),
     (["bad.jsonl"], "soap eval: bad.jsonl, line 2, is not a JSON record: "),

@@ -2,23 +2,32 @@
 
     python -m pytest_soap.eval.score A.py [B.py ...] --out RESULT.json [--repeat 3] [--memory-mb N]
 
-Each program (dataset.program: prelude, code, tests) runs once to check it passes. Then the passing ones
-are timed with no tracer running, `repeat` rounds in which each runs once, in an order that rotates from
-round to round, so that a slow spell of the machine hits them all alike: the programs of one problem (the
-canonical solution, the initial code, each round's best) are compared in one process, and NET does not move
-with process-to-process noise. ET is a program's median. Last, each runs once under memray: the heap's peak,
-and the area under heap-over-time sampled every 1 ms and closed at the run's end (TMU, the trapezoid rule,
-as the paper). Memory is the heap the program allocates, not the process's RSS as the paper's mprof read
-it: an interpreter's 10 MiB of RSS would drown a solution's own memory, and it is the same for every one.
+Each program (dataset.program: prelude, code, tests) runs once to check that it passes. The passing ones are
+then timed with no tracer running, in `repeat` rounds; in each, every program gives one sample, in an order
+that rotates from round to round, so a slow spell of the machine hits them all alike. The programs of one
+problem (the canonical solution, the initial code, each round's best) are compared in one process, so NET
+does not move with process-to-process noise. A sample follows one untimed run, since the run before it may
+have been another program's, and it repeats a short program until it has taken 10 ms. ET is the median
+sample: one warm run of the whole program, where the paper timed one cold run.
 
-`score_all()` is the caller's side: it runs that in a scratch directory, under a timeout and a memory limit,
-with an environment scrubbed of keys and tokens, as the loop runs candidates.
+Last, each program runs under memray, which counts every object Python allocates, so what ran before does not
+show through. Peak is the heap's high-water mark. TMU is the area under heap-over-time, sampled every 1 ms
+and closed at the run's end (the trapezoid rule, as in the paper). A program shorter than 50 ms runs again
+under the same tracker until it has been tracked that long, and its TMU is the area divided by the number of
+runs: a 1 ms program would otherwise get one snapshot or none. Memory is the heap the program allocates,
+not the process's RSS that the paper's mprof read: an interpreter's 10 MiB of RSS would drown a solution's own
+memory, and it is the same for every solution.
+
+`score_all()` is the caller's side. It runs the above in a scratch directory, under a timeout and a memory
+limit, with an environment scrubbed of keys and tokens, as the loop runs candidates.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import math
 import os
 import statistics
 import sys
@@ -32,6 +41,9 @@ from ..measure.heap import track_heap
 from ..soap.sandbox import memory_limit_mb, run_limited, scrubbed_env
 
 REPEAT = 3
+SAMPLE_S = 0.01  # the least time a timed sample takes: a shorter program runs several times in it
+TRACKED_S = 0.05  # the least time a program is tracked for its TMU: 50 snapshots
+MAX_RUNS = 1000
 
 
 @dataclass
@@ -98,42 +110,63 @@ def _failure(exc: BaseException, label: str) -> str:
     return f"{type(exc).__name__} at {where}" + (f": {message}" if message else "")
 
 
-def _attempt(code, label: str, memory_mb: int) -> str:
-    """Run once; "" when it passed, else why not."""
+def _attempt(code, label: str, memory_mb: int) -> tuple[str, float]:
+    """Run once: "" when it passed, else why not; and its seconds."""
+    started = time.perf_counter()
     try:
         _run(code, label)
     except MemoryError:
-        return f"exceeded the {memory_mb} MiB memory limit"
+        return f"exceeded the {memory_mb} MiB memory limit", 0.0
     except Exception as e:  # noqa: BLE001 - the program's own failure is the result
-        return _failure(e, label)
-    return ""
+        return _failure(e, label), 0.0
+    return "", time.perf_counter() - started
+
+
+def _sample(code, label: str, runs: int) -> float:
+    """Seconds a run, over `runs` runs after one untimed: the run before it may have been another program's,
+    which left the allocator's arenas returned to the system or the caches cold, and that is not this one's cost."""
+    _run(code, label)
+    started = time.perf_counter()
+    for _ in range(runs):
+        _run(code, label)  # it passed once: the same code on the same tests passes again
+    return (time.perf_counter() - started) / runs
 
 
 def measure(sources: dict[str, str], repeat: int, memory_mb: int) -> dict[str, Score]:
     scores: dict[str, Score] = {}
-    compiled = {}
+    compiled, first_s = {}, {}
     for label, source in sources.items():
         try:
-            compiled[label] = compile(source, label, "exec")
+            code = compile(source, label, "exec")
         except SyntaxError as e:
             scores[label] = Score(False, f"SyntaxError at line {e.lineno}: {e.msg}")
             continue
-        why = _attempt(compiled[label], label, memory_mb)
+        why, first_s[label] = _attempt(code, label, memory_mb)
         if why:
             scores[label] = Score(False, why)
-            del compiled[label]
+        else:
+            compiled[label] = code
     labels = list(compiled)
+    # A sample runs a short program enough times to take SAMPLE_S: the timer and one run's hiccups stay small.
+    runs = {label: min(MAX_RUNS, max(1, math.ceil(SAMPLE_S / first_s[label]))) if first_s[label] > 0 else MAX_RUNS
+            for label in labels}
     times: dict[str, list[float]] = {label: [] for label in labels}
     for round_number in range(max(1, repeat)):
         shift = round_number % len(labels) if labels else 0
         for label in labels[shift:] + labels[:shift]:
-            started = time.perf_counter()
-            _run(compiled[label], label)  # it passed once: the same code on the same tests passes again
-            times[label].append(time.perf_counter() - started)
+            times[label].append(_sample(compiled[label], label, runs[label]))
     for label in labels:
-        with track_heap(interval_ms=1) as heap:
-            _run(compiled[label], label)
-        scores[label] = Score(True, "", statistics.median(times[label]), heap.peak_mb, heap.tmu_mbs)
+        et = statistics.median(times[label])
+        # TMU from 1 ms snapshots needs a run longer than a few of them: a short program runs again and again
+        # under one tracker, and its TMU is the area over the runs; its peak, the highest of any run.
+        tracked = min(MAX_RUNS, max(1, math.ceil(TRACKED_S / et))) if et > 0 else MAX_RUNS
+        gc.collect()  # the garbage of earlier runs is not this one's
+        with track_heap(interval_ms=1, python_allocators=True) as heap:  # not what ran before it
+            for run in range(tracked):
+                if run:
+                    gc.collect()  # cycles a run left (its functions and their globals) would pile up on the next
+                _run(compiled[label], label)
+        scores[label] = Score(True, "", et, heap.peak_mb, heap.tmu_mbs / tracked)
     return {label: scores[label] for label in sources}
 
 

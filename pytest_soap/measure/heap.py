@@ -27,8 +27,12 @@ class HeapResult:
 
 
 @contextmanager
-def track_heap(interval_ms: int = 1):
-    """Track the block's heap with memray; the yielded result is filled when the block ends."""
+def track_heap(interval_ms: int = 1, python_allocators: bool = False):
+    """Track the block's heap with memray; the yielded result is filled when the block ends.
+
+    With `python_allocators`, every object pymalloc hands out is counted, so the figures are the block's
+    own whatever ran before it; without, memray sees pymalloc's arenas, which a block allocates only when
+    the arenas freed earlier are gone (cheaper, but history shows through)."""
     import memray  # here, not at the top: most sessions never track a heap, and it costs 30 ms to import
 
     result = HeapResult()
@@ -36,7 +40,7 @@ def track_heap(interval_ms: int = 1):
     os.close(fd)
     os.remove(path)  # memray refuses to overwrite a file
     try:
-        with memray.Tracker(path, memory_interval_ms=interval_ms,
+        with memray.Tracker(path, memory_interval_ms=interval_ms, trace_python_allocators=python_allocators,
                             file_format=memray.FileFormat.AGGREGATED_ALLOCATIONS):
             started = time.time()
             yield result
