@@ -51,6 +51,8 @@ RUNNING_SUM = {
 }
 WRONG = {**RUNNING_SUM, "problem_idx": 3, "task_name": "running-sum-off-by-one",
          "completion": solution("runningSum", "return [sum(nums[:i]) for i in range(len(nums))]\n")}
+HANGS = {**RUNNING_SUM, "problem_idx": 4, "task_name": "running-sum-forever",
+         "completion": solution("runningSum", "while True:\n    pass\n")}
 
 
 def reply(code: str) -> str:
@@ -71,18 +73,19 @@ def soap_eval(*args, cwd, env=None):
 # ---- the whole eval -------------------------------------------------------------------------------------
 
 def test_an_offline_eval_prints_the_papers_table_and_writes_the_json_and_the_plot(tmp_path):
-    data = write_dataset(tmp_path / "mini.jsonl", DUPLICATES, RUNNING_SUM, WRONG)
-    run = soap_eval(str(data), "--offline", "--iterations", "2", "--out", "out", cwd=tmp_path,
+    data = write_dataset(tmp_path / "mini.jsonl", DUPLICATES, RUNNING_SUM, WRONG, HANGS)
+    run = soap_eval(str(data), "--offline", "--iterations", "2", "--timeout", "3", "--out", "out", cwd=tmp_path,
                     env={"ANTHROPIC_API_KEY": ""})
     assert run.returncode == 0, run.stderr
     assert "| round | pass@1 | ET (s) | NET | MU (MiB) | NMU | TMU (MiB·s) | NTMU |" in run.stdout
-    assert "| 0 (initial) | 66.7% (2/3) |" in run.stdout and "| 2 | 66.7% (2/3) |" in run.stdout
-    assert "failing: the initial code fails its public tests: a test failed at line" in run.stdout
+    assert "| 0 (initial) | 50.0% (2/4) |" in run.stdout and "| 2 | 50.0% (2/4) |" in run.stdout
+    assert "| 3 running-sum-off-by-one | failing: the initial code fails its public tests: a test failed at line" in run.stdout
+    assert "| 4 running-sum-forever | failing: the initial code fails its public tests: timed out after 3.0 s |" in run.stdout
     record = json.loads((tmp_path / "out" / "eval.json").read_text())
-    assert [p["status"] for p in record["problems"]] == ["optimised", "optimised", "failing"]
-    assert [len(p["rounds"]) for p in record["problems"]] == [3, 3, 3]
+    assert [p["status"] for p in record["problems"]] == ["optimised", "optimised", "failing", "failing"]
+    assert [len(p["rounds"]) for p in record["problems"]] == [3, 3, 3, 3]
     first, last = record["rounds"][0], record["rounds"][-1]
-    assert first["measured"] == 2 and first["pass_at_1"] == pytest.approx(2 / 3)
+    assert first["measured"] == 2 and first["pass_at_1"] == 0.5
     # The canonical solution replaced each O(n^2) completion: far faster than round 0.
     assert last["net"] < first["net"] / 3 and last["ntmu"] < first["ntmu"] / 3
     for p in record["problems"][:2]:
