@@ -291,8 +291,10 @@ def main() -> int:
         planted_share = sum(t.get("time_s") or 0 for t in report["tests"] if t["nodeid"] in {p.nodeid for p in PLANTED})
         planted_share /= sum(t.get("time_s") or 0 for t in report["tests"]) or 1
         print(f"\n   of which: the ref's worktree {stages.get('worktree', 0):.2f} s, its first pass "
-              f"{stages.get('base', 0):.2f} s, rounds {stages.get('rounds', 0):.2f} s for "
-              f"{report['against'].get('suspects')} suspects; the planted tests are {planted_share:.0%} "
+              f"{stages.get('base', 0):.2f} s (waited for after the head's: {stages.get('waited', 0):.2f} s), "
+              f"rechecks {stages.get('rechecks', 0):.2f} s for {report['against'].get('suspects')} suspects, "
+              f"rounds {stages.get('rounds', 0):.2f} s ({report['against'].get('rounds')} of them), attribution's "
+              f"profiles {stages.get('profiles', 0):.2f} s; the planted tests are {planted_share:.0%} "
               f"of the suite's test time at HEAD", end="")
     if null_costs:
         print(f"; null gates {statistics.median(null_costs):.2f}x plain (median; "
