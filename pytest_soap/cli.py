@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--problems", metavar="IDX,IDX", help="only these problem_idx values")
     ev.add_argument("--limit", type=int, metavar="N", help="only the first N problems")
     ev.add_argument("--timeout", type=float, default=TIMEOUT_S, metavar="S",
-                    help=f"a program's scoring run (three timed runs and a traced one) stops after S seconds (default {TIMEOUT_S:g})")
+                    help=f"a program's scoring (its timed samples and its memory-tracked runs) stops after S seconds "
+                         f"(default {TIMEOUT_S:g})")
     ev.add_argument("--offline", action="store_true",
                     help="no model: a loopback Messages API answers each problem with its canonical solution "
                          "(checks the whole pipeline; NET and NTMU should end near 1.00)")

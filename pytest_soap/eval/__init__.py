@@ -4,4 +4,4 @@ the sandbox: pass, ET, peak, TMU), run (each problem through the loop, every rou
 tests), metrics (the paper's table), report (Markdown, JSON, the plot)."""
 
 PROFILES = ("both", "time", "memory", "summary", "none")  # the paper's ablations: what profile the model sees
-TIMEOUT_S = 60.0  # a scoring run: three timed runs and a traced one (EffiBench stops a run at 10 s)
+TIMEOUT_S = 60.0  # a program's scoring: its timed samples and tracked runs (EffiBench stops one run at 10 s)

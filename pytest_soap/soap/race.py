@@ -29,7 +29,7 @@ from .record import Records, TargetError, message_of, resolve_function, split_ta
 from .replay import load_records, load_target, replay
 
 # Timed samples a side. 5 and 5 reach p = 0.004, under the gate's 0.01, but only with at most one pair out of
-# order: on a shared CI machine a candidate at 0.55x the best was once called no gain. 9 and 9 take 14.
+# order: on a shared CI machine a candidate at 0.55x the best was once called no gain. 9 and 9 allow 14.
 ROUNDS = 9
 SAMPLE_S = 0.01  # a sample repeats the recorded calls until the champion takes this long: the timer's noise is small next to it
 MAX_PASSES = 200
