@@ -132,18 +132,21 @@ def evaluate_with(records, script, tmp_path, **settings):
     problems = load(write_dataset(tmp_path / "data.json", *records, jsonl=False))
     with MessagesServer(script) as server:
         provider = AnthropicProvider(api_key="sk-test", base_url=server.url, timeout=10, max_retries=0)
-        results = evaluate(problems, provider, Settings("claude-test", **{"iterations": 1, **settings}))
+        results = evaluate(problems, provider, Settings(**{"model": "claude-test", "iterations": 1, **settings}))
     return results, server
 
 
 def test_without_a_completion_the_model_writes_the_initial_code_which_the_loop_then_improves(tmp_path):
     record = {k: v for k, v in DUPLICATES.items() if k != "completion"}
     [result], server = evaluate_with([record], [reply(DUPLICATES["completion"]), reply(DUPLICATES["canonical_solution"])],
-                                     tmp_path)
+                                     tmp_path, model="claude-sonnet-5-5")
     assert "contains-duplicate" in json.dumps(server.requests[0].body) and "hasDuplicate" in json.dumps(server.requests[0].body)
     assert result.status == "optimised" and [s.passed for s in result.rounds] == [True, True]
     assert result.loop["candidates"][0]["status"] == "accepted" and "set(nums)" in result.final_code
-    assert result.tokens["input"] > 0 and result.tokens["output"] > 0
+    # The initial code's tokens and the loop's, and what they cost at list prices.
+    assert result.tokens["input"] > result.loop["tokens"]["input"] > 0 and result.tokens["output"] > 0
+    assert result.cost_usd > result.loop["cost_usd"] > 0
+    assert f"about ${result.cost_usd:.4f} at list prices" in markdown(table([result]), [result], Settings("m"), "d")
 
 
 def test_a_model_that_writes_no_initial_code_leaves_the_problem_failing_at_every_round(tmp_path):

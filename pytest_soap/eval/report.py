@@ -7,7 +7,7 @@ import html
 
 from ..report.units import mebibyte_seconds, mebibytes, seconds
 from .metrics import RoundRow, change
-from .run import ProblemResult, Settings
+from .run import TOKENS, ProblemResult, Settings
 
 SCHEMA = 1
 
@@ -22,7 +22,8 @@ def _percent(value: float | None) -> str:
 
 def markdown(rows: list[RoundRow], results: list[ProblemResult], settings: Settings, dataset: str) -> str:
     lines = [f"## soap eval: {dataset}", "",
-             f"Model `{settings.model}`, {settings.iterations} rounds, profile given to the model: `{settings.profile}`.", "",
+             f"Model `{settings.model}`, {settings.iterations} rounds, profile given to the model: `{settings.profile}`; "
+             f"{_spent(results)}.", "",
              "| round | pass@1 | ET (s) | NET | MU (MiB) | NMU | TMU (MiB·s) | NTMU |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
@@ -42,6 +43,14 @@ def markdown(rows: list[RoundRow], results: list[ProblemResult], settings: Setti
         lines.append(f"| {r.idx} {r.name} | {_status(r)} | {_trend(r, 'time_s', seconds)} | "
                      f"{_trend(r, 'peak_mb', mebibytes)} | {_trend(r, 'tmu_mbs', mebibyte_seconds)} | {_loop(r)} |")
     return "\n".join(lines) + "\n"
+
+
+def _spent(results: list[ProblemResult]) -> str:
+    tokens = {key: sum(r.tokens[key] for r in results) for key in ("input", "output")}
+    cost = _total_cost(results)
+    return (f"{tokens['input']:,} input and {tokens['output']:,} output tokens"
+            + (f", about ${cost:.2f} at list prices" if cost is not None and cost >= 0.01 else
+               f", about ${cost:.4f} at list prices" if cost is not None else ""))
 
 
 def _status(r: ProblemResult) -> str:
@@ -70,7 +79,13 @@ def record(rows: list[RoundRow], results: list[ProblemResult], settings: Setting
     return {"schema": SCHEMA, "dataset": dataset, "model": settings.model, "iterations": settings.iterations,
             "profile": settings.profile, "rounds": [row.to_dict() for row in rows],
             "problems": [r.to_dict() for r in results],
-            "tokens": {key: sum(r.tokens[key] for r in results) for key in ("input", "output")}}
+            "tokens": {key: sum(r.tokens[key] for r in results) for key in TOKENS},
+            "cost_usd": _total_cost(results)}
+
+
+def _total_cost(results: list[ProblemResult]) -> float | None:
+    costs = [r.cost_usd for r in results if r.cost_usd is not None]
+    return round(sum(costs), 6) if costs else None
 
 
 SERIES = (("net", "NET", "#1f77b4"), ("nmu", "NMU", "#ff7f0e"), ("ntmu", "NTMU", "#2ca02c"))

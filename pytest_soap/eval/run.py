@@ -28,6 +28,7 @@ from .dataset import DatasetError, Problem, module, program, with_tests
 from .score import Score, score_all
 
 MODULE, TEST = "solution.py", "test_public.py"
+TOKENS = ("input", "output", "cache_read", "cache_write")
 
 WRITE_SYSTEM = """\
 You write correct, efficient Python solutions to programming tasks.
@@ -52,14 +53,21 @@ class ProblemResult:
     canonical: Score | None = None
     rounds: list[Score] = field(default_factory=list)  # [0]: the initial code; [k]: the best after round k
     loop: dict | None = None  # the loop's record: each round's candidate and what became of it
-    tokens: dict = field(default_factory=lambda: {"input": 0, "output": 0})
+    tokens: dict = field(default_factory=lambda: dict.fromkeys(TOKENS, 0))
+    cost_usd: float | None = None  # an estimate from list prices, as the loop's; None when the model has none
     final_code: str | None = field(default=None, repr=False)
+
+    def spend(self, tokens: dict, cost_usd: float | None) -> None:
+        for key in TOKENS:
+            self.tokens[key] += tokens.get(key, 0)
+        if cost_usd is not None:
+            self.cost_usd = round((self.cost_usd or 0.0) + cost_usd, 6)
 
     def to_dict(self) -> dict:
         return {"idx": self.idx, "name": self.name, "status": self.status, "reason": self.reason,
                 "canonical": self.canonical.to_dict() if self.canonical else None,
                 "rounds": [s.to_dict() for s in self.rounds], "loop": self.loop, "tokens": self.tokens,
-                "final_code": self.final_code}
+                "cost_usd": self.cost_usd, "final_code": self.final_code}
 
 
 def evaluate(problems: list[Problem], provider, settings: Settings,
@@ -83,7 +91,7 @@ def evaluate_problem(problem: Problem, provider, settings: Settings,
         return result
     initial, why = problem.completion, ""
     if initial is None:
-        initial, why = write_initial(problem, provider, settings.model, result.tokens)
+        initial, why = write_initial(problem, provider, settings.model, result)
     canonical = with_tests(module(problem.canonical), problem.hidden_tests)
     # First, one run each: the canonical solution must pass its hidden tests, the initial code its public ones.
     public_run = [program(initial, problem.public_tests)] if initial is not None else []
@@ -103,7 +111,7 @@ def evaluate_problem(problem: Problem, provider, settings: Settings,
         opt = optimize(target, provider, settings.model, settings.iterations, ["tmu_mbs"],
                        evidence(public, settings.profile), profile_view=settings.profile, task=task_text(problem),
                        progress=progress)
-    _add_tokens(result.tokens, opt.tokens)
+    result.spend(opt.tokens, opt.cost_usd)
     result.loop = opt.to_dict()
     if opt.status not in ("accepted", "rejected"):  # the loop could not run: say why
         result.reason = f"the loop {opt.status}: {opt.reason}"
@@ -121,13 +129,14 @@ def evaluate_problem(problem: Problem, provider, settings: Settings,
     return result
 
 
-def write_initial(problem: Problem, provider, model: str, tokens: dict) -> tuple[str | None, str]:
+def write_initial(problem: Problem, provider, model: str, result: ProblemResult) -> tuple[str | None, str]:
     """The model's first solution from the description, as the paper's round 0; None and why on failure."""
     request = (f"{task_text(problem)}\n\nWrite `class Solution` with the method `{problem.method}` "
                "that the tests call.")
     try:
         reply = provider.complete(WRITE_SYSTEM, "", request, model, 4096)
-        _add_tokens(tokens, {"input": reply.input_tokens, "output": reply.output_tokens})
+        result.spend({"input": reply.input_tokens, "output": reply.output_tokens, "cache_read": reply.cache_read_tokens,
+                      "cache_write": reply.cache_write_tokens}, reply.cost_usd)
         return extract_code(reply.text), ""
     except (ModelError, CandidateError) as e:
         return None, f"no initial code: {e}"
@@ -163,11 +172,6 @@ def project(where: Path, module_text: str, public_tests: str) -> Path:
     repo.index.commit("the initial code", author=author, committer=author)
     repo.close()
     return root
-
-
-def _add_tokens(total: dict, more: dict) -> None:
-    for key in ("input", "output"):
-        total[key] += more.get(key, 0)
 
 
 def _summary(result: ProblemResult) -> str:
