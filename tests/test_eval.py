@@ -115,6 +115,7 @@ def test_on_the_bundled_dataset_canonical_replies_bring_net_and_ntmu_to_within_1
     (["mini.jsonl", "--problems", "1,9"], "soap eval: no problem_idx 9 in the dataset"),
     (["mini.jsonl", "--iterations", "0"], "soap eval: --iterations, --timeout and --limit must be positive"),
     (["mini.jsonl"], "soap eval: optimisation skipped: ANTHROPIC_API_KEY is not set"),
+    (["mini.jsonl", "--offline", "--out", "mini.jsonl"], "soap eval: cannot write to mini.jsonl: File exists"),
 ])
 def test_a_bad_dataset_option_or_missing_key_is_a_one_line_error(tmp_path, args, message):
     write_dataset(tmp_path / "mini.jsonl", DUPLICATES)

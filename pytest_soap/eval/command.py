@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -68,23 +69,29 @@ def run(args: argparse.Namespace) -> int:
         return 2
     model = args.model or ("offline-canonical" if args.offline else DEFAULT_MODEL)
     settings = Settings(model, args.iterations, args.profile, args.timeout)
+    if not args.offline:
+        try:
+            provider = provider_for(None)
+        except ModelUnavailable as e:
+            print(f"soap eval: {e}; --offline runs the pipeline with the canonical solutions as the replies",
+                  file=sys.stderr)
+            return 2
+    try:  # before the problems run, not after: a bad --out must not cost the run
+        args.out.mkdir(parents=True, exist_ok=True)
+        if not os.access(args.out, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as e:
+        print(f"soap eval: cannot write to {args.out}: {e.strerror or e}", file=sys.stderr)
+        return 2
     with canonical_server(problems) if args.offline else nullcontext() as server:
         if server is not None:
             provider = AnthropicProvider(api_key="offline", base_url=server.url, max_retries=0)
-        else:
-            try:
-                provider = provider_for(None)
-            except ModelUnavailable as e:
-                print(f"soap eval: {e}; --offline runs the pipeline with the canonical solutions as the replies",
-                      file=sys.stderr)
-                return 2
         results = evaluate(problems, provider, settings, lambda line: print(line, flush=True))
     rows = table(results)
     name = path.name + (" (offline: canonical replies)" if args.offline else "")
     text = markdown(rows, results, settings, name)
     print("\n" + text)
     try:
-        args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "table.md").write_text(text, encoding="utf-8")
         (args.out / "eval.json").write_text(json.dumps(record(rows, results, settings, name), indent=1) + "\n",
                                             encoding="utf-8")
