@@ -150,6 +150,15 @@ def test_without_a_completion_the_model_writes_the_initial_code_which_the_loop_t
     assert f"about ${result.cost_usd:.4f} at list prices" in markdown(table([result]), [result], Settings("m"), "d")
 
 
+def test_a_problem_whose_canonical_solution_fails_is_left_out_before_the_model_is_asked(tmp_path):
+    record = {k: v for k, v in DUPLICATES.items() if k != "completion"}
+    record["canonical_solution"] = solution("hasDuplicate", "return False\n")
+    [result], server = evaluate_with([record], [reply(DUPLICATES["completion"])], tmp_path)
+    assert result.status == "broken" and server.requests == []
+    assert result.reason.startswith("the canonical solution fails its hidden tests: a test failed at line ")
+    assert table([result]) == []  # nothing to count
+
+
 def test_a_model_that_writes_no_initial_code_leaves_the_problem_failing_at_every_round(tmp_path):
     record = {k: v for k, v in DUPLICATES.items() if k != "completion"}
     [result], _ = evaluate_with([record], ["I cannot help with that."], tmp_path, iterations=2)

@@ -37,8 +37,9 @@ def select(problems: list[Problem], only: str | None, limit: int | None) -> list
 def canonical_server(problems: list[Problem]):
     """A loopback Messages API that answers every request about a problem with its canonical solution."""
     from ..soap.loopback import Choose, Forever, MessagesServer
+    from .run import task_heading
 
-    canonical = {f"Task: problem {p.idx} ({p.name})": p.canonical for p in problems}
+    canonical = {task_heading(p): p.canonical for p in problems}
 
     def reply_for(body: dict) -> str:
         asked = json.dumps(body, ensure_ascii=False)

@@ -89,18 +89,21 @@ def evaluate_problem(problem: Problem, provider, settings: Settings,
     except DatasetError as e:
         result.status, result.reason = "broken", str(e)
         return result
-    initial, why = problem.completion, ""
-    if initial is None:
-        initial, why = write_initial(problem, provider, settings.model, result)
+    initial = problem.completion
     canonical = with_tests(module(problem.canonical), problem.hidden_tests)
     # First, one run each: the canonical solution must pass its hidden tests, the initial code its public ones.
     public_run = [program(initial, problem.public_tests)] if initial is not None else []
     checks = score_all([canonical, *public_run], settings.timeout_s, settings.memory_mb, repeat=1)
     result.canonical = checks[0]
-    public = checks[1] if initial is not None else Score(False, why)
     if not result.canonical.passed:
         result.status, result.reason = "broken", f"the canonical solution fails its hidden tests: {result.canonical.reason}"
         return result
+    if initial is not None:
+        public = checks[1]
+    else:  # only now, when the problem is known to be sound, is the model asked
+        initial, why = write_initial(problem, provider, settings.model, result)
+        public = (score_all([program(initial, problem.public_tests)], settings.timeout_s, settings.memory_mb, repeat=1)[0]
+                  if initial is not None else Score(False, why))
     if not public.passed:
         result.status, result.reason = "failing", f"the initial code fails its public tests: {public.reason}"
         result.rounds = [Score(False, public.reason)] * (settings.iterations + 1)
@@ -142,9 +145,14 @@ def write_initial(problem: Problem, provider, model: str, result: ProblemResult)
         return None, f"no initial code: {e}"
 
 
+def task_heading(problem: Problem) -> str:
+    """The first line of every request about the problem (the offline server finds the problem by it)."""
+    return f"Task: problem {problem.idx} ({problem.name})."
+
+
 def task_text(problem: Problem) -> str:
     """The task as the model reads it: the paper's prompt carries the description and the public tests."""
-    return (f"Task: problem {problem.idx} ({problem.name}).\n\n{problem.description.strip()}\n\n"
+    return (f"{task_heading(problem)}\n\n{problem.description.strip()}\n\n"
             f"The public tests, which the solution must pass (`solution = Solution()` runs first):\n\n"
             f"```python\n{problem.public_tests.strip()}\n```")
 
