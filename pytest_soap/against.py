@@ -234,6 +234,22 @@ class SideRun:
             return {}, self.why()
         return measured, None
 
+    def ask_profiles(self, wanted: dict[str, bool]) -> None:
+        """Ask a warm process to profile these tests ({nodeid: memory?}); read_profiles() has the answer."""
+        try:
+            self.asks.write(json.dumps({"profile": wanted}) + "\n")
+            self.asks.flush()
+        except (OSError, ValueError, AttributeError):
+            pass  # it has gone, or was closed: read_profiles() says so
+
+    def read_profiles(self) -> dict[str, Profile] | None:
+        """The answer to ask_profiles(); None when the process has gone."""
+        line = self.answers.readline() if self.answers else ""
+        try:
+            return {n: Profile.from_dict(p) for n, p in json.loads(line).items()} if line else None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+
     def _answer(self) -> dict[str, Measurement] | None:
         """The next answer of a warm process; None when it has gone (no line, or half of one)."""
         line = self.answers.readline()
@@ -285,6 +301,11 @@ class PairedRun:
     profiles: dict[str, tuple[Profile, Profile]] = field(default_factory=dict)  # regressed: (head, base)
     # Wall time of each stage: worktree; base, its first pass; waited, for it after the head's tests; rounds; profiles.
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _only_lines(wanted: dict[str, bool]) -> list[str]:
+    """A profiling run's --soap-only lines: the node id, and a tab and "memory" for memray's profile."""
+    return [nodeid + "\tmemory" * memory for nodeid, memory in wanted.items()]
 
 
 def core_to_spare() -> bool:
@@ -357,15 +378,17 @@ class RefRun:
         self._stack.close()
 
     def measure(self, head: dict[str, Measurement],
-                rerun_head: Callable[[dict[str, int]], dict[str, Measurement]] | None = None) -> PairedRun:
+                rerun_head: Callable[[dict[str, int]], dict[str, Measurement]] | None = None,
+                profile_head: Callable[[dict[str, bool]], dict[str, Profile]] | None = None) -> PairedRun:
         """Compare the head's first pass with the ref's; `rerun_head` runs head tests again in this session
-        (for the rechecks: without it, as under xdist, there are none)."""
-        run = self._measure(head, rerun_head if self.warm else None)
+        (for the rechecks: without it, as under xdist, there are none), and `profile_head` profiles them
+        ({nodeid: memory?}; without it, a fresh process does)."""
+        run = self._measure(head, rerun_head if self.warm else None, profile_head if self.warm else None)
         # Done with the warm base: let it finish its session. On Ctrl-C this is skipped, and close() kills it.
         self._base_pass.close()
         return run
 
-    def _measure(self, head: dict[str, Measurement], rerun_head) -> PairedRun:
+    def _measure(self, head: dict[str, Measurement], rerun_head, profile_head) -> PairedRun:
         run, thresholds = self.run, self.thresholds
         clock = time.perf_counter()
 
@@ -429,9 +452,21 @@ class RefRun:
         # sides' profiles run at once when a core is free for each, else one after the other: in a benchmark run
         # with a core busy, where they shared the other, 1.2x and 1.5x regressions got no function blamed.
         verdicts = [compare.judge_paired(m, run.base[n], thresholds) for n, m in head.items() if n in run.base]
-        regressed = [v.nodeid + "\tmemory" * profiles_memory(v.regressed_metrics) for v in verdicts if v.verdict == "regressed"]
-        if regressed:
-            sides = (self.head_side, self.base_side)
+        regressed = {v.nodeid: profiles_memory(v.regressed_metrics) for v in verdicts if v.verdict == "regressed"}
+        if regressed and profile_head is not None:
+            # Both first passes' processes are still up: each profiles its side with no start-up, no imports
+            # and no collection (two fresh processes cost 2 to 4 s of a planted benchmark's 30).
+            self._base_pass.ask_profiles(regressed)
+            head_profiles = profile_head(regressed) if core_to_spare() else None  # else after the base's
+            base_profiles = self._base_pass.read_profiles()
+            if head_profiles is None:
+                head_profiles = profile_head(regressed)
+            if base_profiles is None:  # it has gone: a fresh process, as under xdist
+                base_profiles = self.base_side.start_profile(self.round_args, self.work, _only_lines(regressed)).profiles()
+            run.profiles = {n: (head_profiles[n], base_profiles[n]) for n in head_profiles if n in base_profiles}
+            lap("profiles")
+        elif regressed:
+            sides, regressed = (self.head_side, self.base_side), _only_lines(regressed)
             if core_to_spare():
                 started = [side.start_profile(self.round_args, self.work, regressed) for side in sides]
                 head_profiles, base_profiles = (profile_run.profiles() for profile_run in started)

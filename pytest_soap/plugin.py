@@ -22,7 +22,7 @@ from .measure.functions import Profile, profile_memory, profiled, project_root
 from .measure.heap import track_heap
 from .records import Measurement
 from .report import json_report, terminal
-from .rerun import confirm, measure_heaps, repeat, run_each, run_more, serve
+from .rerun import confirm, measure_heaps, profile_each, repeat, run_more, serve
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -205,20 +205,18 @@ class SoapSession:
             # This session re-runs its own suspects; under xdist the workers are gone, and it cannot.
             items = {item.nodeid: item for item in session.items}
             rerun = None if _is_controller(self.config) else (lambda runs: run_more(items, runs, self))
-            self.paired = ref_run.measure(self.measurements, rerun)
+            profile = None if _is_controller(self.config) else (
+                lambda wanted: profile_each([items[n] for n in wanted if n in items], {n for n, m in wanted.items() if m}, self))
+            self.paired = ref_run.measure(self.measurements, rerun, profile)
             self._attribute(self.paired.profiles, lambda: changed_functions(self.ref.repo_root, self.ref.sha))
             self._optimize(self.ref.repo_root)
         elif self.baseline and not _is_worker(self.config) and not _is_controller(self.config) and not session.shouldfail:
             # Against a saved baseline there is one side to profile: this one, in this process.
             regressed = self._regressed()
-            self.profile_memory = {n for n, v in regressed.items() if profiles_memory(v.regressed_metrics)}
-            self.profile_run = True
-            try:
-                run_each([item for item in session.items if item.nodeid in regressed])
-            finally:
-                self.profile_run = False
+            profiles = profile_each([item for item in session.items if item.nodeid in regressed],
+                                    {n for n, v in regressed.items() if profiles_memory(v.regressed_metrics)}, self)
             commit = self.baseline.commit
-            self._attribute({n: (self.profiles[n], None) for n in regressed if n in self.profiles},
+            self._attribute({n: (p, None) for n, p in profiles.items()},
                             lambda: changed_functions(self.config.rootpath, commit) if commit else
                             ChangeSet(None, [], [], "the baseline records no commit (it was saved outside a git "
                                                     "repository): changed functions are unknown"),

@@ -18,6 +18,7 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 from . import compare
+from .measure.functions import Profile
 from .records import MEMORY_METRICS, Measurement
 
 if TYPE_CHECKING:
@@ -73,6 +74,17 @@ def measure_heaps(items: list[pytest.Item], soap: SoapSession) -> None:
         soap.heap_run = False
 
 
+def profile_each(items: list[pytest.Item], memory: set[str], soap: SoapSession) -> dict[str, Profile]:
+    """One more run of each test under the function profiler (memray's, for the node ids in `memory`: cProfile
+    and memray both need Python's profile hook); their profiles."""
+    soap.profile_memory, soap.profile_run = set(memory), True
+    try:
+        run_each(items)
+    finally:
+        soap.profile_run = False
+    return {item.nodeid: soap.profiles[item.nodeid] for item in items if item.nodeid in soap.profiles}
+
+
 def run_each(items: list[pytest.Item]) -> None:
     """One more run of each test, keeping the fixtures the next one shares, as pytest's own loop does."""
     for item, nextitem in zip(items, [*items[1:], None]):
@@ -100,14 +112,20 @@ def run_more(items: dict[str, pytest.Item], runs: dict[str, int], soap: SoapSess
 
 def serve(items: list[pytest.Item], soap: SoapSession, pipes: tuple[int, int]) -> None:
     """A side of --soap-against, kept warm after its first pass: send its measurements down the write pipe,
-    then run again what each line of the read pipe asks ({"runs": {nodeid: count}}), answering each with
-    those runs' measurements, until the session closes the pipe. Re-running here costs no start-up: no
-    interpreter, no imports, no collection."""
+    then run again what each line of the read pipe asks, until the session closes the pipe: {"runs": {nodeid:
+    count}}, answered with those runs' measurements, or {"profile": {nodeid: memory?}}, answered with each
+    test's profile. Re-running here costs no start-up: no interpreter, no imports, no collection."""
     by_id = {item.nodeid: item for item in items}
     with os.fdopen(pipes[0], "r", encoding="utf-8") as requests, os.fdopen(pipes[1], "w", encoding="utf-8") as answers:
         answers.write(json.dumps([m.to_dict() for m in soap.measurements.values()]) + "\n")
         answers.flush()
         for line in requests:
-            fresh = run_more(by_id, json.loads(line)["runs"], soap)
-            answers.write(json.dumps([m.to_dict() for m in fresh.values()]) + "\n")
+            request = json.loads(line)
+            if "profile" in request:
+                wanted = request["profile"]
+                profiles = profile_each([by_id[n] for n in wanted if n in by_id], {n for n, mem in wanted.items() if mem}, soap)
+                answers.write(json.dumps({n: p.to_dict() for n, p in profiles.items()}) + "\n")
+            else:
+                fresh = run_more(by_id, request["runs"], soap)
+                answers.write(json.dumps([m.to_dict() for m in fresh.values()]) + "\n")
             answers.flush()

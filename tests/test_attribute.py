@@ -117,6 +117,20 @@ def test_against_a_ref_the_changed_caller_is_blamed_before_the_unchanged_helper(
     result.stdout.fnmatch_lines(["*← pkg/work.py:* process  *% of it; changed*", "*(from profiles of both sides*"])
 
 
+def test_under_xdist_fresh_processes_profile_both_sides_and_the_changed_caller_is_still_blamed(project):
+    # Without xdist both sides profile in their warm first-pass processes; its controller runs no test, and
+    # each side profiles in a fresh process instead.
+    pytest.importorskip("xdist")
+    write(project.path / "pkg" / "work.py", WORK.format(calls=50, mib=40, blocks=200000))
+    commit(project.repo, "B: more calls, more memory, more to compress")
+    result = project.runpytest("-n", "2", "--soap", "--soap-against", "HEAD~1", "--soap-json", "report.json")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    report = json.loads((project.path / "report.json").read_text())
+    firsts = first_causes(report)
+    assert firsts["test_process"]["qualname"] == "process" and firsts["test_process"]["changed"] is True
+    assert "both sides" in firsts["test_process"]["evidence"]["tests/test_work.py::test_process"]["basis"]
+
+
 def test_with_a_saved_baseline_the_diff_against_its_commit_ranks_the_changed_function_first(project):
     assert project.runpytest("--soap", "--soap-save").ret == pytest.ExitCode.OK
     write(project.path / "pkg" / "work.py", WORK.format(calls=50, mib=8, blocks=2000))
