@@ -205,16 +205,15 @@ class SoapSession:
             # This session re-runs its own suspects; under xdist the workers are gone, and it cannot.
             items = {item.nodeid: item for item in session.items}
             rerun = None if _is_controller(self.config) else (lambda runs: run_more(items, runs, self))
-            profile = None if _is_controller(self.config) else (
-                lambda wanted: profile_each([items[n] for n in wanted if n in items], {n for n, m in wanted.items() if m}, self))
+            profile = None if _is_controller(self.config) else (lambda wanted: profile_each(items, wanted, self))
             self.paired = ref_run.measure(self.measurements, rerun, profile)
             self._attribute(self.paired.profiles, lambda: changed_functions(self.ref.repo_root, self.ref.sha))
             self._optimize(self.ref.repo_root)
         elif self.baseline and not _is_worker(self.config) and not _is_controller(self.config) and not session.shouldfail:
             # Against a saved baseline there is one side to profile: this one, in this process.
             regressed = self._regressed()
-            profiles = profile_each([item for item in session.items if item.nodeid in regressed],
-                                    {n for n, v in regressed.items() if profiles_memory(v.regressed_metrics)}, self)
+            profiles = profile_each({item.nodeid: item for item in session.items},
+                                    {n: profiles_memory(v.regressed_metrics) for n, v in regressed.items()}, self)
             commit = self.baseline.commit
             self._attribute({n: (p, None) for n, p in profiles.items()},
                             lambda: changed_functions(self.config.rootpath, commit) if commit else

@@ -74,15 +74,21 @@ def measure_heaps(items: list[pytest.Item], soap: SoapSession) -> None:
         soap.heap_run = False
 
 
-def profile_each(items: list[pytest.Item], memory: set[str], soap: SoapSession) -> dict[str, Profile]:
-    """One more run of each test under the function profiler (memray's, for the node ids in `memory`: cProfile
-    and memray both need Python's profile hook); their profiles."""
-    soap.profile_memory, soap.profile_run = set(memory), True
+def profile_each(items: dict[str, pytest.Item], wanted: dict[str, bool], soap: SoapSession) -> dict[str, Profile]:
+    """One more run of each wanted test under the function profiler ({nodeid: memory?}: memray's for memory,
+    since cProfile and memray both need Python's profile hook), and their profiles. What these runs report
+    (a failure, say) is theirs: the tests' own measurements are left as they were."""
+    chosen = [items[nodeid] for nodeid in wanted if nodeid in items]
+    own = {item.nodeid: soap.measurements.pop(item.nodeid) for item in chosen if item.nodeid in soap.measurements}
+    soap.profile_memory, soap.profile_run = {nodeid for nodeid, memory in wanted.items() if memory}, True
     try:
-        run_each(items)
+        run_each(chosen)
     finally:
         soap.profile_run = False
-    return {item.nodeid: soap.profiles[item.nodeid] for item in items if item.nodeid in soap.profiles}
+        for item in chosen:
+            soap.measurements.pop(item.nodeid, None)
+        soap.measurements.update(own)
+    return {item.nodeid: soap.profiles[item.nodeid] for item in chosen if item.nodeid in soap.profiles}
 
 
 def run_each(items: list[pytest.Item]) -> None:
@@ -122,8 +128,7 @@ def serve(items: list[pytest.Item], soap: SoapSession, pipes: tuple[int, int]) -
         for line in requests:
             request = json.loads(line)
             if "profile" in request:
-                wanted = request["profile"]
-                profiles = profile_each([by_id[n] for n in wanted if n in by_id], {n for n, mem in wanted.items() if mem}, soap)
+                profiles = profile_each(by_id, request["profile"], soap)
                 answers.write(json.dumps({n: p.to_dict() for n, p in profiles.items()}) + "\n")
             else:
                 fresh = run_more(by_id, request["runs"], soap)
