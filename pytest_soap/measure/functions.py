@@ -187,7 +187,9 @@ def profiled(root: Path):
 def profile_memory(call, root: Path) -> Profile:
     """Run `call()` with memray tracking its heap. A plain function, not a generator: memray follows Python's
     frames with the profile hook, and a generator suspended inside the tracked block leaves it without stacks.
-    cProfile needs the same hook, so a run profiles time or memory, never both."""
+    cProfile needs the same hook, so a run profiles time or memory, never both. Every object Python allocates is
+    counted, not only the arenas pymalloc takes from the system: the run happens in a process that has run the
+    tests before, whose freed arenas would otherwise hide the small objects a function allocates."""
     import memray
 
     result = Profile()
@@ -195,7 +197,7 @@ def profile_memory(call, root: Path) -> Profile:
     os.close(fd)
     os.remove(path)  # memray refuses to overwrite a file
     try:
-        with memray.Tracker(path, file_format=memray.FileFormat.AGGREGATED_ALLOCATIONS):
+        with memray.Tracker(path, trace_python_allocators=True, file_format=memray.FileFormat.AGGREGATED_ALLOCATIONS):
             call()
         _add_peak(result, path, Namer(root))
     finally:
