@@ -252,6 +252,11 @@ def test_programs_scored_together_keep_their_own_results_and_one_that_hangs_is_f
     assert not alone[1].passed and alone[1].reason == "timed out after 2.0 s"
 
 
+def test_a_program_that_ends_the_interpreter_is_reported_as_such():
+    result = score(program(DUPLICATES["canonical_solution"], "import os\nos._exit(3)\n"), 30, 2048)
+    assert not result.passed and result.reason.startswith("the scorer exited with code 3"), result.reason
+
+
 def test_the_program_runs_without_the_secrets_of_the_environment(monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-secret")
     monkeypatch.setenv("GITHUB_TOKEN", "ghs-secret")

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..measure.heap import track_heap
-from ..soap.sandbox import memory_limit_mb, run_limited, scrubbed_env
+from ..soap.sandbox import _crash_reason, memory_limit_mb, run_limited, scrubbed_env
 
 REPEAT = 3
 SAMPLE_S = 0.01  # the least time a timed sample takes: a shorter program runs several times in it
@@ -89,8 +89,7 @@ def _run_scorer(programs: list[str], timeout_s: float, memory_mb: int, repeat: i
         except (OSError, ValueError, TypeError):
             if finished.out_of_memory():
                 return Score(False, f"exceeded the {memory_limit_mb(memory_mb)} MiB memory limit")
-            tail = [line for line in finished.output.splitlines() if line.strip()]
-            return Score(False, f"the scorer stopped (exit code {finished.returncode}): {tail[-1] if tail else 'no output'}")
+            return Score(False, _crash_reason(finished, "the scorer"))
 
 
 # ---- inside the sandbox -------------------------------------------------------------------------------------
