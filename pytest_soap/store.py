@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import secrets
+import stat
 import statistics
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -88,21 +89,34 @@ def load(path: Path) -> Baseline | None:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and a rename, so a failure leaves the old file whole."""
+    """Write via a temporary file in the same folder and a rename, so a failure leaves the old file whole.
+    A new file gets the mode open() would give it; an existing one keeps its own."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _new_temporary(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         if path.exists():
-            os.chmod(tmp, path.stat().st_mode)  # mkstemp's 0600 would lock others out of a file they could read
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _new_temporary(path: Path) -> tuple[int, str]:
+    """A new file beside `path`, opened for writing. Not mkstemp: its 0600 would hide a baseline meant to be
+    committed and shared. Asking for 0666 lets the kernel apply the umask (and default ACLs) as open() does,
+    with no umask to read (os.umask reads it only by changing it, a race with other threads)."""
+    while True:
+        tmp = os.path.join(path.parent, f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:  # a name another writer holds: draw again
+            continue
 
 
 def entry(m: Measurement, previous: dict | None) -> dict:

@@ -91,3 +91,31 @@ def test_each_save_adds_a_run_and_the_figure_is_their_median(tmp_path):
     assert [s["time_s"] for s in entry["saves"]] == [0.030, 0.020, 0.040, 0.050, 0.060]  # the last five
     assert entry["time_s"] == 0.040
     assert entry["heap"] == {"peak_mb": 2.0, "tmu_mbs": 0.01}
+
+
+@pytest.fixture
+def umask():
+    """Set the process's umask for one test (pytester's subprocesses inherit it), then put it back."""
+    before = os.umask(0o022)
+    yield os.umask
+    os.umask(before)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_a_new_baseline_gets_the_mode_open_would_give_it(pytester, umask, mask, mode):
+    umask(mask)
+    pytester.makepyfile("def test_a():\n    pass\n")
+    result = pytester.runpytest("--soap", "--soap-save", "--soap-memory", "off")
+    assert result.ret == 0, result.stdout.str()
+    baseline = pytester.path / ".soap" / "baseline.json"
+    assert "test_a" in baseline.read_text()
+    assert baseline.stat().st_mode & 0o777 == mode
+
+
+def test_a_rewritten_file_keeps_its_own_mode(tmp_path, umask):
+    path = tmp_path / "baseline.json"
+    store.save(path, [passed("t::a")], None, tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o644
+    path.chmod(0o640)
+    store.save(path, [passed("t::a")], store.load(path), tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o640
