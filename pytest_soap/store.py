@@ -94,9 +94,9 @@ def atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _new_temporary(path)
     try:
-        if path.exists():  # before the text goes in: a private file's text is never more readable than it was
-            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            if path.exists():  # before the text goes in: a private file's text is never more readable than it was
+                os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
