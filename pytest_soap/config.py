@@ -75,6 +75,12 @@ def add_options(parser: pytest.Parser) -> None:
             parser.addini(opt.ini, opt.help, default=None)
 
 
+def given_flags(config: pytest.Config) -> list[str]:
+    """The --soap-* options on the command line: each implies --soap, since ignoring one would pass a gate
+    the user asked for. Ini keys do not: they set how the gate runs when it runs."""
+    return [opt.flag for opt in OPTIONS[1:] + INTERNAL if config.getoption(opt.ini) is not None]
+
+
 def _value(config: pytest.Config, opt: Option):
     """The flag if given, else the ini key, else the default; paths resolve against where each was written."""
     given = config.getoption(opt.ini)
@@ -130,7 +136,7 @@ class Settings:
     def from_config(cls, config: pytest.Config) -> Settings:
         v = {opt.ini: _value(config, opt) for opt in OPTIONS + INTERNAL}
         return cls(
-            enabled=v["soap"],
+            enabled=v["soap"] or bool(given_flags(config)),
             baseline=v["soap_baseline"],
             save=v["soap_save"],
             json=v["soap_json"],

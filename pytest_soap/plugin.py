@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import pytest
 
-from . import against, compare, hookspecs, store
+from . import against, compare, hookspecs, rootdir, store
 from .attribute import Attribution, attribute, profiles_memory
 from .changes import ChangeSet, changed_functions
 from .config import MARKER, Settings, add_options, marker_overrides
@@ -31,6 +31,11 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
+    rootdir.settle(early_config, args)  # before conftests load: they and the node ids depend on the rootdir
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -273,6 +278,7 @@ class SoapSession:
         if self.settings.save:
             self._save(measured, interrupted=session.exitstatus == pytest.ExitCode.INTERRUPTED)
         self.verdicts = self._judge(measured)
+        self.failure = self.failure or self._few_matched(measured)
         regressed = [v for v in self.verdicts if v.verdict == "regressed"]
         if regressed and not self.failure:
             self.failure = terminal.failure_line(regressed)
@@ -284,6 +290,25 @@ class SoapSession:
                 self.failure = self.failure or f"pytest-soap: cannot write the JSON report {self.settings.json}: {e.strerror}"
         if self.failure and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _few_matched(self, measured: list[Measurement]) -> str | None:
+        """A gate that finds few of its baseline's tests in the run compares nothing, so it must not pass quietly.
+        Fewer than half on both sides is what a moved rootdir or a renamed suite looks like; a subset run
+        or a wave of new tests leaves one side matched."""
+        if self.settings.save:
+            return None
+        if self.paired is not None:
+            known, where = ({} if self.paired.problem else self.paired.base), f"the run of {self.ref.name}"
+        else:
+            known, where = (self.baseline.tests if self.baseline else {}), f"the baseline {self._shown(self.settings.baseline)}"
+        ran = [m.nodeid for m in measured if m.judged]
+        matched = sum(nodeid in known for nodeid in ran)
+        if not known or not ran or 2 * matched >= len(ran) or 2 * matched >= len(known):
+            return None
+        unmatched = next(n for n in ran if n not in known)
+        return (f"pytest-soap: only {matched} of this run's {len(ran)} tests are in {where} ({len(known)} tests), "
+                f"so they were not compared: node ids differ (this run has {unmatched!r}, it has {next(iter(known))!r}); "
+                "run pytest from the same folder with the same rootdir, or re-save the baseline")
 
     def _judge(self, measured: list[Measurement]) -> list[compare.TestVerdict]:
         thresholds = self.settings.thresholds

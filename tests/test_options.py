@@ -1,0 +1,169 @@
+"""Every --soap-* option does what it says however it is written: with a space or '=', with or without --soap."""
+
+import json
+import textwrap
+
+import git
+import pytest
+
+from pytest_soap.config import OPTIONS
+
+WORK = """
+    import time
+
+    def slowed():
+        time.sleep(0.002 * {slow})
+"""
+
+TESTS = """
+    from pkg import work
+
+    def test_slowed():
+        work.slowed()
+
+    def test_other():
+        assert sum(range(1000)) == 499500
+"""
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+
+
+@pytest.fixture
+def project(pytester):
+    """A package imported through the ini file's pythonpath, so a lost ini file cannot go unnoticed."""
+    root = pytester.path
+    write(root / "pyproject.toml", """
+        [tool.pytest.ini_options]
+        testpaths = ["tests"]
+        pythonpath = ["."]
+    """)
+    write(root / "pkg" / "__init__.py", "")
+    write(root / "pkg" / "work.py", WORK.format(slow=1))
+    write(root / "tests" / "test_work.py", TESTS)
+    return pytester
+
+
+@pytest.fixture
+def elsewhere(project):
+    """A folder outside the project with no ini file above it: pytest would root the session there."""
+    folder = project.path.parent / f"{project.path.name}-shared"
+    folder.mkdir()
+    return folder
+
+
+def slow_down(project, factor=30):
+    write(project.path / "pkg" / "work.py", WORK.format(slow=factor))
+
+
+def node_ids(baseline):
+    return sorted(json.loads(baseline.read_text())["tests"])
+
+
+def test_a_baseline_path_written_with_a_space_keeps_the_rootdir_and_the_ini_file(project, elsewhere):
+    baseline = elsewhere / "b.json"
+    for _ in range(2):  # the second time the file exists, and pytest would take it for a test path
+        result = project.runpytest("--soap", "--soap-save", "--soap-baseline", str(baseline))
+        assert result.ret == 0, result.stdout.str()
+        result.stdout.fnmatch_lines([f"rootdir: {project.path}"])
+    assert node_ids(baseline) == ["tests/test_work.py::test_other", "tests/test_work.py::test_slowed"]
+
+    slow_down(project)
+    result = project.runpytest("--soap", "--soap-baseline", str(baseline))
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    result.stdout.fnmatch_lines(["pytest-soap: 1 test regressed: tests/test_work.py::test_slowed (time *×)"])
+
+
+def test_a_report_path_written_with_a_space_keeps_the_rootdir(project, elsewhere):
+    report = elsewhere / "report.json"
+    report.write_text("{}")
+    assert project.runpytest("--soap", "--soap-save").ret == 0
+    result = project.runpytest("--soap", "--soap-json", str(report))
+    assert result.ret == 0, result.stdout.str()
+    data = json.loads(report.read_text())
+    assert {t["nodeid"] for t in data["tests"]} == {"tests/test_work.py::test_other", "tests/test_work.py::test_slowed"}
+    assert {t["verdict"] for t in data["tests"]} <= {"unchanged", "improved", "ungated"}
+
+
+def test_with_soap_against_a_path_written_with_a_space_keeps_the_rootdir(project, elsewhere):
+    repo = git.Repo.init(project.path)
+    actor = git.Actor("t", "t@example.com")
+    repo.git.add("--all")
+    repo.index.commit("base", author=actor, committer=actor)
+    slow_down(project)
+    repo.git.add("--all")
+    repo.index.commit("slower", author=actor, committer=actor)
+    report = elsewhere / "report.json"
+    report.write_text("{}")
+    result = project.runpytest("--soap", "--soap-against", "HEAD~1", "--soap-json", str(report))
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    assert json.loads(report.read_text())["regressions"] == ["tests/test_work.py::test_slowed"]
+
+
+def test_a_baseline_that_names_none_of_the_run_s_tests_fails_loudly(project):
+    assert project.runpytest("--soap", "--soap-save").ret == 0
+    (project.path / "tests").rename(project.path / "checks")  # every node id changes
+    write(project.path / "pyproject.toml", """
+        [tool.pytest.ini_options]
+        testpaths = ["checks"]
+        pythonpath = ["."]
+    """)
+    result = project.runpytest("--soap")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    line = next(line for line in result.stdout.lines if line.startswith("pytest-soap: only"))
+    assert line.startswith("pytest-soap: only 0 of this run's 2 tests are in the baseline .soap/baseline.json "
+                           "(2 tests), so they were not compared")
+    assert "'checks/test_work.py::test_" in line and "'tests/test_work.py::test_" in line
+
+
+def test_a_subset_of_the_baseline_s_tests_is_an_ordinary_run(project):
+    write(project.path / "tests" / "test_more.py", "def test_a(): pass\ndef test_b(): pass\ndef test_c(): pass\n")
+    assert project.runpytest("--soap", "--soap-save").ret == 0
+    result = project.runpytest("--soap", "tests/test_work.py")  # 2 of the baseline's 5
+    assert result.ret == 0, result.stdout.str()
+    assert "pytest-soap: only" not in result.stdout.str()
+
+
+# A value for each option that takes one; each must switch the gate on by itself.
+VALUES = {"--soap-baseline": ".soap/other.json", "--soap-threshold": "25", "--soap-memory-threshold": "25",
+          "--soap-json": "report.json", "--soap-memory": "off", "--soap-min-time": "1", "--soap-min-memory": "1",
+          "--soap-rounds": "5", "--soap-slowest": "3", "--soap-model": "some-model", "--soap-iterations": "1"}
+
+
+@pytest.mark.parametrize("flag", [opt.flag for opt in OPTIONS[1:] if opt.flag != "--soap-against"])
+def test_every_option_implies_soap(project, flag, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    args = [flag] + ([VALUES[flag]] if flag in VALUES else [])
+    result = project.runpytest(*args)
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*2 tests: *"])  # the gate's summary line: the tests were measured
+    if flag == "--soap-save":
+        assert node_ids(project.path / ".soap" / "baseline.json") == ["tests/test_work.py::test_other",
+                                                                    "tests/test_work.py::test_slowed"]
+    if flag == "--soap-json":
+        assert len(json.loads((project.path / "report.json").read_text())["tests"]) == 2
+
+
+def test_soap_against_alone_runs_the_gate(project):
+    repo = git.Repo.init(project.path)
+    repo.git.add("--all")
+    repo.index.commit("base", author=git.Actor("t", "t@example.com"), committer=git.Actor("t", "t@example.com"))
+    slow_down(project)
+    result = project.runpytest("--soap-against", "HEAD")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    result.stdout.fnmatch_lines(["pytest-soap: 1 test regressed: tests/test_work.py::test_slowed (time *×)"])
+
+
+def test_ini_keys_alone_do_not_switch_the_gate_on(project):
+    write(project.path / "pyproject.toml", """
+        [tool.pytest.ini_options]
+        testpaths = ["tests"]
+        pythonpath = ["."]
+        soap_threshold = "25"
+        soap_json = "report.json"
+    """)
+    result = project.runpytest()
+    assert result.ret == 0
+    assert "pytest-soap" not in result.stdout.str() and not (project.path / "report.json").exists()
