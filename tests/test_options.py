@@ -167,3 +167,18 @@ def test_ini_keys_alone_do_not_switch_the_gate_on(project):
     result = project.runpytest()
     assert result.ret == 0
     assert "pytest-soap" not in result.stdout.str() and not (project.path / "report.json").exists()
+
+
+def test_the_ini_file_s_addopts_still_apply_when_a_path_is_written_with_a_space(project, elsewhere):
+    write(project.path / "pyproject.toml", """
+        [tool.pytest.ini_options]
+        testpaths = ["tests"]
+        pythonpath = ["."]
+        addopts = "-k slowed"
+    """)
+    baseline = elsewhere / "b.json"
+    for _ in range(2):
+        result = project.runpytest("--soap", "--soap-save", "--soap-baseline", str(baseline))
+        assert result.ret == 0, result.stdout.str()
+        result.stdout.fnmatch_lines(["*1 passed, 1 deselected*"])
+    assert node_ids(baseline) == ["tests/test_work.py::test_slowed"]
