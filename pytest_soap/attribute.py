@@ -8,9 +8,14 @@ unchanged helper ten times as often is blamed for the helper's time, and listed 
 allocation held at the heap's high-water mark is blamed on the innermost changed function on its stack,
 else the innermost project function.
 
+Each second (or MiB) of rise is blamed on one function only, so a caller and its callee never hold the same
+time, and the shares listed for a test add up to at most 100%. An unchanged helper whose rise went to its
+changed caller is still named, beside that caller, with no share of its own. With one side's profile only,
+what each function costs in this run stands for its rise.
+
 Rank: changed functions whose cost rose; then unchanged ones whose rise a changed caller explains; then
-the rest. Tests, site-packages and this plugin are never blamed; time in external code (C extensions,
-built-ins, libraries) goes to the project function that called it.
+the rest, unless their rise is within the noise. Tests, site-packages and this plugin are never blamed;
+time in external code (C extensions, built-ins, libraries) goes to the project function that called it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,14 @@ from .measure.functions import FunctionCost, Profile
 # A function whose share of a regression is smaller than this is not worth naming.
 MIN_SHARE = 0.02
 MAX_CAUSES = 5
+# An unchanged function's rise is noise, and it is not listed, below the larger of these: timer resolution and
+# cProfile's own cost per call are around a microsecond, and a rise that small against the regression explains
+# nothing of it.
+NOISE_S = 20e-6
+NOISE_SHARE = 0.05
+# ... or, when it was called as often as before, below this part of what it cost before: the same work,
+# profiled once in each of two processes, differs by that much.
+NOISE_RELATIVE = 0.25
 
 
 @dataclass
@@ -31,11 +44,14 @@ class Cause:
     qualname: str
     lineno: int
     changed: bool
+    # The rise blamed on it, which its share comes from: in its own time, and that plus its callees' rises passed
+    # up to it (with one side's profile only, what they cost in this run). Never negative; cum is at least own.
     delta_own_s: float = 0.0
     delta_cum_s: float = 0.0
-    delta_peak_mb: float = 0.0
-    share: float = 0.0  # of the test's regression that this function accounts for
+    delta_peak_mb: float = 0.0  # the growth of what it holds at the heap's high-water mark
+    share: float = 0.0  # of the test's regression (Attribution.whole): delta_cum_s or delta_peak_mb over it
     reason: str = ""
+    within: str = ""  # the changed caller whose share holds this unchanged function's rise; its own share is 0
 
 
 @dataclass
@@ -44,6 +60,9 @@ class Attribution:
     causes: list[Cause] = field(default_factory=list)  # most to blame first
     evidence: str = ""
     notes: list[str] = field(default_factory=list)
+    whole: float = 0.0  # what the shares are of: seconds, or MiB when memory regressed alone
+    memory: bool = False
+    rises: bool = True  # False with one side's profile only: the figures are costs in this run, not rises
 
 
 def profiles_memory(regressed_metrics: list[str]) -> bool:
@@ -52,8 +71,12 @@ def profiles_memory(regressed_metrics: list[str]) -> bool:
     return not {"time_s", "cpu_s"} & set(regressed_metrics)
 
 
-def _delta(head: dict[str, float], base: dict[str, float], key: str) -> float:
-    return head.get(key, 0.0) - base.get(key, 0.0)
+def _whole(net: float, shown: list[float]) -> float:
+    """What a test's shares are of: the regression the profiles measured (head's total less base's). Where other
+    code got faster, the rises blamed add up to more than that net figure; then their sum is the whole, so that
+    no share passes 100% and the listed shares never add up to more. Rises within the noise are left out of
+    that sum: jitter spread over many functions would otherwise dilute the real cause's share."""
+    return max(net, sum(shown))
 
 
 class _TimeBlame:
@@ -100,8 +123,9 @@ class _TimeBlame:
 
 def attribute(nodeid: str, metrics: list[str], head: Profile, base: Profile | None, changes: ChangeSet) -> Attribution:
     """The causes of one test's regression in `metrics`, most to blame first."""
-    result = Attribution(nodeid)
-    functions = {**(base.functions if base else {}), **head.functions}
+    result = Attribution(nodeid, memory=profiles_memory(metrics), rises=base is not None)
+    base = base or Profile()  # one side only: everything the run cost counts as risen
+    functions = {**base.functions, **head.functions}
 
     def is_changed(key: str) -> bool:
         f = functions.get(key)
@@ -110,18 +134,16 @@ def attribute(nodeid: str, metrics: list[str], head: Profile, base: Profile | No
     diff = (f"the diff against {changes.ref[:10]}" if changes.ref else None)
     if changes.note:
         result.notes.append(changes.note)
-    if base is None:
-        result.evidence = "this side's profile only" + (f" and {diff}" if diff else "") + ": the hottest functions"
-        result.causes = _hottest(head, is_changed, metrics)
-    else:
+    if result.rises:
         result.evidence = "profiles of both sides" + (f" and {diff}" if diff else ", no diff")
-        causes: dict[str, Cause] = {}
-        if "time_s" in metrics or "cpu_s" in metrics:
-            _blame_time(head, base, functions, is_changed, causes, result)
-        if set(metrics) & {"peak_mb", "tmu_mbs"}:
-            _blame_peak(head, base, functions, is_changed, causes, result)
-        ranked = sorted(causes.values(), key=lambda c: (not c.changed, c.reason.startswith("unchanged; its"), -c.share))
-        result.causes = [c for c in ranked if c.share >= MIN_SHARE][:MAX_CAUSES]
+    else:
+        result.evidence = "this side's profile only" + (f" and {diff}" if diff else "") + ": the hottest functions"
+    blame = _blame_peak if result.memory else _blame_time
+    ranked = sorted(blame(head, base, functions, is_changed, result),
+                    key=lambda c: (not c.changed, not c.within, -c.share, -c.delta_cum_s))
+    listed = [c for c in ranked if c.within or c.share >= MIN_SHARE][:MAX_CAUSES]
+    names = {c.qualname for c in listed}
+    result.causes = [c for c in listed if not c.within or c.within in names]
     tests_changed = [f.qualname for f in head.functions.values() if f.kind == "test" and is_changed(f.key)]
     if tests_changed:
         result.notes.append(f"the test's own code changed ({', '.join(tests_changed)}): part of the regression "
@@ -131,56 +153,76 @@ def attribute(nodeid: str, metrics: list[str], head: Profile, base: Profile | No
     return result
 
 
-def _cause(causes: dict[str, Cause], f: FunctionCost, changed: bool) -> Cause:
-    return causes.setdefault(f.key, Cause(f.file or "", f.qualname, f.lineno, changed))
+def _cause(f: FunctionCost, changed: bool, **figures) -> Cause:
+    return Cause(f.file or "", f.qualname, f.lineno, changed, **figures)
 
 
-def _blame_time(head: Profile, base: Profile, functions, is_changed, causes: dict[str, Cause],
-                result: Attribution) -> None:
-    own = {k: f.own_s for k, f in head.functions.items()}, {k: f.own_s for k, f in base.functions.items()}
-    cum = {k: f.cum_s for k, f in head.functions.items()}, {k: f.cum_s for k, f in base.functions.items()}
+def _time_reason(changed: bool, own: float, callees: float, rises: bool) -> str:
+    """Why, in words that agree with the figures: each part named is one that rose."""
+    if not rises:
+        return "one of the costliest in this run"
+    parts = (["its own time"] if own > 0 else []) + (
+        ["time in its callees" if changed else "time in the external code it calls"] if callees > 0 else [])
+    return f"{' and '.join(parts)} rose"
+
+
+def _blame_time(head: Profile, base: Profile, functions, is_changed, result: Attribution) -> list[Cause]:
     blame = _TimeBlame(head, base, is_changed)
-    rise = {k: _delta(*own, k) for k in functions}
-    total = head.total_s - base.total_s
-    if total <= 0:
-        total = sum(r for r in rise.values() if r > 0) or 1.0
-    blamed: dict[str, float] = {}
-    because: dict[str, str] = {}  # an unchanged function -> the changed caller that explains most of its rise
-    for key, amount in rise.items():
-        if amount <= 0:
+    kept: dict[str, list[float]] = {}  # blamed function -> [its own rise, its callees' rises passed up to it]
+    passed: dict[str, tuple[str, float]] = {}  # unchanged -> (changed caller explaining most of it, rise passed up)
+    external: dict[str, tuple[str, float]] = {}  # external code -> (the project caller blamed, seconds)
+    for key, f in head.functions.items():
+        rise = f.own_s - (base.functions[key].own_s if key in base.functions else 0.0)
+        if rise <= 0:
             continue
         explained = blame.explained_by(key)
-        for changed, share in explained.items():
-            blamed[changed] = blamed.get(changed, 0.0) + amount * share
-        left = amount * (1 - sum(explained.values()))
+        for changed, part in explained.items():
+            kept.setdefault(changed, [0.0, 0.0])[changed != key] += rise * part
         if explained and not is_changed(key):
-            because[key] = max(explained, key=explained.get)
-        if left > 0:
-            owner = key if functions[key].kind != "external" else blame.project_caller(key, functions)
-            if owner:
-                blamed[owner] = blamed.get(owner, 0.0) + left
-                if owner != key and left / total >= MIN_SHARE * 5:
-                    result.notes.append(f"{left / total:.0%} of the time is in external code "
-                                        f"{functions[key].qualname}, blamed on its caller")
-    for key, seconds in blamed.items():
-        f = functions[key]
-        if f.kind != "project":
-            continue
-        c = _cause(causes, f, is_changed(key))
-        c.delta_own_s, c.delta_cum_s = _delta(*own, key), _delta(*cum, key)
-        c.share = max(c.share, seconds / total)
-        c.reason = "changed; its cost rose" if c.changed else "unchanged; its own time rose"
-    for key, changed in because.items():
-        f = functions[key]
-        if f.kind == "project" and key not in causes and _delta(*cum, key) > 0:
-            c = _cause(causes, f, False)
-            c.delta_own_s, c.delta_cum_s = _delta(*own, key), _delta(*cum, key)
-            c.share = max(0.0, c.delta_own_s / total)  # its changed caller carries the blame, and ranks first
-            c.reason = f"unchanged; rose because {functions[changed].qualname} (changed) calls it more"
+            passed[key] = max(explained, key=explained.get), rise * sum(explained.values())
+        left = rise * (1 - sum(explained.values()))
+        owner = key if f.kind != "external" else blame.project_caller(key, functions)
+        if left > 0 and owner:
+            kept.setdefault(owner, [0.0, 0.0])[owner != key] += left
+            if owner != key:
+                external[key] = owner, left
+
+    project = {k: v for k, v in kept.items() if functions[k].kind == "project"}
+    net = head.total_s - base.total_s
+    regression = net if net > 0 else sum(map(sum, project.values()))
+
+    def noise(key: str, seconds: float) -> bool:
+        if seconds < max(NOISE_S, NOISE_SHARE * regression):
+            return True
+        before, now = base.functions.get(key), head.functions.get(key)
+        return bool(before and now and before.calls == now.calls
+                    and seconds < NOISE_RELATIVE * max(before.own_s, before.cum_s))
+
+    shown = {k: v for k, v in project.items() if is_changed(k) or not noise(k, sum(v))}
+    whole = result.whole = _whole(net, [sum(v) for v in shown.values()])
+    if whole <= 0:
+        return []
+    causes = []
+    for key, (own, callees) in shown.items():
+        changed = is_changed(key)
+        causes.append(_cause(functions[key], changed, delta_own_s=own, delta_cum_s=own + callees,
+                             share=(own + callees) / whole,
+                             reason=("changed; " if changed else "unchanged; ")
+                             + _time_reason(changed, own, callees, result.rises)))
+    for key, (caller, seconds) in passed.items():
+        if functions[key].kind == "project" and key not in shown and not noise(key, seconds):
+            name = functions[caller].qualname
+            why = f"rose because {name} (changed) calls it more" if result.rises else f"called by {name} (changed)"
+            causes.append(_cause(functions[key], False, delta_own_s=seconds, delta_cum_s=seconds,
+                                 reason=f"unchanged; {why}", within=name))
+    for key, (owner, seconds) in external.items():
+        if owner in shown and seconds / whole >= MIN_SHARE * 5:
+            result.notes.append(f"{seconds / whole:.0%} of the time is in external code "
+                                f"{functions[key].qualname}, blamed on its caller")
+    return causes
 
 
-def _blame_peak(head: Profile, base: Profile, functions, is_changed, causes: dict[str, Cause],
-                result: Attribution) -> None:
+def _blame_peak(head: Profile, base: Profile, functions, is_changed, result: Attribution) -> list[Cause]:
     def held(profile: Profile) -> dict[str, float]:
         owners: dict[str, float] = {}
         for mb, keys in profile.peak_stacks:
@@ -191,32 +233,13 @@ def _blame_peak(head: Profile, base: Profile, functions, is_changed, causes: dic
         return owners
 
     now, before = held(head), held(base)
-    total = head.peak_mb - base.peak_mb
-    if total <= 0:
-        total = sum(max(_delta(now, before, k), 0.0) for k in now) or 1.0
-    for key in now:
-        grew = _delta(now, before, key)
-        if grew <= 0:
-            continue
-        f = functions[key]
-        c = _cause(causes, f, is_changed(key))
-        c.delta_peak_mb = head.functions[key].peak_mb - (base.functions[key].peak_mb if key in base.functions else 0.0)
-        c.share = max(c.share, grew / total)
-        if not c.reason:
-            c.reason = "changed; it holds more memory at the peak" if c.changed else "unchanged; it holds more memory at the peak"
-
-
-def _hottest(head: Profile, is_changed, metrics: list[str]) -> list[Cause]:
-    """With one side only: changed functions first, then the rest, by what they cost in this run."""
-    memory = bool(set(metrics) & {"peak_mb", "tmu_mbs"}) and "time_s" not in metrics
-    total = (head.peak_mb if memory else head.total_s) or 1.0
-    causes = []
-    for key, f in head.functions.items():
-        if f.kind != "project":
-            continue
-        cost = f.peak_mb if memory else f.cum_s
-        changed = is_changed(key)
-        causes.append(Cause(f.file or "", f.qualname, f.lineno, changed, share=cost / total,
-                            reason=("changed; " if changed else "unchanged; ") + "one of the costliest in this run"))
-    causes.sort(key=lambda c: (not c.changed, -c.share))
-    return [c for c in causes if c.share >= MIN_SHARE][:MAX_CAUSES]
+    grew = {k: mb - before.get(k, 0.0) for k, mb in now.items() if mb > before.get(k, 0.0)}
+    net = head.peak_mb - base.peak_mb
+    regression = net if net > 0 else sum(grew.values())
+    shown = {k: mb for k, mb in grew.items() if is_changed(k) or mb >= NOISE_SHARE * regression}
+    whole = result.whole = _whole(net, list(shown.values()))
+    if whole <= 0:
+        return []
+    what = "it holds more memory at the peak" if result.rises else "one of the costliest in this run"
+    return [_cause(functions[k], is_changed(k), delta_peak_mb=mb, share=mb / whole,
+                   reason=("changed; " if is_changed(k) else "unchanged; ") + what) for k, mb in shown.items()]

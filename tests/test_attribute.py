@@ -2,12 +2,14 @@
 and real pytest sessions, and the blame rules on synthetic profiles (no timing)."""
 
 import json
+import re
 import textwrap
 
 import git
 import pytest
 
 from pytest_soap.attribute import attribute
+from pytest_soap.report.terminal import cause_lines
 from pytest_soap.changes import ChangeSet, FunctionChange
 from pytest_soap.measure.functions import Edge, FunctionCost, Profile
 
@@ -217,3 +219,147 @@ def test_memory_at_the_peak_is_blamed_on_the_innermost_changed_function_of_its_s
     assert a.causes[0].qualname == "build" and a.causes[0].delta_peak_mb == pytest.approx(32.0)
     # Without a change, the function that allocated it.
     assert attribute("t.py::test", ["peak_mb"], head, base, changes()).causes[0].qualname == "allocate"
+
+
+# ---- shares that add up, and lines that agree with themselves ----------------------------------------------
+
+def assert_adds_up(a):
+    """What every attribution keeps: each share is a part of one whole, no time is held twice, and each line's
+    reason and figures agree with each other and with its share."""
+    assert a.whole > 0
+    assert sum(c.share for c in a.causes) <= 1 + 1e-9
+    for c in a.causes:
+        assert 0 <= c.share <= 1
+        if c.within:
+            assert c.share == 0 and c.within in {d.qualname for d in a.causes if d.changed}
+        elif a.memory:
+            assert c.share == pytest.approx(c.delta_peak_mb / a.whole)
+        else:
+            assert c.share == pytest.approx(c.delta_cum_s / a.whole)
+        if not a.memory:
+            assert 0 <= c.delta_own_s <= c.delta_cum_s
+            if a.rises and not c.within:
+                assert ("own time" in c.reason) == (c.delta_own_s > 0)
+                assert ("callees" in c.reason or "external code" in c.reason) == (c.delta_cum_s > c.delta_own_s)
+    for line in cause_lines(a):
+        assert not re.search(r"(^|[ ;(])-\d", line)  # no negative figure beside a share
+
+
+def test_a_share_stays_within_the_regression_when_other_code_got_faster():
+    # a (changed) rose by 20 ms while b got 10 ms faster: the profiles rose by 10 ms, and a is all of the rise,
+    # not 200% of it.
+    base = profile([("t.py::test", "test", 0.0, 0.04), ("m.py::a", "project", 0.01, 0.01), ("m.py::b", "project", 0.03, 0.03)],
+                   [("t.py::test", "m.py::a", 0.01, 0.01), ("t.py::test", "m.py::b", 0.03, 0.03)])
+    head = profile([("t.py::test", "test", 0.0, 0.05), ("m.py::a", "project", 0.03, 0.03), ("m.py::b", "project", 0.02, 0.02)],
+                   [("t.py::test", "m.py::a", 0.03, 0.03), ("t.py::test", "m.py::b", 0.02, 0.02)])
+    a = attribute("t.py::test", ["time_s"], head, base, changes("a"))
+    assert [c.qualname for c in a.causes] == ["a"]
+    assert a.causes[0].share == pytest.approx(1.0) and a.whole == pytest.approx(0.02)
+    assert_adds_up(a)
+
+
+def test_a_changed_caller_and_the_helper_it_calls_more_never_hold_the_same_time():
+    base = profile([("t.py::test", "test", 0.0, 0.11), ("m.py::outer", "project", 0.01, 0.11),
+                    ("m.py::helper", "project", 0.1, 0.1)],
+                   [("t.py::test", "m.py::outer", 0.01, 0.11), ("m.py::outer", "m.py::helper", 0.1, 0.1)])
+    head = profile([("t.py::test", "test", 0.0, 1.01), ("m.py::outer", "project", 0.01, 1.01),
+                    ("m.py::helper", "project", 1.0, 1.0)],
+                   [("t.py::test", "m.py::outer", 0.01, 1.01), ("m.py::outer", "m.py::helper", 1.0, 1.0)])
+    a = attribute("t.py::test", ["time_s"], head, base, changes("outer"))
+    outer, helper = a.causes
+    assert outer.share == pytest.approx(1.0) and outer.delta_cum_s == pytest.approx(0.9)
+    # The helper is named beside its caller, its rise in the caller's share: not 90% more on top of it.
+    assert helper.share == 0 and helper.within == "outer" and helper.delta_own_s == pytest.approx(0.9)
+    assert_adds_up(a)
+    lines = cause_lines(a)
+    assert "outer  100% of it; changed; time in its callees rose; +900.0 ms with callees" in lines[0]
+    assert "helper  in outer's share; unchanged; rose because outer (changed) calls it more; +900.0 ms own" in lines[1]
+    assert lines[2].endswith("; shares of +900.0 ms)")
+
+
+def test_a_helper_called_more_by_a_changed_and_an_unchanged_caller_is_split_between_them():
+    edges = lambda n: [("t.py::test", "m.py::outer", 0.0, n), ("t.py::test", "m.py::other", 0.0, n),
+                       ("m.py::outer", "m.py::helper", n, n), ("m.py::other", "m.py::helper", n, n)]
+    functions = lambda n: [("t.py::test", "test", 0.0, 2 * n), ("m.py::outer", "project", 0.0, n),
+                           ("m.py::other", "project", 0.0, n), ("m.py::helper", "project", 2 * n, 2 * n)]
+    base, head = profile(functions(0.1), edges(0.1)), profile(functions(0.5), edges(0.5))
+    head.functions["m.py::helper"].calls = 5
+    a = attribute("t.py::test", ["time_s"], head, base, changes("outer"))
+    assert [(c.qualname, c.share) for c in a.causes] == [("outer", pytest.approx(0.5)), ("helper", pytest.approx(0.5))]
+    assert_adds_up(a)
+
+
+def test_a_line_never_says_own_time_rose_beside_an_own_time_that_fell():
+    # caller's own time fell by 4 µs; zlib, which it calls, took 10 ms more: that is what it is blamed for.
+    zlib = "<built-in method zlib.compress>"
+    base = profile([("m.py::caller", "project", 0.000104, 0.011), (zlib, "external", 0.01, 0.01)],
+                   [("m.py::caller", zlib, 0.01, 0.01)])
+    head = profile([("m.py::caller", "project", 0.0001, 0.0201), (zlib, "external", 0.02, 0.02)],
+                   [("m.py::caller", zlib, 0.02, 0.02)])
+    a = attribute("t.py::test", ["time_s"], head, base, changes())
+    caller = a.causes[0]
+    assert caller.reason == "unchanged; time in the external code it calls rose"
+    assert caller.delta_own_s == 0 and caller.delta_cum_s == pytest.approx(0.01)
+    assert "own" not in cause_lines(a)[0]
+    assert_adds_up(a)
+
+
+def test_an_own_rise_is_never_shown_above_the_rise_with_callees():
+    # f's own time rose 12.6 ms while its callee g got 3.7 ms faster (so cProfile's cum rose 8.9 ms only); in a
+    # recursive f cProfile's cum may even sit below its own. The figures are what f is blamed for: its own rise.
+    base = profile([("t.py::test", "test", 0.0, 0.0137), ("m.py::f", "project", 0.01, 0.0137),
+                    ("m.py::g", "project", 0.0037, 0.0037)],
+                   [("t.py::test", "m.py::f", 0.01, 0.0137), ("m.py::f", "m.py::g", 0.0037, 0.0037)])
+    head = profile([("t.py::test", "test", 0.0, 0.0226), ("m.py::f", "project", 0.0226, 0.02),
+                    ("m.py::g", "project", 0.0, 0.0)],
+                   [("t.py::test", "m.py::f", 0.0226, 0.0226)])
+    a = attribute("t.py::test", ["time_s"], head, base, changes("f"))
+    f = a.causes[0]
+    assert f.delta_own_s == f.delta_cum_s == pytest.approx(0.0126) and f.share == pytest.approx(1.0)
+    assert f.reason == "changed; its own time rose"
+    assert cause_lines(a)[0].endswith("; +12.6 ms own")
+    assert_adds_up(a)
+
+
+def test_unchanged_functions_whose_rise_is_within_the_noise_are_not_listed():
+    # outer (changed) calls helper ten times as often (+20 ms); grown is called more too (+4 ms). jitter, called
+    # as often as before, rose 10% of its 20 ms; tiny rose 0.8 ms, 3% of the regression.
+    def side(helper, grown, jitter, tiny, calls):
+        fs = [("t.py::test", "test", 0.0, 0.0), ("m.py::outer", "project", 0.0, helper),
+              ("m.py::helper", "project", helper, helper), ("m.py::grown", "project", grown, grown),
+              ("m.py::jitter", "project", jitter, jitter), ("m.py::tiny", "project", tiny, tiny)]
+        edges = [("t.py::test", "m.py::outer", 0.0, helper), ("m.py::outer", "m.py::helper", helper, helper)]
+        edges += [("t.py::test", f"m.py::{name}", s, s) for name, s in (("grown", grown), ("jitter", jitter), ("tiny", tiny))]
+        p = profile(fs, edges)
+        p.functions["m.py::helper"].calls = p.functions["m.py::grown"].calls = calls
+        return p
+
+    a = attribute("t.py::test", ["time_s"], side(0.022, 0.006, 0.022, 0.0008, 10), side(0.002, 0.002, 0.02, 0.0, 1),
+                  changes("outer"))
+    assert [c.qualname for c in a.causes] == ["outer", "helper", "grown"]
+    assert a.causes[0].share > a.causes[2].share > 0
+    assert_adds_up(a)
+
+
+def test_memory_shares_stay_within_the_rise_of_the_peak():
+    # build (changed) holds 30 MiB more at the peak, keep 20 MiB less: the peak rose by 10 MiB.
+    functions = [("m.py::build", "project", 0, 0), ("m.py::keep", "project", 0, 0)]
+    base = profile(functions, [], stacks=[(10.0, ["m.py::build"]), (30.0, ["m.py::keep"])], peak=40.0)
+    head = profile(functions, [], stacks=[(40.0, ["m.py::build"]), (10.0, ["m.py::keep"])], peak=50.0)
+    a = attribute("t.py::test", ["peak_mb"], head, base, changes("build"))
+    assert [c.qualname for c in a.causes] == ["build"]
+    assert a.causes[0].share == pytest.approx(1.0) and a.causes[0].delta_peak_mb == pytest.approx(30.0)
+    assert_adds_up(a)
+    assert cause_lines(a)[0].endswith("; +30.0 MiB at the peak")
+
+
+def test_with_one_side_only_a_caller_and_its_callee_never_hold_the_same_time():
+    head = profile([("t.py::test", "test", 0.0, 1.01), ("m.py::outer", "project", 0.01, 1.01),
+                    ("m.py::helper", "project", 1.0, 1.0)],
+                   [("t.py::test", "m.py::outer", 0.01, 1.01), ("m.py::outer", "m.py::helper", 1.0, 1.0)])
+    a = attribute("t.py::test", ["time_s"], head, None, changes("outer"))
+    assert sum(c.share for c in a.causes) == pytest.approx(1.0)
+    assert [c.qualname for c in a.causes] == ["outer", "helper"]
+    assert a.causes[0].share == pytest.approx(1.0) and a.causes[1].within == "outer"
+    assert_adds_up(a)
+    assert "+" not in "".join(cause_lines(a))  # costs in this run, not rises

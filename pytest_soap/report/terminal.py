@@ -58,16 +58,25 @@ def baseline_line(baseline: Baseline | None, settings, shown: str) -> str:
     return f"baseline {shown}: {baseline.describe()}"
 
 
+def _amount(a: Attribution, value: float) -> str:
+    """A figure of an attribution: a rise (+12.3 ms), or with one side's profile a cost in this run."""
+    text = units.mebibytes(value) if a.memory else units.seconds(value)
+    return f"+{text}" if a.rises else text
+
+
 def cause_lines(a: Attribution) -> list[str]:
-    """The functions blamed for one test, most to blame first, with their evidence."""
+    """The functions blamed for one test, most to blame first, each with the figures its share comes from."""
     lines = []
     for c in a.causes:
-        figures = [f"{units.signed_seconds(c.delta_own_s)} own, {units.signed_seconds(c.delta_cum_s)} with callees"
-                   if c.delta_own_s or c.delta_cum_s else "",
-                   f"{c.delta_peak_mb:+.1f} MiB at the peak" if c.delta_peak_mb else ""]
-        lines.append(f"← {c.file}:{c.lineno} {c.qualname}  {c.share:.0%} of it; {c.reason}"
-                     + "".join(f"; {f}" for f in figures if f))
-    lines.append(f"(from {a.evidence})")
+        if a.memory:
+            figures = [f"{_amount(a, c.delta_peak_mb)} at the peak"]
+        else:
+            figures = ([f"{_amount(a, c.delta_own_s)} own"] if c.delta_own_s > 0 else []) + (
+                [f"{_amount(a, c.delta_cum_s)} with callees"] if c.delta_cum_s > c.delta_own_s else [])
+        share = f"in {c.within}'s share" if c.within else f"{c.share:.0%} of it"
+        lines.append(f"← {c.file}:{c.lineno} {c.qualname}  {share}; {c.reason}" + "".join(f"; {f}" for f in figures))
+    whole = f"; shares of {_amount(a, a.whole)}" if a.causes else ""
+    lines.append(f"(from {a.evidence}{whole})")
     lines += a.notes
     return lines
 
