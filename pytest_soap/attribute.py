@@ -158,11 +158,13 @@ def _cause(f: FunctionCost, changed: bool, **figures) -> Cause:
 
 
 def _time_reason(changed: bool, own: float, callees: float, rises: bool) -> str:
-    """Why, in words that agree with the figures: each part named is one that rose."""
+    """Why, in words that agree with the figures: each part named rose, and holds a fair part of the rise (a
+    changed caller's own few microseconds are not why it is blamed)."""
     if not rises:
         return "one of the costliest in this run"
-    parts = (["its own time"] if own > 0 else []) + (
-        ["time in its callees" if changed else "time in the external code it calls"] if callees > 0 else [])
+    named = lambda part: part > 0 and part >= NOISE_SHARE * (own + callees)
+    parts = (["its own time"] if named(own) else []) + (
+        ["time in its callees" if changed else "time in the external code it calls"] if named(callees) else [])
     return f"{' and '.join(parts)} rose"
 
 

@@ -74,7 +74,7 @@ def cause_lines(a: Attribution) -> list[str]:
             figures = ([f"{_amount(a, c.delta_own_s)} own"] if c.delta_own_s > 0 else []) + (
                 [f"{_amount(a, c.delta_cum_s)} with callees"] if c.delta_cum_s > c.delta_own_s else [])
         share = f"in {c.within}'s share" if c.within else f"{c.share:.0%} of it"
-        lines.append(f"← {c.file}:{c.lineno} {c.qualname}  {share}; {c.reason}" + "".join(f"; {f}" for f in figures))
+        lines.append(f"← {c.file}:{c.lineno} {c.qualname}  {share}; {c.reason}; {', '.join(figures)}")
     whole = f"; shares of {_amount(a, a.whole)}" if a.causes else ""
     lines.append(f"(from {a.evidence}{whole})")
     lines += a.notes
