@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.metadata
 import json
+import os
+import select
 import sys
 from pathlib import Path
 
@@ -11,7 +15,32 @@ from .eval import PROFILES, TIMEOUT_S
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code = dispatch(args)
+        sys.stdout.flush()  # a closed pipe shows here, where it is handled, not in the interpreter's last flush
+        return code
+    except BrokenPipeError:
+        if not _stdout_unread():
+            raise  # another pipe broke: that is a fault to show
+        # The reader went away (`soap report r.json | head`): stop quietly, as Unix tools do.
+        _stdout_to_devnull()
+        # report and merge print once their work is done; any other command was cut off midway.
+        return 0 if args.command in ("report", "merge") else 1
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("pytest-soap")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        from . import __version__
+
+        return __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="soap", description="pytest-soap: a performance gate for pytest")
+    parser.add_argument("--version", action="version", version=f"soap (pytest-soap) {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="the gate and the SOAP loop on the bundled example project, in a temporary directory")
     opt = commands.add_parser("optimize", help="send one function through the SOAP loop, regression or not")
@@ -28,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     rep = commands.add_parser("report", help="a JSON report (--soap-json) as Markdown, on standard output")
     rep.add_argument("report", type=Path, metavar="REPORT.json")
     merge = commands.add_parser("merge", help="combine the JSON reports of sharded runs into one")
-    merge.add_argument("output", type=Path, metavar="OUT.json")
+    # An option, not the first argument: `soap merge s1.json s2.json` used to overwrite s1.json.
+    merge.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.json",
+                       help="where to write the merged report (not one of the shards)")
     merge.add_argument("reports", type=Path, nargs="+", metavar="SHARD.json")
     ev = commands.add_parser("eval", help="the SOAP paper's measurements on EffiBench-format problems (default: the "
                                           "20 bundled ones), round by round")
@@ -49,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
                          "(checks the whole pipeline; NET and NTMU should end near 1.00)")
     ev.add_argument("--out", type=Path, default=Path("soap-eval"), metavar="DIR",
                     help="where to write table.md, eval.json and metrics.svg (default ./soap-eval)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> int:
     if args.command == "eval":
         from .eval.command import run
 
@@ -62,27 +96,61 @@ def main(argv: list[str] | None = None) -> int:
         from .github.action import run
 
         return run()
-    if args.command in ("report", "merge"):
+    if args.command == "report":
         return report_command(args)
+    if args.command == "merge":
+        return merge_command(args)
     return optimize_command(args)
 
 
+def _stdout_unread() -> bool:
+    """Whether standard output is a pipe or socket that nobody reads any more (poll flags it as an error)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)
+    except (AttributeError, OSError, ValueError):  # no poll (Windows): trust it was stdout; no descriptor: it was not
+        return not hasattr(select, "poll")
+    return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+
+
+def _stdout_to_devnull() -> None:
+    """Point standard output's descriptor at /dev/null, so that the interpreter's last flush of what is still
+    buffered finds no closed pipe and prints no "Exception ignored" at exit."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (captured or replaced): nothing to point
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def report_command(args: argparse.Namespace) -> int:
-    """`soap report` (one report, read the same way as a shard) and `soap merge`; 2 for a bad file."""
-    from .merge import MergeError, load_report, merge_files, write
+    """`soap report`: one report (read the same way as a shard) as Markdown; 2 for a bad file."""
+    from .merge import MergeError, load_report
     from .report.markdown import render
 
     try:
-        report = load_report(args.report) if args.command == "report" else merge_files(args.reports)
-        if args.command == "report":
-            print(render(report))
-            return 0
-        write(args.output, report)
+        report = load_report(args.report)
     except MergeError as e:
-        print(f"soap {args.command}: {e}", file=sys.stderr)
+        print(f"soap report: {e}", file=sys.stderr)
         return 2
-    except OSError as e:
-        print(f"soap merge: cannot write {args.output}: {e.strerror}", file=sys.stderr)
+    print(render(report))
+    return 0
+
+
+def merge_command(args: argparse.Namespace) -> int:
+    """`soap merge -o OUT SHARD...`; 2 for a bad shard, shards that do not match, an output that is one of
+    them or that cannot be written, with nothing written."""
+    from .merge import MergeError, merge_into
+
+    try:
+        report = merge_into(args.output, args.reports)
+    except MergeError as e:
+        print(f"soap merge: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # reading errors are MergeErrors, so this is the write
+        print(f"soap merge: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
         return 2
     print(f"soap merge: {len(args.reports)} reports, {len(report['tests'])} tests, "
           f"{len(report['regressions'])} regressed: {args.output}")
@@ -96,18 +164,18 @@ def optimize_command(args: argparse.Namespace) -> int:
     from .report.terminal import loop_lines
     from .soap import DEFAULT_MODEL, Target, llm, session
 
-    path, sep, qualname = args.target.rpartition("::")
-    file = Path(path).resolve()
     root = project_root(Path.cwd().resolve())
-    if not sep or not qualname or not file.is_file() or not file.is_relative_to(root):
-        print(f"soap optimize: {args.target!r} is not PATH::QUALNAME with PATH a file in {root}", file=sys.stderr)
+    try:  # the target first: a typo costs neither a key nor a sandbox
+        file, qualname = check_target(args.target, root)
+    except BadTarget as e:
+        print(f"soap optimize: {e}", file=sys.stderr)
         return 2
     try:
         provider = llm.provider_for(None)
     except llm.ModelUnavailable as e:
         print(f"soap optimize: {e}", file=sys.stderr)
         return 1
-    target = Target(root, file.relative_to(root).as_posix(), qualname, tuple(args.tests))
+    target = Target(root, file, qualname, tuple(args.tests))
     planned = [session.Planned(target, ["time_s", "peak_mb"], "no gate run: make it cheaper in time or memory")]
     run = session.run(planned, provider, args.model or DEFAULT_MODEL, max(1, args.iterations),
                       Thresholds(time_pct=args.threshold, memory_pct=args.threshold), root, args.apply,
@@ -117,6 +185,77 @@ def optimize_command(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps({"optimizations": [o.to_dict() for o in run.optimizations],
                                          "patch": str(run.patch) if run.patch else None}, indent=1) + "\n")
     return 0 if any(o.status == "accepted" for o in run.optimizations) else 1
+
+
+class BadTarget(Exception):
+    """A PATH::QUALNAME that names nothing the loop can revise; the message is one line."""
+
+
+DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+PROPERTIES = {"property", "cached_property", "setter", "getter", "deleter"}
+
+
+def check_target(spec: str, root: Path) -> tuple[str, str]:
+    """(the file relative to `root`, the qualname) when `spec` names what the loop can revise: a function
+    at the top of its module or a method at the top of a top-level class, the last definition of its name
+    there (as candidate.splice finds it). Read from the source alone: nothing of the project is imported."""
+    path, sep, qualname = spec.rpartition("::")
+    parts = qualname.split(".")
+    if not sep or not path or not all(part.isidentifier() for part in parts):
+        raise BadTarget(f"{spec!r} is not PATH::QUALNAME (e.g. pkg/calc.py::Cart.total)")
+    file = Path(path).resolve()
+    if not file.is_file():
+        raise BadTarget(f"{spec!r} is not PATH::QUALNAME: there is no file {path}")
+    if not file.is_relative_to(root):
+        raise BadTarget(f"{spec!r} is not PATH::QUALNAME: {path} is outside the repository {root}")
+    try:
+        scope = ast.parse(file.read_bytes(), filename=path)
+    except OSError as e:
+        raise BadTarget(f"{path} cannot be read ({e.strerror})") from None
+    except SyntaxError as e:
+        raise BadTarget(f"{path} does not parse: line {e.lineno}: {e.msg}") from None
+    except ValueError as e:  # a null byte
+        raise BadTarget(f"{path} does not parse: {e}") from None
+    chain = []  # the definitions named by QUALNAME, outermost first
+    for name in parts:
+        found = _defined_in(scope, name)
+        if not found:
+            raise BadTarget(f"{path} defines no {qualname}{_near_miss(scope, name)}")
+        scope = found[-1]
+        chain.append(scope)
+    kinds = ["class" if isinstance(n, ast.ClassDef) else "function" for n in chain]
+    if "function" in kinds[:-1]:  # only its enclosing function can reach it, so that is what to revise
+        first = kinds.index("function")
+        outer = ".".join(parts[:first + 1])
+        hint = f": name {path}::{outer}" if first <= 1 else ""  # itself a function or a top-level class's method
+        raise BadTarget(f"{path}::{qualname} is nested in the function {outer}; soap optimize revises whole "
+                        f"top-level functions and methods{hint}")
+    if kinds[-1] == "class":
+        methods = [n.name for n in scope.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        example = f", e.g. {qualname}.{methods[0]}" if methods else ""
+        raise BadTarget(f"{path}::{qualname} is a class; name one of its methods{example}")
+    if len(chain) > 2:
+        raise BadTarget(f"{path}::{qualname} is a method of the nested class {'.'.join(parts[:-1])}; soap optimize "
+                        "revises a top-level function or a method of a top-level class")
+    if any((d.attr if isinstance(d, ast.Attribute) else getattr(d, "id", None)) in PROPERTIES
+           for d in scope.decorator_list):
+        raise BadTarget(f"{path}::{qualname} is a property; soap optimize revises functions and methods")
+    return file.relative_to(root).as_posix(), qualname
+
+
+def _defined_in(scope: ast.AST, name: str) -> list[ast.AST]:
+    """The functions and classes named `name` directly in the body of `scope`, in order."""
+    return [n for n in scope.body if isinstance(n, DEFINITIONS) and n.name == name]
+
+
+def _near_miss(scope: ast.AST, name: str) -> str:
+    """Where a definition of `name` that the path missed is, as the end of the message; "" when none is."""
+    owners = [n.name for n in scope.body if isinstance(n, ast.ClassDef) and _defined_in(n, name)]
+    if isinstance(scope, ast.Module) and owners:
+        return f" (did you mean {owners[0]}.{name}?)"
+    if any(isinstance(n, DEFINITIONS) and n.name == name for n in ast.walk(scope) if n is not scope):
+        return f" where soap optimize can reach it (a {name} inside a function or an if, try or with block)"
+    return ""
 
 
 if __name__ == "__main__":

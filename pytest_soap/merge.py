@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from .report.json_report import SCHEMA
@@ -35,8 +36,27 @@ def merge_files(paths: list[Path]) -> dict:
     return _merge([(str(path), load_report(path)) for path in paths])
 
 
+def merge_into(output: Path, paths: list[Path]) -> dict:
+    """Merge the reports at `paths` and write the result to `output`, which must be none of them: the
+    shard would be lost (the old `soap merge OUT SHARD...` took a forgotten output's first shard for it)."""
+    for path in paths:
+        if _same_file(output, path):
+            raise MergeError(f"{output} is both the output and one of the reports to merge: it would be overwritten")
+    report = merge_files(paths)
+    write(output, report)
+    return report
+
+
 def write(path: Path, report: dict) -> None:
     atomic_write(path, json.dumps(report, indent=1) + "\n")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """The same file by any name (relative, through a symlink, a hard link); a path not there yet is no input."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def merge(reports: list[dict]) -> dict:

@@ -7,7 +7,7 @@ import textwrap
 import git
 import pytest
 
-from pytest_soap.merge import MergeError, merge, merge_files
+from pytest_soap.merge import MergeError, merge, merge_files, merge_into
 from pytest_soap.report.markdown import render
 
 WORK = """
@@ -200,8 +200,28 @@ def test_soap_report_and_merge_commands_say_one_line_for_a_bad_file(tmp_path):
 
     bad = tmp_path / "bad.json"
     bad.write_text('{"schema": 1, "tests": [')
-    for args in (["report", str(bad)], ["merge", str(tmp_path / "out.json"), str(bad), str(tmp_path / "missing.json")]):
+    for args in (["report", str(bad)], ["merge", "-o", str(tmp_path / "out.json"), str(bad), str(tmp_path / "missing.json")]):
         run = subprocess.run([sys.executable, "-m", "pytest_soap.cli", *args], capture_output=True, text=True)
         assert run.returncode == 2 and run.stdout == "", run.stderr
         assert len(run.stderr.strip().splitlines()) == 1 and "bad.json" in run.stderr
+        assert run.stderr.startswith(f"soap {args[0]}: ")
     assert not (tmp_path / "out.json").exists()
+
+
+def test_merge_into_writes_the_merged_report_and_never_over_a_shard(report, tmp_path):
+    one, two = split(report)
+    shards = [tmp_path / "s1.json", tmp_path / "s2.json"]
+    for path, shard in zip(shards, (one, two)):
+        path.write_text(json.dumps(shard))
+    (tmp_path / "link.json").symlink_to(shards[0])
+    (tmp_path / "hard.json").hardlink_to(shards[1])
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    for output in (shards[0], sub / ".." / "s2.json", tmp_path / "link.json", tmp_path / "hard.json"):
+        with pytest.raises(MergeError) as info:
+            merge_into(output, shards)
+        assert str(info.value) == f"{output} is both the output and one of the reports to merge: it would be overwritten"
+    assert [json.loads(p.read_text()) for p in shards] == [one, two]
+
+    merged = merge_into(tmp_path / "out.json", shards)
+    assert json.loads((tmp_path / "out.json").read_text()) == merged and merged["tests"] == report["tests"]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from git import GitCommandError
 
-from ..merge import MergeError, load_report, merge_files, write
+from ..merge import MergeError, load_report, merge_into
 from ..report.markdown import MARKER, before_after_rows, render, table
 from ..worktree import temporary_worktree
 from .api import GitHub, GitHubError
@@ -380,12 +380,11 @@ def merge_only(inputs: Inputs, env: dict[str, str], step: Step, workspace: Path)
     paths = [p if p.is_absolute() else workspace / p for p in paths]
     if not paths:
         raise ActionError(f"merge_reports matched no file: {inputs.merge_reports}")
+    out = report_path_in(env)
     try:
-        report = merge_files(paths)
+        report = merge_into(out, paths)  # refuses when a pattern matched the merged report's own path
     except MergeError as e:
         raise ActionError(str(e)) from None
-    out = report_path_in(env)
-    write(out, report)
     annotate(report, step)
     markdown = render(report, notes=step.lines)
     step.summary(markdown)
