@@ -183,13 +183,15 @@ def changes(*qualnames):
     return ChangeSet("a" * 40, [FunctionChange("m.py", q, 1, "modified") for q in qualnames], [])
 
 
+def outer_calling_helper(helper_s):
+    """A test calling outer, which spends 10 ms itself and `helper_s` in helper."""
+    return profile([("t.py::test", "test", 0.0, helper_s + 0.01), ("m.py::outer", "project", 0.01, helper_s + 0.01),
+                    ("m.py::helper", "project", helper_s, helper_s)],
+                   [("t.py::test", "m.py::outer", 0.01, helper_s + 0.01), ("m.py::outer", "m.py::helper", helper_s, helper_s)])
+
+
 def test_a_changed_function_calling_an_unchanged_helper_more_is_blamed_for_the_helpers_time():
-    base = profile([("t.py::test", "test", 0.0, 0.11), ("m.py::outer", "project", 0.01, 0.11),
-                    ("m.py::helper", "project", 0.1, 0.1)],
-                   [("t.py::test", "m.py::outer", 0.01, 0.11), ("m.py::outer", "m.py::helper", 0.1, 0.1)])
-    head = profile([("t.py::test", "test", 0.0, 1.01), ("m.py::outer", "project", 0.01, 1.01),
-                    ("m.py::helper", "project", 1.0, 1.0)],
-                   [("t.py::test", "m.py::outer", 0.01, 1.01), ("m.py::outer", "m.py::helper", 1.0, 1.0)])
+    base, head = outer_calling_helper(0.1), outer_calling_helper(1.0)
     a = attribute("t.py::test", ["time_s"], head, base, changes("outer"))
     assert [c.qualname for c in a.causes] == ["outer", "helper"]
     assert a.causes[0].changed and a.causes[0].share == pytest.approx(1.0)
@@ -260,12 +262,7 @@ def test_a_share_stays_within_the_regression_when_other_code_got_faster():
 
 
 def test_a_changed_caller_and_the_helper_it_calls_more_never_hold_the_same_time():
-    base = profile([("t.py::test", "test", 0.0, 0.11), ("m.py::outer", "project", 0.01, 0.11),
-                    ("m.py::helper", "project", 0.1, 0.1)],
-                   [("t.py::test", "m.py::outer", 0.01, 0.11), ("m.py::outer", "m.py::helper", 0.1, 0.1)])
-    head = profile([("t.py::test", "test", 0.0, 1.01), ("m.py::outer", "project", 0.01, 1.01),
-                    ("m.py::helper", "project", 1.0, 1.0)],
-                   [("t.py::test", "m.py::outer", 0.01, 1.01), ("m.py::outer", "m.py::helper", 1.0, 1.0)])
+    base, head = outer_calling_helper(0.1), outer_calling_helper(1.0)
     a = attribute("t.py::test", ["time_s"], head, base, changes("outer"))
     outer, helper = a.causes
     assert outer.share == pytest.approx(1.0) and outer.delta_cum_s == pytest.approx(0.9)
@@ -355,10 +352,7 @@ def test_memory_shares_stay_within_the_rise_of_the_peak():
 
 
 def test_with_one_side_only_a_caller_and_its_callee_never_hold_the_same_time():
-    head = profile([("t.py::test", "test", 0.0, 1.01), ("m.py::outer", "project", 0.01, 1.01),
-                    ("m.py::helper", "project", 1.0, 1.0)],
-                   [("t.py::test", "m.py::outer", 0.01, 1.01), ("m.py::outer", "m.py::helper", 1.0, 1.0)])
-    a = attribute("t.py::test", ["time_s"], head, None, changes("outer"))
+    a = attribute("t.py::test", ["time_s"], outer_calling_helper(1.0), None, changes("outer"))
     assert sum(c.share for c in a.causes) == pytest.approx(1.0)
     assert [c.qualname for c in a.causes] == ["outer", "helper"]
     assert a.causes[0].share == pytest.approx(1.0) and a.causes[1].within == "outer"
