@@ -200,7 +200,8 @@ def test_soap_report_and_merge_commands_say_one_line_for_a_bad_file(tmp_path):
 
     bad = tmp_path / "bad.json"
     bad.write_text('{"schema": 1, "tests": [')
-    for args in (["report", str(bad)], ["merge", "-o", str(tmp_path / "out.json"), str(bad), str(tmp_path / "missing.json")]):
+    merge = ["merge", "-o", str(tmp_path / "out.json"), str(bad), str(tmp_path / "missing.json")]
+    for args in (["report", str(bad)], merge):
         run = subprocess.run([sys.executable, "-m", "pytest_soap.cli", *args], capture_output=True, text=True)
         assert run.returncode == 2 and run.stdout == "", run.stderr
         assert len(run.stderr.strip().splitlines()) == 1 and "bad.json" in run.stderr
@@ -220,7 +221,8 @@ def test_merge_into_writes_the_merged_report_and_never_over_a_shard(report, tmp_
     for output in (shards[0], sub / ".." / "s2.json", tmp_path / "link.json", tmp_path / "hard.json"):
         with pytest.raises(MergeError) as info:
             merge_into(output, shards)
-        assert str(info.value) == f"{output} is both the output and one of the reports to merge: it would be overwritten"
+        assert str(info.value) == (f"{output} is both the output and one of the reports to merge: "
+                                   "it would be overwritten")
     assert [json.loads(p.read_text()) for p in shards] == [one, two]
 
     merged = merge_into(tmp_path / "out.json", shards)
