@@ -38,8 +38,15 @@ def version() -> str:
         return __version__
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line, like every other bad input (argparse prints the usage above it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="soap", description="pytest-soap: a performance gate for pytest")
+    parser = OneLineParser(prog="soap", description="pytest-soap: a performance gate for pytest")
     parser.add_argument("--version", action="version", version=f"soap (pytest-soap) {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="the gate and the SOAP loop on the bundled example project, in a temporary directory")

@@ -106,8 +106,16 @@ def shards(tmp_path):
 def test_soap_merge_without_an_output_is_refused_and_no_shard_is_touched(shards):
     before = [p.read_bytes() for p in shards]
     run = soap("merge", *map(str, shards))  # the old form: it overwrote s1.json
-    assert run.returncode == 2 and "soap merge: error: the following arguments are required: -o/--output" in run.stderr
+    assert run.returncode == 2
+    assert one_line(run, "merge").startswith("soap merge: the following arguments are required: -o/--output")
     assert [p.read_bytes() for p in shards] == before
+
+
+@pytest.mark.parametrize("args", [[], ["bogus"], ["report"], ["optimize", "a.py::f", "--iterations", "many"]])
+def test_a_command_line_argparse_refuses_is_one_line_and_exit_2(args):
+    run = soap(*args)
+    assert run.returncode == 2 and run.stdout == "" and len(run.stderr.splitlines()) == 1, run.stderr
+    assert run.stderr.startswith("soap") and "--help)" in run.stderr
 
 
 def test_soap_merge_refuses_an_output_that_is_one_of_its_shards(shards, tmp_path):
