@@ -28,7 +28,7 @@ from . import compare
 from .attribute import profiles_memory
 from .measure.functions import Profile
 from .records import GATED_METRICS, Measurement
-from .worktree import temporary_worktree
+from .worktree import temporary_worktree, warm_bytecode
 
 # Runs of each suspect in a round's fresh process, one base then one head process per round. A change far
 # past its line, twice the threshold, is decided on two process pairs, and five runs a side can reach
@@ -181,7 +181,8 @@ class Side:
 
     def _pytest(self, args: list[str], work: Path, only: list[str] | None, extra: list[str],
                 pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "pytest", *args, "--soap", *extra, "-p", "no:cacheprovider"]
+        # At this session's -O level: the code either side runs, and the bytecode it reads, must be alike.
+        cmd = [sys.executable, *["-O"] * sys.flags.optimize, "-m", "pytest", *args, "--soap", *extra, "-p", "no:cacheprovider"]
         if only is not None:
             only_file = work / f"{self.name}-{self.runs}.only"
             only_file.write_text("\n".join(only), encoding="utf-8")
@@ -360,6 +361,8 @@ class RefRun:
     def open(self) -> None:
         clock = time.perf_counter()
         tree = self._stack.enter_context(worktree(self.ref))
+        # Both trees' bytecode cache written before either side's tests run: see warm_bytecode.
+        warm_bytecode([tree, self.ref.repo_root])
         self.work = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="soap-sides-")))
         self.base_side = Side.base(tree, self.ref, self.invocation_dir, self.rootdir)
         self.head_side = Side.head(self.invocation_dir, self.rootdir)
