@@ -110,6 +110,7 @@ def test_against_a_ref_the_changed_caller_is_blamed_before_the_unchanged_helper(
     helper = next(e for e in report["functions"] if e["qualname"] == "helper")
     assert helper["changed"] is False
     assert "process" in helper["evidence"]["tests/test_work.py::test_process"]["reason"]
+    assert helper["evidence"]["tests/test_work.py::test_process"]["within"] == "process"
     assert firsts["test_build"]["qualname"] == "build"
     # zlib's C code did the compressing; the project function that called it is blamed.
     if "tests/test_work.py::test_squeeze" in report["regressions"]:

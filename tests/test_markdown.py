@@ -231,13 +231,16 @@ def test_five_hundred_unchanged_tests_are_counted_not_listed(pytester):
 
 def test_blamed_functions_show_each_share_as_the_terminal_does_and_a_helper_in_its_callers_share():
     test = "tests/test_work.py::test_process"
-    evidence = lambda share, reason: {test: {"rank": 1, "share": share, "reason": reason, "basis": "profiles of both sides"}}
+    evidence = lambda share, reason, within=None: {test: {"rank": 1, "share": share, "reason": reason,
+                                                          "within": within, "basis": "profiles of both sides"}}
     report = {"tests": [], "functions": [
         {"file": "pkg/work.py", "qualname": "process", "lineno": 9, "changed": True, "tests": [test],
          "evidence": evidence(0.996, "changed; time in its callees rose")},
         {"file": "pkg/work.py", "qualname": "helper", "lineno": 3, "changed": False, "tests": [test],
-         "evidence": evidence(0.0, "unchanged; rose because process (changed) calls it more")}]}
+         "evidence": evidence(0.0, "unchanged; rose because process (changed) calls it more", "process")}]}
     rows = section(render(report), "Blamed functions").splitlines()
     assert rows[2].endswith("| `process` | changed | `test_process` 100% |")
     # Its rise is in process's share already: not a second share of its own, and not "0%" to blame.
-    assert rows[3].endswith("| `helper` | unchanged | `test_process` (in its caller's share) |")
+    assert rows[3].endswith("| `helper` | unchanged | `test_process` (in `process`'s share) |")
+    del report["functions"][1]["evidence"][test]["within"]  # a report written before the field existed
+    assert section(render(report), "Blamed functions").splitlines()[3].endswith("(in its caller's share) |")

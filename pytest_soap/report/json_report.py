@@ -43,7 +43,7 @@ def functions(attributions: list[Attribution]) -> list[dict]:
             entry["tests"].append(a.nodeid)
             entry["evidence"][a.nodeid] = {"rank": rank + 1, "delta_own_s": c.delta_own_s, "delta_cum_s": c.delta_cum_s,
                                            "delta_peak_mb": c.delta_peak_mb, "share": c.share, "reason": c.reason,
-                                           "basis": a.evidence}
+                                           "within": c.within or None, "basis": a.evidence}
             firsts[key] = firsts.get(key, 0) + (rank == 0)
     return sorted(entries.values(), key=lambda e: (min(v["rank"] for v in e["evidence"].values()),
                                                    -firsts[(e["file"], e["qualname"])],

@@ -170,12 +170,15 @@ def _improvements(tests: list[dict]) -> list[str]:
 
 # 4. The functions blamed
 
-def _share(share: float | None) -> str:
+def _share(evidence: dict) -> str:
     """As the terminal shows it. A share of 0 is an unchanged helper's, whose rise is in its changed caller's share
     (shares never count the same time twice)."""
+    share = evidence.get("share")
     if share is None:
         return ""
-    return f"{share:.0%}" if share > 0 else "(in its caller's share)"
+    if share > 0:
+        return f"{share:.0%}"
+    return f"(in {_code(evidence['within'])}'s share)" if evidence.get("within") else "(in its caller's share)"
 
 
 def _functions(functions: list[dict]) -> list[str]:
@@ -184,7 +187,7 @@ def _functions(functions: list[dict]) -> list[str]:
     rows = []
     for f in functions[:MAX_FUNCTIONS]:
         evidence = f.get("evidence") or {}
-        named = [f"{_code(_short(n))} {_share(evidence.get(n, {}).get('share'))}".rstrip() for n in f.get("tests") or []]
+        named = [f"{_code(_short(n))} {_share(evidence.get(n, {}))}".rstrip() for n in f.get("tests") or []]
         if len(named) > MAX_TESTS_PER_FUNCTION:
             named = named[:MAX_TESTS_PER_FUNCTION] + [f"+{len(named) - MAX_TESTS_PER_FUNCTION} more"]
         where = f"{f.get('file')}:{f['lineno']}" if f.get("lineno") else str(f.get("file"))

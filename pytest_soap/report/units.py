@@ -13,11 +13,6 @@ def seconds(value: float | None) -> str:
     return f"{value:.2f} s"
 
 
-def signed_seconds(value: float) -> str:
-    """A change of time: +12.3 ms, -40 µs."""
-    return ("+" if value >= 0 else "-") + seconds(abs(value))
-
-
 def mebibytes(value: float | None) -> str:
     if value is None:
         return "-"
