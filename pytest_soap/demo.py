@@ -4,7 +4,8 @@
 2. apply and commit the planted regression, examples/demo_regression.patch (one module made slower and hungrier);
 3. run the gate with the SOAP loop: pytest --soap --soap-against HEAD~1 --soap-optimize --soap-json report.json
    (it should fail, naming the regressed tests and the functions that caused them, and write a patch);
-4. apply the patch and run the gate again: the regression should be gone.
+4. apply the patch and run the gate again: the regressions it fixed should be gone.
+When a step fails, the project is kept and the demo says where, with the command that runs that step again.
 With ANTHROPIC_API_KEY set the loop asks the live model; without it, a loopback Messages API serves the
 scripted replies shipped with the example (examples/demo_replies.json), and the demo says so.
 """
@@ -13,11 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 KEEP_ENV = "SOAP_DEMO_KEEP"  # set it to keep the temporary project for a look around
@@ -25,7 +28,8 @@ KEEP_ENV = "SOAP_DEMO_KEEP"  # set it to keep the temporary project for a look a
 SLOWED_TEST = "tests/test_orders.py::test_pick_list"
 BIGGER_TEST = "tests/test_orders.py::test_parse_orders"
 CAUSES = {SLOWED_TEST: "pick_list now scans a list where it looked up a set",
-          BIGGER_TEST: "parse_orders now reads every CSV row into memory before building the order lines"}
+          BIGGER_TEST: "parse_orders now holds every CSV row, as a dict, in memory before building the order lines"}
+FUNCTIONS = {SLOWED_TEST: "pick_list", BIGGER_TEST: "parse_orders"}  # the planted test's regressed function
 STEPS = 4
 GATE = ("--soap", "--soap-against", "HEAD~1")
 LABELS = {"time_s": "time", "peak_mb": "peak memory", "tmu_mbs": "TMU"}
@@ -39,6 +43,19 @@ def find_examples() -> Path | None:
         if all((candidate / name).exists() for name in ("demo", "demo_regression.patch", "demo_replies.json")):
             return candidate
     return None
+
+
+@dataclass
+class Progress:
+    """How far the demo got: the step under way and the shell command that runs it again in the project."""
+    step: int = 0
+    rerun: str | None = None  # None: nothing to run by hand, run `soap demo` again
+    note: str = ""
+
+
+def pytest_command(*options: str) -> str:
+    """The exact command run_pytest runs, for the user to paste (the options are the demo's own: no quoting)."""
+    return " ".join([shlex.quote(sys.executable), "-m", "pytest", *options])
 
 
 def step(number: int, title: str, command: str | None = None) -> None:
@@ -76,17 +93,29 @@ def commit(repo, message: str) -> None:
     repo.git.commit("--no-verify", "--quiet", "-m", message)
 
 
-def ratios(test: dict) -> str:
-    """'time 9.94×, peak memory 1.65×' for a regressed test of the JSON report."""
+def ratios(test: dict, metrics: list[str] | None = None) -> str:
+    """'time 9.94×, peak memory 1.65×' for a test of the JSON report: its regressed metrics, or those given."""
     return ", ".join(f"{LABELS.get(m, m)} {test['metrics'][m]['ratio']:.2f}×"
                      if test["metrics"][m]["ratio"] is not None else LABELS.get(m, m)
-                     for m in test["regressed_metrics"])
+                     for m in (test["regressed_metrics"] if metrics is None else metrics) if m in test["metrics"])
 
 
-def demo_flow(examples: Path, project: Path) -> str | None:
-    """Steps 1 to 4 and what they showed; None when the demo went as intended, else what went wrong."""
+def calls(o: dict) -> str:
+    """What the loop measured of a kept revision's calls: time, and peak memory when it is at least 1 MiB."""
+    before, after = o["before"], o["after"]
+    text = f"its calls took {before['time_s'] * 1e3:.1f} ms, now {after['time_s'] * 1e3:.1f} ms"
+    if max(before.get("peak_mb") or 0, after.get("peak_mb") or 0) >= 1:
+        text += f"; their heap peaked at {before['peak_mb']:.1f} MiB, now {after['peak_mb']:.1f} MiB"
+    return text
+
+
+def demo_flow(examples: Path, project: Path, progress: Progress | None = None) -> str | None:
+    """Steps 1 to 4 and what they showed; None when the demo went as intended, else what went wrong.
+    `progress` follows the step under way, for a failure to say how to run it again."""
     import git  # GitPython: imported here so that a missing git binary is reported like any other failure
 
+    progress = progress if progress is not None else Progress()
+    progress.step = 1
     step(1, f"copy the example project to {project} and commit it",
          'git init && git add --all && git commit -m "inventory 1.4.0"')
     shutil.copytree(examples / "demo", project,
@@ -103,13 +132,19 @@ def demo_flow(examples: Path, project: Path) -> str | None:
 
     step(2, "plant a regression: a commit that makes inventory/orders.py slower and hungrier (its tests still pass)",
          'git commit -am "slow down pick_list and parse_orders"')
+    progress.step = 2
+    progress.rerun = (f"git apply {shlex.quote(str(examples / 'demo_regression.patch'))} && "
+                      "git commit --all --no-verify -m 'slow down pick_list and parse_orders'")
     repo.git.apply(str(examples / "demo_regression.patch"))
     commit(repo, "slow down pick_list and parse_orders")
     print(repo.git.diff("HEAD~1", "HEAD"))
 
     step(3, "run the gate against the commit before, and send what regressed through the SOAP loop",
          "python -m pytest " + " ".join(GATE) + " --soap-optimize --soap-json report.json")
+    progress.step = 3
+    progress.rerun = pytest_command(*GATE, "--soap-optimize", "--soap-json", "report.json")
     with model_server(examples) as server:
+        scripted = server is not None
         env = dict(os.environ)
         if server is None:
             print("The loop asks the live model (ANTHROPIC_API_KEY is set).")
@@ -117,6 +152,8 @@ def demo_flow(examples: Path, project: Path) -> str | None:
             print("ANTHROPIC_API_KEY is not set: the model's replies are the scripted ones shipped with the example\n"
                   "(examples/demo_replies.json), served by a loopback Messages API. Set the key to ask the live model.")
             env.update(ANTHROPIC_API_KEY="demo-scripted-replies", ANTHROPIC_BASE_URL=server.url)
+            progress.note = ("ANTHROPIC_API_KEY is not set: the scripted replies were served by `soap demo` only, "
+                             "so that run skips the SOAP loop; set the key to ask the live model.")
         code = run_pytest(project, *GATE, "--soap-optimize", "--soap-json", "report.json", env=env)
     report = project / "report.json"
     if code not in (0, 1) or not report.is_file():
@@ -126,38 +163,64 @@ def demo_flow(examples: Path, project: Path) -> str | None:
     names = [t["nodeid"] for t in regressed]
 
     print(f"\n{BOLD}━━ What happened{RESET}\n")
-    if code != 1 or SLOWED_TEST not in names:
-        return (f"the gate did not flag {SLOWED_TEST} (pytest exited {code}); "
-                "the machine may be too busy for steady timings, try again")
+    missed = [name for name in CAUSES if name not in names]
+    if code != 1 or missed:
+        return (f"the gate did not flag {' or '.join(missed) or 'a regression'} (pytest exited {code}); "
+                "see its output above")
     print("pytest exited 1: the gate caught the planted regression. From report.json:")
     width = max(map(len, names))
     for test in regressed:
         print(f"  {test['nodeid']:<{width}}  {ratios(test)}")
         if test["nodeid"] in CAUSES:
             print(f"  {'':<{width}}  ({CAUSES[test['nodeid']]})")
-    if BIGGER_TEST not in names:
-        print(f"{BIGGER_TEST} was not flagged this time: its extra memory was lost in the noise.")
     unexpected = [name for name in names if name not in CAUSES]
     if unexpected:
-        print(f"{', '.join(unexpected)}: not changed; the machine was probably busier during the second run.")
+        print(f"{', '.join(unexpected)}: not changed by the planted commit, so a false alarm.")
     print(f"The other {len(data['tests']) - len(names)} tests passed the gate.")
+    accepted = set()
     for o in data["optimizations"]:
-        figures = (f": its calls took {o['before']['time_s'] * 1e3:.1f} ms, now {o['after']['time_s'] * 1e3:.1f} ms"
-                   if o["before"] and o["after"] else f" ({o['reason']})" if o["reason"] else "")
+        figures = (f": {calls(o)}" if o["before"] and o["after"] else f" ({o['reason']})" if o.get("reason") else "")
         print(f"SOAP loop, {o['qualname']}: {o['status']}{figures}")
+        if o["status"] == "accepted":
+            accepted.add(o["qualname"])
     if not data["patch"]:
         return "the SOAP loop kept no revision, so there is no patch to apply; see its output above"
+    refused = [FUNCTIONS[name] for name in CAUSES if FUNCTIONS[name] not in accepted]
+    if scripted and refused:  # the scripted fixes are correct and far cheaper: the loop must keep them
+        return f"the SOAP loop did not keep the scripted fix of {' or '.join(refused)}; see its output above"
+    fixed = [name for name in CAUSES if FUNCTIONS[name] in accepted]
 
-    step(4, "apply the loop's patch and run the gate again: the regression it fixed is gone",
-         "git apply .soap/optimized.patch && python -m pytest " + " ".join(GATE))
+    step(4, "apply the loop's patch and run the gate again", "git apply .soap/optimized.patch && python -m pytest "
+         + " ".join(GATE) + " --soap-json report.json")
+    progress.step, progress.note = 4, ""
+    progress.rerun = f"git apply {shlex.quote(str(data['patch']))} && {pytest_command(*GATE, '--soap-json', 'report.json')}"
     repo.git.apply(str(data["patch"]))
+    progress.rerun = pytest_command(*GATE, "--soap-json", "report.json")  # the patch is in the tree now
     print(repo.git.diff())
     code = run_pytest(project, *GATE, "--soap-json", "report.json")
-    after = json.loads(report.read_text(encoding="utf-8"))
-    if SLOWED_TEST in after["regressions"]:
-        return f"{SLOWED_TEST} still regressed after the patch (pytest exited {code})"
-    print(f"\n{SLOWED_TEST} no longer regressed" + ("; the gate passes." if code == 0 else
-          f"; the gate still flags {', '.join(after['regressions'])}."))
+    if code not in (0, 1) or not report.is_file():
+        return f"the gate run failed (pytest exited {code}); see its output above"
+    after = {t["nodeid"]: t for t in json.loads(report.read_text(encoding="utf-8"))["tests"]}
+    print(f"\n{BOLD}━━ What happened{RESET}\n")
+    print(f"pytest exited {code}. From report.json, against HEAD~1 (the code before the planted regression):")
+    for name in CAUSES:
+        before = next(t for t in regressed if t["nodeid"] == name)
+        test = after.get(name)
+        verdict = test["verdict"] if test else "not run"
+        print(f"  {name:<{width}}  {verdict}" + (f": {ratios(test, before['regressed_metrics'])}" if test else ""))
+        if name not in fixed:
+            print(f"  {'':<{width}}  (the SOAP loop kept no revision of {FUNCTIONS[name]})")
+    still = [name for name in fixed if name not in after or after[name]["verdict"] == "regressed"]
+    if still:
+        return f"{' and '.join(still)} still regressed after the patch (pytest exited {code})"
+    flagged = [name for name, t in after.items() if t["verdict"] == "regressed"]
+    others = [name for name in flagged if name not in CAUSES]
+    if others:
+        print(f"{', '.join(others)}: not changed by the demo, so a false alarm.")
+    undone = ("the planted regression" if len(fixed) == len(CAUSES)
+              else "the regression of " + " and ".join(FUNCTIONS[name] for name in fixed))
+    print(f"The loop's patch undid {undone}" + ("; the gate passes." if code == 0 else
+          f"; the gate still flags {', '.join(flagged)}." if flagged else f"; pytest exited {code}, see above."))
     print("""
 On your own project:
   pytest --soap --soap-against main                  # exits 1 when a test got slower or bigger than on main
@@ -175,18 +238,29 @@ def run_demo() -> int:
         print("soap demo: the example project (examples/demo) is not installed with pytest-soap", file=sys.stderr)
         return 1
     tmp = Path(tempfile.mkdtemp(prefix="soap-demo-"))
+    project = tmp / "inventory"
+    progress = Progress()
     try:
-        problem = demo_flow(examples, tmp / "inventory")
+        problem = demo_flow(examples, project, progress)
     except KeyboardInterrupt:
         problem = "interrupted"
     except Exception as e:  # git missing, a full disk...: one line, not a traceback
         problem = f"{type(e).__name__}: {e}".splitlines()[0]
-    finally:
-        if os.environ.get(KEEP_ENV):
-            print(f"\nThe demo project is kept at {tmp / 'inventory'} ({KEEP_ENV} is set).")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    keep = bool(problem or os.environ.get(KEEP_ENV)) and project.is_dir()
+    if not keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+    elif not problem:
+        print(f"\nThe demo project is kept at {project} ({KEEP_ENV} is set).")
     if problem:
-        print(f"\nsoap demo failed: {problem}", file=sys.stderr)
+        sys.stdout.flush()
+        lines = [f"\nsoap demo failed at step {progress.step}/{STEPS}: {problem}"]
+        if keep:
+            lines.append(f"The demo project is kept at {project}.")
+        if keep and progress.rerun:
+            lines += ["To run the failed step again:", f"  cd {shlex.quote(str(project))} && {progress.rerun}"]
+            lines += [progress.note] if progress.note else []
+        else:
+            lines.append("To try again: soap demo")
+        print("\n".join(lines), file=sys.stderr)
         return 1
     return 0
