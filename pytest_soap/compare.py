@@ -4,7 +4,8 @@ A saved baseline is one old sample, so one slow run proves nothing. A test whose
 crosses the threshold becomes a suspect and is run again (only suspects are, to keep the cost
 low). It is called regressed when the median of its runs crosses the threshold by more than the
 absolute floor AND a one-sided sign test says its runs sit above the threshold line more often
-than chance would allow (p <= alpha). The sign test assumes nothing about the shape of the noise,
+than chance would allow (p <= alpha); improved on the same evidence the other way round, which takes
+its runs too (one fast run is no improvement either). The sign test assumes nothing about the shape of the noise,
 which on a shared machine is skewed and heavy-tailed, and it needs no spread from the baseline,
 which has none. With alpha 0.05 that takes 5 runs of 5 above the line (the default budget, so a
 false suspect is let go at its first run below the line), or 7 of 8 with `--soap-rounds 8`.
@@ -133,15 +134,16 @@ def judge_metric(metric: str, values: list[float], at: Line | None, alpha: float
     verdict.ratio = current / at.base if at.base > 0 else None
     if max(at.base, current) < at.floor:
         verdict.verdict, verdict.reason = "ungated", "below the floor"
-    elif at.crossed_by(current):
-        above = sum(at.crossed_by(v) for v in values)
-        verdict.p_value = sign_test_p(above, len(values))
+    elif at.crossed_by(current) or at.undercut_by(current):
+        # An improvement takes the evidence a regression does: one lucky run is not one.
+        worse = at.crossed_by(current)
+        beyond = sum(at.beyond(v, worse) for v in values)
+        verdict.p_value = sign_test_p(beyond, len(values))
         if verdict.p_value <= alpha:
-            verdict.verdict = "regressed"
+            verdict.verdict = "regressed" if worse else "improved"
         else:
-            verdict.reason = f"{above} of {len(values)} runs above the threshold: not significant"
-    elif at.undercut_by(current):
-        verdict.verdict = "improved"
+            verdict.reason = (f"{beyond} of {len(values)} runs {'above' if worse else 'below'} the threshold: "
+                              "not significant")
     return verdict
 
 
@@ -151,14 +153,15 @@ def judge_metric(metric: str, values: list[float], at: Line | None, alpha: float
 HEAP_FIGURE = {"peak_mb": "peak_mb", "tmu_mbs": "mean_mb"}
 
 
-def _heap_disagrees(metric: str, m: Measurement, baseline: dict, at: Line, t: Thresholds) -> bool:
+def _heap_disagrees(metric: str, m: Measurement, baseline: dict, at: Line, t: Thresholds, worse: bool) -> bool:
     """Resident memory depends on what earlier tests left behind; memray's heap does not. When both sides
-    have a heap figure and it did not cross the line, the resident growth was the process's, not the code's."""
+    have a heap figure and it did not cross the line (or, not `worse`, undercut it), the resident change
+    was the process's, not the code's."""
     key = HEAP_FIGURE[metric]
     before, now = (baseline.get("heap") or {}).get(key), (m.heap or {}).get(key)
     if before is None or now is None:
         return False
-    return not Line(before, at.limit, t.min_memory_mb).crossed_by(now)
+    return not Line(before, at.limit, t.min_memory_mb).beyond(now, worse)
 
 
 def _overall(m: Measurement, baseline: dict, metrics: dict[str, MetricVerdict]) -> TestVerdict:
@@ -182,8 +185,10 @@ def judge(m: Measurement, baseline: dict | None, thresholds: Thresholds) -> Test
             continue
         at = line(metric, m, baseline, t)
         verdict = metrics[metric] = judge_metric(metric, m.values(metric), at, t.alpha)
-        if verdict.verdict == "regressed" and metric in MEMORY_METRICS and _heap_disagrees(metric, m, baseline, at, t):
-            verdict.verdict, verdict.reason = "unchanged", "resident memory grew, memray's heap did not"
+        worse = verdict.verdict == "regressed"
+        if (worse or verdict.verdict == "improved") and metric in MEMORY_METRICS and _heap_disagrees(
+                metric, m, baseline, at, t, worse):
+            verdict.verdict, verdict.reason = "unchanged", f"resident memory {'grew' if worse else 'shrank'}, memray's heap did not"
     return _overall(m, baseline, metrics)
 
 
@@ -206,16 +211,18 @@ def suspect_metrics(m: Measurement, baseline: dict | None, thresholds: Threshold
 
 
 def undecided(m: Measurement, baseline: dict, thresholds: Thresholds, max_runs: int) -> bool:
-    """Would another run change a suspect's verdict? No once it is significant, or can no longer become so."""
+    """Would another run change a suspect's verdict, either way? No once it is significant, or can no
+    longer become so."""
     runs = len(m.samples)
     if runs >= max_runs:
         return False
     t = thresholds.for_test(m)
-    for metric in suspect_metrics(m, baseline, thresholds):
+    for metric in suspect_metrics(m, baseline, thresholds, improvements=True):
         at = line(metric, m, baseline, t)
-        above = sum(at.crossed_by(v) for v in m.values(metric))
-        decided = sign_test_p(above, runs) <= t.alpha
-        reachable = sign_test_p(above + max_runs - runs, max_runs) <= t.alpha
+        worse = at.crossed_by(m.figure(metric))
+        beyond = sum(at.beyond(v, worse) for v in m.values(metric))
+        decided = sign_test_p(beyond, runs) <= t.alpha
+        reachable = sign_test_p(beyond + max_runs - runs, max_runs) <= t.alpha
         if not decided and reachable:
             return True
     return False
@@ -239,7 +246,8 @@ def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds) -> T
     a one-sided Mann-Whitney U test on the rounds' runs says head is larger (p <= paired_alpha), and
     every pair of processes agrees, the first pass's included, so one slow process cannot make the
     verdict; close to the line that takes three pairs (see pairs_needed). Improved is the same evidence
-    the other way round. The first pass stays out of the U test itself: it was picked for being extreme."""
+    the other way round. The first pass stays out of the U test, and out of both medians: it was picked
+    for being extreme."""
     figures = base.figures()
     if m.outcome not in JUDGED_OUTCOMES:
         return TestVerdict(m, figures, m.outcome)
@@ -253,7 +261,7 @@ def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds) -> T
         head_values, base_values = m.round_values(metric), base.round_values(metric)
         if not head_values or not base_values:
             continue
-        at = line(metric, m, figures, t)
+        at = line(metric, m, figures | {metric: statistics.median(base_values)}, t)
         current = statistics.median(head_values)
         v = metrics[metric] = MetricVerdict(metric, "unchanged", at.base, current, runs=len(head_values),
                                             ratio=current / at.base if at.base > 0 else None,
@@ -273,11 +281,10 @@ def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds) -> T
                 v.verdict = "regressed" if worse else "improved"
             else:
                 v.pending = agree  # every pair agrees, but the runs or the pairs are too few: another round
-                if worse:
-                    v.reason = (f"p={v.p_value:.3g} over {len(head_values)} and {len(base_values)} runs, "
-                                f"{len(pairs)} process pairs{'' if agree else ' that disagree'}: "
-                                + ("a change this close to the line needs a third pair" if significant and agree
-                                   else "not significant"))
+                v.reason = (f"p={v.p_value:.3g} over {len(head_values)} and {len(base_values)} runs, "
+                            f"{len(pairs)} process pairs{'' if agree else ' that disagree'}: "
+                            + ("a change this close to the line needs a third pair" if significant and agree
+                               else "not significant"))
     return _overall(m, figures, metrics)
 
 

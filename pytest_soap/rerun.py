@@ -47,12 +47,13 @@ def repeat(item: pytest.Item, nextitem: pytest.Item | None, soap: SoapSession, t
 
 
 def confirm(item: pytest.Item, nextitem: pytest.Item | None, soap: SoapSession) -> bool:
-    """Re-run a suspect until its verdict is settled; True when its memory regressed, so memray should
-    confirm that with the exact heap."""
+    """Re-run a suspect, of a regression or of an improvement (each needs the same evidence), until its
+    verdict is settled; True when its memory regressed or improved, so memray should confirm that with the
+    exact heap."""
     m = soap.measurements.get(item.nodeid)
     base = soap.baseline.tests.get(item.nodeid) if soap.baseline else None
     thresholds = soap.settings.thresholds
-    if m is None or not compare.suspect_metrics(m, base, thresholds):
+    if m is None or not compare.suspect_metrics(m, base, thresholds, improvements=True):
         return False
     while compare.undecided(m, base, thresholds, soap.settings.rounds):
         before = len(m.samples)
@@ -61,7 +62,8 @@ def confirm(item: pytest.Item, nextitem: pytest.Item | None, soap: SoapSession) 
             del m.samples[before:]
             m.outcome = "flaky"
             return False
-    return bool(set(MEMORY_METRICS) & set(compare.judge(m, base, thresholds).regressed_metrics))
+    verdict = compare.judge(m, base, thresholds)
+    return bool(set(MEMORY_METRICS) & {*verdict.regressed_metrics, *verdict.improved_metrics})
 
 
 def measure_heaps(items: list[pytest.Item], soap: SoapSession) -> None:

@@ -146,6 +146,47 @@ def test_the_worktree_code_wins_over_an_editable_install_of_the_working_tree(pro
     assert report(project)["regressions"] == ["tests/test_work.py::test_slowed"]
 
 
+CACHE_CHECK = """
+    import importlib.util, os, pathlib, struct
+    import pkg
+
+    def test_cache():
+        # Is there, as this side's test runs, an up-to-date timestamp .pyc of each of pkg's modules?
+        for source in sorted(pathlib.Path(pkg.__file__).parent.glob("*.py")):
+            stat = source.stat()
+            header = importlib.util.MAGIC_NUMBER + struct.pack("<LLL", 0, int(stat.st_mtime) & 0xFFFFFFFF, stat.st_size)
+            pyc = pathlib.Path(importlib.util.cache_from_source(str(source)))
+            with open(os.environ["CACHE_LOG"], "a") as log:
+                log.write(f"{source} {pyc.exists() and pyc.read_bytes()[:16] == header}\\n")
+"""
+
+
+def test_both_sides_have_an_up_to_date_bytecode_cache_before_their_tests_run(project, monkeypatch):
+    """A fresh worktree has no bytecode cache, nor has a fresh clone: the first imports compile, and under
+    PYTHONDONTWRITEBYTECODE every process's do. Against HEAD, a test running `python -m pkg.cli --help` read
+    0.25x (improved, p=0.004) in 6 null comparisons of 6 that way: the ref's processes compiled the package,
+    the head's read its cache. Each side's test here logs which of pkg's modules, imported or not, have one."""
+    write(project.path / "pkg" / "cli.py", "import argparse\n")
+    write(project.path / "tests" / "test_cache.py", CACHE_CHECK)
+    (project.path / ".gitignore").write_text("report.json\npkg/generated.py\n")
+    commit(project.repo, "a cli, and a check of the bytecode cache")
+    write(project.path / "pkg" / "untracked.py", "X = 1\n")  # part of the working tree as it is
+    write(project.path / "pkg" / "generated.py", "X = 1\n")  # ignored: nobody's code
+    # Nothing else writes a cache: neither side's processes, and no earlier run.
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    assert not list(project.path.rglob("__pycache__"))
+    log = project.path.parent / "cache.log"
+    monkeypatch.setenv("CACHE_LOG", str(log))
+    result = project.runpytest("--soap", "--soap-against", "HEAD", "-k", "test_cache")
+    assert result.ret == 0, result.stdout.str()
+    cached = dict(line.rsplit(" ", 1) for line in log.read_text().splitlines())
+    ref_side = {path.rsplit("/", 1)[1]: fresh for path, fresh in cached.items() if "soap-ref-" in path}
+    head_side = {path.rsplit("/", 1)[1]: fresh for path, fresh in cached.items() if "soap-ref-" not in path}
+    assert ref_side == {"__init__.py": "True", "cli.py": "True", "work.py": "True"}
+    assert head_side == {"__init__.py": "True", "cli.py": "True", "generated.py": "False", "untracked.py": "True",
+                         "work.py": "True"}
+
+
 def test_tests_on_one_side_only_are_new_or_removed(project):
     write(project.path / "tests" / "test_gone.py", "def test_gone():\n    pass\n")
     commit(project.repo, "a test that will go")
@@ -306,6 +347,47 @@ def test_close_to_the_line_two_agreeing_process_pairs_are_not_enough():
     # Pairs that disagree are not waiting for one more.
     head, base = paired([[0.0205], [0.0224] * 5], [[0.020], [0.020] * 5])
     assert not judge_paired(head, base, Thresholds()).pending
+
+
+MIRRORED = [  # (head's runs, base's runs) by process, as `paired` takes them
+    # 1.5x slower across three process pairs.
+    ([[0.030], [0.031, 0.030, 0.030], [0.029, 0.031, 0.030]], [[0.020], [0.020, 0.021, 0.020], [0.019, 0.020, 0.020]]),
+    # A single lucky pair: the first processes (and their rechecks) 5x apart, no fresh round.
+    ([[0.020, 0.021, 0.020]], [[0.004, 0.004, 0.0041]]),
+    # One slow first process, rounds alike.
+    ([[0.040], [0.021, 0.020, 0.020], [0.020, 0.021, 0.020]], [[0.020], [0.020, 0.021, 0.020], [0.019, 0.020, 0.020]]),
+    # 12% on two agreeing pairs: waits for a third; then has it.
+    ([[0.0224], [0.0224] * 5], [[0.020], [0.020] * 5]),
+    ([[0.0224], [0.0224] * 5, [0.0225] * 3], [[0.020], [0.020] * 5, [0.020] * 3]),
+    # Every run slower, but one process pair disagrees.
+    ([[0.030], [0.031, 0.030, 0.031], [0.021, 0.0215, 0.021]], [[0.020], [0.020] * 3, [0.020] * 3]),
+    # The first pass far apart, the round's median past the line, its runs too few for p <= 0.01.
+    ([[0.060], [0.030, 0.031]], [[0.020], [0.020, 0.021]]),
+]
+
+
+@pytest.mark.parametrize("head_rounds, base_rounds", MIRRORED)
+def test_an_improvement_takes_the_evidence_a_regression_does_with_the_sides_swapped(head_rounds, base_rounds):
+    """Swapping the sides turns each regression into an improvement and leaves every other verdict, and
+    the evidence, as they were: a test cannot be called faster on less than it would be called slower."""
+    slower = judge_paired(*paired(head_rounds, base_rounds), Thresholds())
+    faster = judge_paired(*paired(base_rounds, head_rounds), Thresholds())
+    mirror = {"regressed": "improved", "improved": "regressed"}
+    assert faster.verdict == mirror.get(slower.verdict, slower.verdict)
+    assert faster.metrics["time_s"].ratio == pytest.approx(1 / slower.metrics["time_s"].ratio)
+    assert (faster.metrics["time_s"].p_value, faster.pending) == (slower.metrics["time_s"].p_value, slower.pending)
+    assert faster.metrics["time_s"].reason == slower.metrics["time_s"].reason
+
+
+def test_a_single_lucky_process_pair_is_no_improvement():
+    # The ref's first process ran the test at five times the head's time, its rechecks too; no fresh round.
+    head, base = paired([[0.004, 0.004, 0.0041]], [[0.020, 0.021, 0.020]])
+    v = judge_paired(head, base, Thresholds()).metrics["time_s"]
+    assert v.verdict == "unchanged" and "1 process pairs" in v.reason
+    # Fresh process pairs that agree, with runs enough for p <= 0.01: the evidence a regression needs.
+    head, base = paired([[0.004, 0.004, 0.0041], [0.004] * 5], [[0.020, 0.021, 0.020], [0.020] * 5])
+    v = judge_paired(head, base, Thresholds()).metrics["time_s"]
+    assert v.verdict == "improved" and v.p_value == pytest.approx(1 / 252)
 
 
 def test_suspects_are_picked_on_ratios_corrected_for_the_processes_drift():

@@ -61,10 +61,74 @@ def test_changes_under_the_absolute_floor_do_not_count():
     assert verdict("peak_mb", [30.0] * 8, 10.0).verdict == "regressed"
 
 
-def test_improvement_is_reported():
+def test_an_improvement_takes_the_evidence_a_regression_does():
+    # One fast run is a suspect, as one slow run is: not an improvement.
     v = verdict("time_s", [0.01], 0.05)
-    assert v.verdict == "improved"
-    assert v.ratio == pytest.approx(0.2)
+    assert v.verdict == "unchanged" and v.ratio == pytest.approx(0.2)
+    assert v.reason == "1 of 1 runs below the threshold: not significant"
+    # Five runs of five below the line: improved, on the p a regression needs.
+    v = verdict("time_s", [0.01, 0.011, 0.009, 0.01, 0.012], 0.05)
+    assert v.verdict == "improved" and v.p_value == pytest.approx(1 / 32)
+    # One run back at the base's figure spoils it, as one run under the line spoils a regression.
+    assert verdict("time_s", [0.01, 0.011, 0.05, 0.01, 0.012], 0.05).verdict == "unchanged"
+    # Memory too; and an improvement under the floor is no more one than a regression is.
+    assert verdict("peak_mb", [10.0] * 5, 30.0).verdict == "improved"
+    assert verdict("peak_mb", [1.0] * 5, 1.5).verdict == "unchanged"
+
+
+def test_an_improvement_suspect_runs_again_until_it_is_settled():
+    base = {"time_s": 0.05, "peak_mb": None, "tmu_mbs": None}
+    assert suspect_metrics(measurement([0.01]), base, T, improvements=True) == ["time_s"]
+    assert undecided(measurement([0.01]), base, T, max_runs=5)
+    assert not undecided(measurement([0.01] * 5), base, T, max_runs=5)  # five of five below: improved
+    assert not undecided(measurement([0.01, 0.05]), base, T, max_runs=5)  # 5 of 5 is out of reach: unchanged
+    assert not undecided(measurement([0.048]), base, T, max_runs=5)  # inside the line: no suspect
+
+
+def test_memray_heap_overrules_a_resident_improvement_as_it_does_a_regression():
+    base = {"time_s": 0.02, "peak_mb": 30.0, "tmu_mbs": None, "heap": {"peak_mb": 10.0, "mean_mb": 8.0}}
+    m = measurement([0.02] * 5, [10.0] * 5)
+    m.heap = {"peak_mb": 10.1, "mean_mb": 8.0}  # the heap did not shrink: the process's memory did
+    v = judge(m, base, T).metrics["peak_mb"]
+    assert v.verdict == "unchanged" and "memray's heap did not" in v.reason
+    m.heap = {"peak_mb": 3.0, "mean_mb": 2.0}
+    assert judge(m, base, T).improved_metrics == ["peak_mb"]
+
+
+LUCKY = """
+    import os, pathlib, time
+
+    def test_lucky():
+        # In the judged session, fast on its first run only.
+        ran = pathlib.Path(__file__).with_name("ran")
+        lucky = os.environ.get("JUDGED") and not ran.exists()
+        if os.environ.get("JUDGED"):
+            ran.touch()
+        time.sleep(0.005 if lucky else 0.1)
+
+    def test_faster():
+        time.sleep(0.005 if os.environ.get("JUDGED") else 0.1)
+"""
+
+
+def test_against_a_saved_baseline_one_fast_run_is_run_again_before_it_is_called_improved(pytester, monkeypatch):
+    import json
+    import textwrap
+
+    pytester.makepyfile(test_speed=textwrap.dedent(LUCKY))
+    assert pytester.runpytest("--soap", "--soap-save").ret == 0
+    monkeypatch.setenv("JUDGED", "1")
+    result = pytester.runpytest("--soap", "--soap-json", "report.json")
+    assert result.ret == 0, result.stdout.str()
+    tests = {t["nodeid"].split("::")[-1]: t for t in json.loads((pytester.path / "report.json").read_text())["tests"]}
+    # Its first run read 20 times faster; run again, it was not. A regression's single slow run goes the same way.
+    lucky = tests["test_lucky"]
+    assert lucky["verdict"] == "unchanged" and lucky["runs"] == 2
+    assert lucky["metrics"]["time_s"]["reason"] == "1 of 2 runs below the threshold: not significant"
+    # Faster on every run: five runs of five below the line.
+    faster = tests["test_faster"]
+    assert faster["verdict"] == "improved" and faster["runs"] == 5
+    assert faster["metrics"]["time_s"]["p_value"] == pytest.approx(1 / 32)
 
 
 def test_test_verdict_lists_regressed_metrics_and_respects_markers():
