@@ -96,16 +96,19 @@ def test_an_offline_eval_prints_the_papers_table_and_writes_the_json_and_the_plo
     assert len(plot.findall("{http://www.w3.org/2000/svg}polyline")) == 3
 
 
-def test_on_the_bundled_dataset_canonical_replies_bring_net_and_ntmu_to_within_10_percent_of_1(tmp_path):
+def test_on_the_bundled_dataset_canonical_replies_bring_net_and_ntmu_from_far_above_to_about_1(tmp_path):
     # The four problems whose canonical solutions run longest (2 to 10 ms): the ratio of sums is the paper's.
+    # After the loop the canonical solution is scored against itself, so NET and NTMU are 1 but for noise: on an
+    # idle machine within 10% (benchmarks and the README give the figures), but 0.84 and 1.30 once with both cores
+    # busy. A test must not hang on the machine's mood: the band is a factor of 2, while the completions read 10-20x.
     run = soap_eval("--offline", "--problems", "9,13,18,20", "--iterations", "1", "--out", "out", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     record = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert [p["idx"] for p in record["problems"]] == [9, 13, 18, 20]
     first, last = record["rounds"]
     assert first["measured"] == last["measured"] == 4 and last["pass_at_1"] == 1.0
-    assert first["net"] > 3 and first["ntmu"] > 3  # the inefficient completions
-    assert 0.9 <= last["net"] <= 1.1 and 0.9 <= last["ntmu"] <= 1.1, (last["net"], last["ntmu"])
+    assert first["net"] > 5 and first["ntmu"] > 5, (first["net"], first["ntmu"])  # the inefficient completions
+    assert 0.5 <= last["net"] <= 2 and 0.5 <= last["ntmu"] <= 2, (last["net"], last["ntmu"])
 
 
 @pytest.mark.parametrize("args, message", [
