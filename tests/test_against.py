@@ -3,10 +3,9 @@
 import json
 import site
 import sys
-import textwrap
-
 import git
 import pytest
+from projects import commit, git_project, write  # tests/projects.py
 
 from pytest_soap.against import side_arguments
 from pytest_soap.compare import Thresholds, judge_paired
@@ -40,31 +39,12 @@ TESTS = """
 """
 
 
-def write(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
-
-
-def commit(repo, message):
-    repo.git.add("--all")
-    repo.index.commit(message, author=git.Actor("t", "t@example.com"), committer=git.Actor("t", "t@example.com"))
-
-
 @pytest.fixture
 def project(pytester):
     """A repository with a base commit; each test changes it and commits (or not) as it needs."""
     root = pytester.path
-    write(root / "pyproject.toml", """
-        [tool.pytest.ini_options]
-        testpaths = ["tests"]
-        pythonpath = ["."]
-    """)
-    write(root / "pkg" / "__init__.py", "")
-    write(root / "pkg" / "work.py", WORK.format(slow=1, mem_mb=10))
-    write(root / "tests" / "test_work.py", TESTS)
     (root / ".gitignore").write_text("report.json\n")
-    repo = git.Repo.init(root)
-    commit(repo, "base")
+    repo = git_project(root, WORK.format(slow=1, mem_mb=10), TESTS)
     pytester.repo = repo
     return pytester
 

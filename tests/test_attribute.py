@@ -3,10 +3,8 @@ and real pytest sessions, and the blame rules on synthetic profiles (no timing).
 
 import json
 import re
-import textwrap
-
-import git
 import pytest
+from projects import commit, git_project, package_project, write  # tests/projects.py
 
 from pytest_soap.attribute import attribute
 from pytest_soap.report.terminal import cause_lines
@@ -59,29 +57,14 @@ TESTS = """
 """
 
 
-def write(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
-
-
-def commit(repo, message):
-    repo.git.add("--all")
-    repo.index.commit(message, author=git.Actor("t", "t@example.com"), committer=git.Actor("t", "t@example.com"))
+INI = '[tool.pytest.ini_options]\npythonpath = ["."]\n'  # no testpaths: the tests are found from the rootdir
 
 
 @pytest.fixture
 def project(pytester):
     root = pytester.path
-    write(root / "pyproject.toml", """
-        [tool.pytest.ini_options]
-        pythonpath = ["."]
-    """)
-    write(root / "pkg" / "__init__.py", "")
-    write(root / "pkg" / "work.py", WORK.format(calls=5, mib=8, blocks=2000))
-    write(root / "tests" / "test_work.py", TESTS)
     (root / ".gitignore").write_text("report.json\n.soap/\n")
-    pytester.repo = git.Repo.init(root)
-    commit(pytester.repo, "A")
+    pytester.repo = git_project(root, WORK.format(calls=5, mib=8, blocks=2000), TESTS, INI)
     return pytester
 
 
@@ -147,10 +130,7 @@ def test_with_a_saved_baseline_the_diff_against_its_commit_ranks_the_changed_fun
 
 
 def test_outside_a_git_repository_the_hottest_functions_are_named_and_the_report_says_why(pytester):
-    write(pytester.path / "pyproject.toml", '[tool.pytest.ini_options]\npythonpath = ["."]\n')
-    write(pytester.path / "pkg" / "__init__.py", "")
-    write(pytester.path / "pkg" / "work.py", WORK.format(calls=5, mib=8, blocks=2000))
-    write(pytester.path / "tests" / "test_work.py", TESTS)
+    package_project(pytester.path, WORK.format(calls=5, mib=8, blocks=2000), TESTS, INI)
     assert pytester.runpytest("--soap", "--soap-save").ret == pytest.ExitCode.OK
     write(pytester.path / "pkg" / "work.py", WORK.format(calls=50, mib=8, blocks=2000))
     result = pytester.runpytest("--soap", "--soap-json", "report.json")

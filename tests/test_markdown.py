@@ -2,10 +2,8 @@
 
 import json
 import re
-import textwrap
-
-import git
 import pytest
+from projects import commit, git_project, write  # tests/projects.py
 
 from pytest_soap.report.markdown import MARKER, render
 from pytest_soap.soap.loop import Optimization, Tried
@@ -41,31 +39,11 @@ TESTS = """
 SLOWED = "tests/test_work.py::test_slowed[x|y,z]"
 
 
-def write(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
-
-
-def commit(repo, message):
-    repo.git.add("--all")
-    actor = git.Actor("t", "t@example.com")
-    repo.index.commit(message, author=actor, committer=actor)
-
-
 def regressed_report(pytester, *args):
     """A repository whose last commit makes one test 10x slower and one 3x hungrier, gated against the commit before."""
     root = pytester.path
-    write(root / "pyproject.toml", """
-        [tool.pytest.ini_options]
-        testpaths = ["tests"]
-        pythonpath = ["."]
-    """)
-    write(root / "pkg" / "__init__.py", "")
-    write(root / "pkg" / "work.py", WORK.format(slow=1, mem_mb=10))
-    write(root / "tests" / "test_work.py", TESTS)
     (root / ".gitignore").write_text("report.json\n")
-    repo = git.Repo.init(root)
-    commit(repo, "base")
+    repo = git_project(root, WORK.format(slow=1, mem_mb=10), TESTS)
     write(root / "pkg" / "work.py", WORK.format(slow=10, mem_mb=30))
     commit(repo, "slower and hungrier")
     result = pytester.runpytest("--soap", "--soap-against", "HEAD~1", "--soap-json", "report.json", *args)

@@ -2,10 +2,9 @@
 
 import copy
 import json
-import textwrap
-
 import git
 import pytest
+from projects import commit, git_project, write  # tests/projects.py
 
 from pytest_soap.merge import MergeError, merge, merge_files, merge_into
 from pytest_soap.report.markdown import render
@@ -34,32 +33,12 @@ TESTS = """
 """
 
 
-def write(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
-
-
-def commit(repo, message):
-    repo.git.add("--all")
-    actor = git.Actor("t", "t@example.com")
-    repo.index.commit(message, author=actor, committer=actor)
-
-
 @pytest.fixture
 def project(pytester):
     """A repository whose last commit makes `slowed` 10x slower: two tests call it."""
     root = pytester.path
-    write(root / "pyproject.toml", """
-        [tool.pytest.ini_options]
-        testpaths = ["tests"]
-        pythonpath = ["."]
-    """)
-    write(root / "pkg" / "__init__.py", "")
-    write(root / "pkg" / "work.py", WORK.format(slow=1))
-    write(root / "tests" / "test_work.py", TESTS)
     (root / ".gitignore").write_text("*.json\n")
-    repo = git.Repo.init(root)
-    commit(repo, "base")
+    repo = git_project(root, WORK.format(slow=1), TESTS)
     write(root / "pkg" / "work.py", WORK.format(slow=10))
     commit(repo, "slower")
     return pytester

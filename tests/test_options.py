@@ -1,10 +1,10 @@
 """Every --soap-* option does what it says however it is written: with a space or '=', with or without --soap."""
 
 import json
-import textwrap
 
 import git
 import pytest
+from projects import INI, commit, package_project, write  # tests/projects.py
 
 from pytest_soap.config import OPTIONS
 
@@ -26,23 +26,10 @@ TESTS = """
 """
 
 
-def write(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
-
-
 @pytest.fixture
 def project(pytester):
     """A package imported through the ini file's pythonpath, so a lost ini file cannot go unnoticed."""
-    root = pytester.path
-    write(root / "pyproject.toml", """
-        [tool.pytest.ini_options]
-        testpaths = ["tests"]
-        pythonpath = ["."]
-    """)
-    write(root / "pkg" / "__init__.py", "")
-    write(root / "pkg" / "work.py", WORK.format(slow=1))
-    write(root / "tests" / "test_work.py", TESTS)
+    package_project(pytester.path, WORK.format(slow=1), TESTS)
     return pytester
 
 
@@ -89,12 +76,9 @@ def test_a_report_path_written_with_a_space_keeps_the_rootdir(project, elsewhere
 
 def test_with_soap_against_a_path_written_with_a_space_keeps_the_rootdir(project, elsewhere):
     repo = git.Repo.init(project.path)
-    actor = git.Actor("t", "t@example.com")
-    repo.git.add("--all")
-    repo.index.commit("base", author=actor, committer=actor)
+    commit(repo, "base")
     slow_down(project)
-    repo.git.add("--all")
-    repo.index.commit("slower", author=actor, committer=actor)
+    commit(repo, "slower")
     report = elsewhere / "report.json"
     report.write_text("{}")
     result = project.runpytest("--soap", "--soap-against", "HEAD~1", "--soap-json", str(report))
@@ -147,9 +131,7 @@ def test_every_option_implies_soap(project, flag, monkeypatch):
 
 
 def test_soap_against_alone_runs_the_gate(project):
-    repo = git.Repo.init(project.path)
-    repo.git.add("--all")
-    repo.index.commit("base", author=git.Actor("t", "t@example.com"), committer=git.Actor("t", "t@example.com"))
+    commit(git.Repo.init(project.path), "base")
     slow_down(project)
     result = project.runpytest("--soap-against", "HEAD")
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
@@ -157,25 +139,14 @@ def test_soap_against_alone_runs_the_gate(project):
 
 
 def test_ini_keys_alone_do_not_switch_the_gate_on(project):
-    write(project.path / "pyproject.toml", """
-        [tool.pytest.ini_options]
-        testpaths = ["tests"]
-        pythonpath = ["."]
-        soap_threshold = "25"
-        soap_json = "report.json"
-    """)
+    write(project.path / "pyproject.toml", INI + 'soap_threshold = "25"\nsoap_json = "report.json"\n')
     result = project.runpytest()
     assert result.ret == 0
     assert "pytest-soap" not in result.stdout.str() and not (project.path / "report.json").exists()
 
 
 def test_the_ini_file_s_addopts_still_apply_when_a_path_is_written_with_a_space(project, elsewhere):
-    write(project.path / "pyproject.toml", """
-        [tool.pytest.ini_options]
-        testpaths = ["tests"]
-        pythonpath = ["."]
-        addopts = "-k slowed"
-    """)
+    write(project.path / "pyproject.toml", INI + 'addopts = "-k slowed"\n')
     baseline = elsewhere / "b.json"
     for _ in range(2):
         result = project.runpytest("--soap", "--soap-save", "--soap-baseline", str(baseline))
