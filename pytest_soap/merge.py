@@ -173,6 +173,7 @@ def _merge(reports: list[tuple[str, dict]]) -> dict:
     merged = {**first,
               "against": _against(reports),
               "memory": memory.pop() if len(memory) == 1 else "mixed",
+              "mismatch": next((r["mismatch"] for _, r in reports if r.get("mismatch")), None),
               "tests": tests,
               "regressions": [t["nodeid"] for t in tests if t.get("verdict") == "regressed"],
               "functions": _functions(reports),

@@ -278,14 +278,15 @@ class SoapSession:
         if self.settings.save:
             self._save(measured, interrupted=session.exitstatus == pytest.ExitCode.INTERRUPTED)
         self.verdicts = self._judge(measured)
-        self.failure = self.failure or self._few_matched(measured)
+        mismatch = self._few_matched(measured)
+        self.failure = self.failure or mismatch
         regressed = [v for v in self.verdicts if v.verdict == "regressed"]
         if regressed and not self.failure:
             self.failure = terminal.failure_line(regressed)
         if self.settings.json:
             try:
                 json_report.write(self.settings.json, self.verdicts, self.baseline, self.settings, self.paired,
-                                  list(self.attributions.values()), self.loop)
+                                  list(self.attributions.values()), self.loop, mismatch)
             except OSError as e:
                 self.failure = self.failure or f"pytest-soap: cannot write the JSON report {self.settings.json}: {e.strerror}"
         if self.failure and session.exitstatus == pytest.ExitCode.OK:
@@ -298,9 +299,13 @@ class SoapSession:
         if self.settings.save:
             return None
         if self.paired is not None:
-            known, where = ({} if self.paired.problem else self.paired.base), f"the run of {self.ref.name}"
+            known = {} if self.paired.problem else self.paired.base
+            where = f"the run of {self.ref.name}"
+            remedy = f"if the tests moved, there is nothing on {self.ref.name} to compare them with"
         else:
-            known, where = (self.baseline.tests if self.baseline else {}), f"the baseline {self._shown(self.settings.baseline)}"
+            known = self.baseline.tests if self.baseline else {}
+            where = f"the baseline {self._shown(self.settings.baseline)}"
+            remedy = "run pytest from the same folder with the same rootdir, or re-save the baseline with --soap-save"
         ran = [m.nodeid for m in measured if m.judged]
         matched = sum(nodeid in known for nodeid in ran)
         if not known or not ran or 2 * matched >= len(ran) or 2 * matched >= len(known):
@@ -308,7 +313,7 @@ class SoapSession:
         unmatched = next(n for n in ran if n not in known)
         return (f"pytest-soap: only {matched} of this run's {len(ran)} tests are in {where} ({len(known)} tests), "
                 f"so they were not compared: node ids differ (this run has {unmatched!r}, it has {next(iter(known))!r}); "
-                "run pytest from the same folder with the same rootdir, or re-save the baseline")
+                f"{remedy}")
 
     def _judge(self, measured: list[Measurement]) -> list[compare.TestVerdict]:
         thresholds = self.settings.thresholds

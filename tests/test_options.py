@@ -7,6 +7,7 @@ import pytest
 from projects import INI, commit, package_project, write  # tests/projects.py
 
 from pytest_soap.config import OPTIONS
+from pytest_soap.report.markdown import render
 
 WORK = """
     import time
@@ -86,20 +87,35 @@ def test_with_soap_against_a_path_written_with_a_space_keeps_the_rootdir(project
     assert json.loads(report.read_text())["regressions"] == ["tests/test_work.py::test_slowed"]
 
 
+def move_the_tests(project):
+    """Every node id changes."""
+    (project.path / "tests").rename(project.path / "checks")
+    write(project.path / "pyproject.toml", INI.replace('"tests"', '"checks"'))
+
+
 def test_a_baseline_that_names_none_of_the_run_s_tests_fails_loudly(project):
     assert project.runpytest("--soap", "--soap-save").ret == 0
-    (project.path / "tests").rename(project.path / "checks")  # every node id changes
-    write(project.path / "pyproject.toml", """
-        [tool.pytest.ini_options]
-        testpaths = ["checks"]
-        pythonpath = ["."]
-    """)
-    result = project.runpytest("--soap")
+    move_the_tests(project)
+    result = project.runpytest("--soap", "--soap-json", "report.json")
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
     line = next(line for line in result.stdout.lines if line.startswith("pytest-soap: only"))
     assert line.startswith("pytest-soap: only 0 of this run's 2 tests are in the baseline .soap/baseline.json "
                            "(2 tests), so they were not compared")
     assert "'checks/test_work.py::test_" in line and "'tests/test_work.py::test_" in line
+    assert line.endswith("or re-save the baseline with --soap-save")
+    # The report says so too, for the action's summary and comment: not "no performance regression".
+    data = json.loads((project.path / "report.json").read_text())
+    assert data["mismatch"] == line and data["regressions"] == []
+    assert "\n:x: **not compared**: only 0 of this run's 2 tests" in render(data)
+
+
+def test_with_soap_against_a_ref_whose_tests_all_moved_fails_loudly(project):
+    commit(git.Repo.init(project.path), "base")
+    move_the_tests(project)
+    result = project.runpytest("--soap", "--soap-against", "HEAD")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
+    result.stdout.fnmatch_lines(["pytest-soap: only 0 of this run's 2 tests are in the run of HEAD (2 tests), so they "
+                                 "were not compared: *; if the tests moved, there is nothing on HEAD to compare them with"])
 
 
 def test_a_subset_of_the_baseline_s_tests_is_an_ordinary_run(project):

@@ -51,7 +51,7 @@ def functions(attributions: list[Attribution]) -> list[dict]:
 
 
 def build(verdicts: list[TestVerdict], baseline: Baseline | None, settings, paired=None, attributions=None,
-          loop=None) -> dict:
+          loop=None, mismatch: str | None = None) -> dict:
     return {
         "schema": SCHEMA,
         "baseline": ({"path": str(settings.baseline), "created": baseline.created, "commit": baseline.commit,
@@ -60,6 +60,7 @@ def build(verdicts: list[TestVerdict], baseline: Baseline | None, settings, pair
                      "dirty": paired.ref.dirty, "rounds": paired.rounds, "suspects": paired.suspects,
                      "seconds": paired.seconds, "problem": paired.problem}
                     if paired else None),
+        "mismatch": mismatch,  # why the run's tests and the baseline's (or the ref's) could not be compared
         "memory": "rss" if settings.memory else "off",
         "thresholds": asdict(settings.thresholds),
         "tests": [test_entry(t) for t in verdicts],
@@ -71,5 +72,6 @@ def build(verdicts: list[TestVerdict], baseline: Baseline | None, settings, pair
 
 
 def write(path: Path, verdicts: list[TestVerdict], baseline: Baseline | None, settings, paired=None,
-          attributions=None, loop=None) -> None:
-    atomic_write(path, json.dumps(build(verdicts, baseline, settings, paired, attributions, loop), indent=1) + "\n")
+          attributions=None, loop=None, mismatch: str | None = None) -> None:
+    atomic_write(path, json.dumps(build(verdicts, baseline, settings, paired, attributions, loop, mismatch),
+                                  indent=1) + "\n")

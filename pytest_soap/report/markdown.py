@@ -98,6 +98,8 @@ def _verdict(report: dict, tests: list[dict]) -> str:
     problem = (report.get("against") or {}).get("problem")
     if regressed:
         head = f":x: **{_plural(len(regressed), 'test')} regressed** {compared or ''}".rstrip()
+    elif report.get("mismatch"):  # the gate failed: nothing could be compared
+        head = f":x: **not compared**: {_prose(report['mismatch'].removeprefix('pytest-soap: '))}"
     elif problem:
         head = f":warning: **not compared**: {_prose(problem)}"
     elif compared is None:
