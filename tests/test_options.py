@@ -1,6 +1,8 @@
 """Every --soap-* option does what it says however it is written: with a space or '=', with or without --soap."""
 
 import json
+import subprocess
+import sys
 
 import git
 import pytest
@@ -169,3 +171,18 @@ def test_the_ini_file_s_addopts_still_apply_when_a_path_is_written_with_a_space(
         assert result.ret == 0, result.stdout.str()
         result.stdout.fnmatch_lines(["*1 passed, 1 deselected*"])
     assert node_ids(baseline) == ["tests/test_work.py::test_slowed"]
+
+
+def test_when_a_wrong_ini_file_s_addopts_already_applied_it_stops_in_one_line(pytester):
+    # The baseline's folder lies under another ini file with addopts: pytest has applied those before any plugin
+    # loads, and they cannot be taken back, so the run stops and says how to write the option instead.
+    write(pytester.path / "pytest.ini", "[pytest]\naddopts = -p no:doctest\n")
+    package_project(pytester.path / "proj", WORK.format(slow=1), TESTS)
+    (pytester.path / "shared").mkdir()
+    (pytester.path / "shared" / "b.json").write_text("{}")
+    run = subprocess.run([sys.executable, "-m", "pytest", "--soap", "--soap-baseline", "../shared/b.json"],
+                         cwd=pytester.path / "proj", capture_output=True, text=True)
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout + run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert errors[0].endswith("write the option with '=', e.g. --soap-baseline=PATH")
