@@ -1,9 +1,12 @@
 """The SOAP loop for one target: profile, prompt, reply, candidate, verify, measure; keep the best.
 
-Everything the model writes runs in a sandbox (a separate worktree, a subprocess with a timeout and a memory
+Everything the model writes runs in a sandbox (a separate worktree, a subprocess with a time and a memory
 limit, an environment without keys or tokens), never in the user's tree. A candidate is kept only if the
-target's tests pass, its recorded calls give the same results, and it races the best so far to a
-significant gain in a goal metric with no metric made worse.
+covering tests pass with it, its calls behave as the original's where they happen, and it races the best so
+far on the regressed tests to a significant gain in a goal metric, with no metric made worse.
+
+Every time limit comes from what was measured: the gate's time for the covering tests sets the first, and
+that first run's time sets the rest (see Budget).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import difflib
 import os
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -21,13 +25,55 @@ from . import Target, prompt
 from .candidate import CandidateError, extract_code, splice
 from .llm import ModelError
 from .profile import ProfileError, format_profile, profile_target
-from .sandbox import RunResult, Sandbox, SandboxError, race_calls, record_calls, run_pytest, scrubbed_env, timeout_for
+from .sandbox import Sandbox, SandboxError, Verified, memory_limit_mb, scrubbed_env, verify
+from .verify import CHECK_BUDGET_S, MAX_PAIRS, MIN_SAMPLE_S
 
 MAX_TOKENS = 8192
 MEMORY_MB = 4096  # a candidate's memory limit: far above a unit test's needs, far below the machine's
 # The goal metrics of a gate's regressed metric: TMU is memory held over time, so either figure can lower it.
 GOALS = {"time_s": ("time_s",), "peak_mb": ("peak_mb",), "tmu_mbs": ("time_s", "peak_mb")}
 CONVERGED = 2  # rounds in a row of correct candidates with no further gain
+# Time limits: a run may take FACTOR times what the same run of the original measured, plus SLACK_S for a busy
+# machine. The first run's base is the gate's figure, which leaves out start-up, imports and collection.
+FACTOR = 3.0
+SLACK_S = 5.0
+START_SLACK_S = 30.0
+UNMEASURED_S = 300.0  # the first run's limit when nothing was measured (soap optimize on its own)
+PROFILE_COST = 3.0  # a profiled run (line tracer, then memray) against a plain one
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A stage's time limit and what it was derived from, to say when it is hit."""
+
+    stage: str
+    seconds: float
+    basis: str
+
+    def timed_out(self) -> str:
+        return f"{self.stage} timed out after {self.seconds:.1f} s ({self.basis})"
+
+
+def first_budget(measured_s: float | None) -> Budget:
+    if measured_s is None:
+        return Budget("the original's covering tests", UNMEASURED_S, "nothing was measured to scale it from")
+    return Budget("the original's covering tests", FACTOR * measured_s + START_SLACK_S,
+                  f"{FACTOR:g}x the {measured_s:.2f} s the gate measured for them, plus {START_SLACK_S:g} s for start-up")
+
+
+def check_budget(first_s: float, race_s: float) -> Budget:
+    """The check and race: the covering tests' run, the race's samples (each at least MIN_SAMPLE_S) and its
+    memory runs, the time the check may add, and slack."""
+    race = 2 * MAX_PAIRS * max(race_s, MIN_SAMPLE_S) + 2 * PROFILE_COST * race_s
+    return Budget("the check and race", FACTOR * (first_s + race) + CHECK_BUDGET_S + SLACK_S,
+                  f"{FACTOR:g}x the original's run of the covering tests ({first_s:.2f} s) and the race's "
+                  f"{2 * MAX_PAIRS} samples of the regressed tests ({race_s:.3f} s each), plus "
+                  f"{CHECK_BUDGET_S + SLACK_S:g} s")
+
+
+def profile_budget(first_s: float) -> Budget:
+    return Budget("the profile", FACTOR * PROFILE_COST * first_s + SLACK_S,
+                  f"{FACTOR * PROFILE_COST:g}x the original's run of the covering tests ({first_s:.2f} s), plus {SLACK_S:g} s")
 
 
 @dataclass
@@ -39,6 +85,7 @@ class Tried:
     reason: str
     time_ratio: float | None = None  # its time over the best's when it raced
     peak_ratio: float | None = None
+    seconds: dict = field(default_factory=dict)  # the round's stages: model, check_and_race, profile
     revised: str | None = field(default=None, repr=False)  # the module with it, when it was kept
 
 
@@ -49,12 +96,13 @@ class Optimization:
     status: str = "skipped"  # accepted | rejected | skipped | failed
     reason: str = ""
     tests: list[str] = field(default_factory=list)
-    before: dict | None = None  # the original's figures on its recorded calls: time_s (one pass), peak_mb
+    before: dict | None = None  # the original's figures on the regressed tests: time_s (a run of them), peak_mb
     after: dict | None = None  # the kept revision's, when one was kept
+    behaviour: str = ""  # how the kept revision's behaviour was checked: its calls against the original's, or the tests alone
     candidates: list[Tried] = field(default_factory=list)
     tokens: dict = field(default_factory=lambda: {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0})
     cost_usd: float | None = None
-    checks: dict = field(default_factory=dict)  # the evidence: calls replayed, tests run, rounds
+    checks: dict = field(default_factory=dict)  # the evidence: tests run and raced, calls compared, rounds, stage times
     original: str = field(default="", repr=False)
     revised: str | None = field(default=None, repr=False)  # the module with the kept revision
 
@@ -98,43 +146,60 @@ def optimize(target: Target, provider, model: str, iterations: int, metrics: lis
 def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str, iterations: int,
           goals: list[str], evidence: str, thresholds: Thresholds, progress: Callable[[str], None],
           profile_view: str, task: str) -> None:
-    tests = list(target.tests)
-    first = run_pytest(box, tests, timeout_for(60.0), MEMORY_MB)  # the user's own code: a generous limit
-    if first.status != "passed":
-        opt.reason = f"the original's tests do not pass in a clean copy of the tree: {first.reason}"
+    tests, race = list(target.tests), list(target.race_tests)
+    budget = first_budget(target.measured_s)
+    first = verify(box, target.file, target.qualname, tests, opt.original, None, race, budget.seconds, MEMORY_MB,
+                   compete=False)
+    if first.run.status != "passed":
+        opt.reason = f"the original's tests do not pass in a clean copy of the tree: {_run_problem(first, budget)}"
         return
-    timeout = timeout_for(first.seconds)
-    records = record_calls(box, target.file, target.qualname, tests, timeout, MEMORY_MB)
-    if isinstance(records, RunResult):
-        opt.reason = f"could not record the calls of {target.qualname}: {records.reason}"
+    if first.problem:
+        opt.reason = f"{target.qualname} cannot be checked where it runs: {first.problem}"
         return
+    if not first.functions.get(target.qualname, {}).get("calls"):
+        opt.reason = f"the covering tests never call {target.qualname}"
+        return
+    if not first.raced:
+        opt.reason = f"none of the regressed tests ({', '.join(race)}) ran: there is nothing to measure a gain on"
+        return
+    checking, profiling = check_budget(first.run.seconds, first.tests_s or 0.0), profile_budget(first.run.seconds)
+    opt.checks = {"tests": tests, "raced": first.raced, "compared_calls": 0, "rounds": 0,
+                  "seconds": {"first_run": round(first.run.seconds, 3)},
+                  "limits": {"first_run": round(budget.seconds, 1), "check_and_race": round(checking.seconds, 1),
+                             "profile": round(profiling.seconds, 1)}}
+
     def profile() -> str:
         """The line profile of the target as the sandbox holds it, under the candidates' limits."""
         if profile_view == "none":  # the ablation without a profile: nothing to take
             return ""
         return format_profile(profile_target(box.path, scrubbed_env(os.environ, box.path), target.file,
-                                             target.qualname, tests, timeout, MEMORY_MB), view=profile_view)
+                                             target.qualname, tests, profiling.seconds, MEMORY_MB), view=profile_view)
 
+    started = time.perf_counter()
     try:
         original_profile = profile()
     except ProfileError as e:
         opt.reason = f"could not profile {target.qualname}: {e}"
         return
-    opt.checks = {"tests": tests, "recorded_calls": 0, "rounds": 0}
+    opt.checks["seconds"]["profile"] = round(time.perf_counter() - started, 3)
     best_text, best_code, best_profile = opt.original, None, None
     rejected: list[prompt.Rejected] = []
     stale = 0
     opt.status = "rejected"
     for iteration in range(1, iterations + 1):
         opt.checks["rounds"] = iteration
+        seconds: dict[str, float] = {}
         if best_code is not None and best_profile is None:  # the kept revision's profile, for this prompt
+            started = time.perf_counter()
             try:
                 best_profile = profile()
             except ProfileError as e:
                 best_profile = f"(not profiled: {e})"
+            seconds["profile"] = time.perf_counter() - started
         progress(f"{target.key}: round {iteration} of {iterations}, asking {model}")
         fixed, request = prompt.build(target.file, target.qualname, opt.original, tests, original_profile, evidence,
                                       best_code, best_profile, rejected, task)
+        started = time.perf_counter()
         try:
             reply = provider.complete(prompt.SYSTEM, fixed, request, model, MAX_TOKENS)
         except ModelError as e:
@@ -142,8 +207,12 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
             if opt.revised is None:
                 opt.status, opt.reason = "failed", str(e)
             break
+        seconds["model"] = time.perf_counter() - started
         _count(opt, reply)
-        tried = _try(reply.text, iteration, target, box, best_text, records, timeout, goals, thresholds, opt)
+        started = time.perf_counter()
+        tried = _try(reply.text, iteration, target, box, best_text, checking, goals, thresholds, opt)
+        seconds["check_and_race"] = time.perf_counter() - started
+        tried.seconds = {stage: round(s, 3) for stage, s in seconds.items()}
         opt.candidates.append(tried)
         progress(f"{target.key}: round {iteration}: {tried.status}{': ' + tried.reason if tried.reason else ''}")
         if tried.status == "accepted":
@@ -160,7 +229,27 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         opt.reason = "no candidate was correct and measurably cheaper"
 
 
-def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: str, records, timeout: float,
+def _run_problem(v: Verified, budget: Budget) -> str:
+    if v.run.status == "timeout":
+        return budget.timed_out()
+    if v.run.status == "memory":
+        return f"exceeded the {memory_limit_mb(MEMORY_MB)} MiB memory limit"
+    return v.run.reason
+
+
+def behaviour(functions: dict[str, dict]) -> str:
+    """How a candidate's behaviour was checked, in one line, from the check's tallies."""
+    checked = {name: f["checked"] for name, f in functions.items() if f["checked"]}
+    problems = [f["first_problem"] for f in functions.values() if f["first_problem"]]
+    left = sum(f["uncopyable"] + f["too_big"] for f in functions.values())
+    if not checked:
+        why = problems[0] if problems else "the tests made no call that could be compared"
+        return f"checked by the tests alone: {why}"
+    line = "calls compared with the original's: " + ", ".join(f"{n} of {name}" for name, n in checked.items())
+    return line + (f"; {left} not compared, as {problems[0]}" if left and problems else "")
+
+
+def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: str, budget: Budget,
          goals: list[str], thresholds: Thresholds, opt: Optimization) -> Tried:
     """Verify and race one reply's candidate; a kept one becomes opt.revised and opt.after."""
     try:
@@ -168,21 +257,23 @@ def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: st
     except CandidateError as e:
         return Tried(iteration, "rejected", str(e))
     box.write(target.file, candidate)
-    run = run_pytest(box, list(target.tests), timeout, MEMORY_MB)
-    if run.status != "passed":
-        return Tried(iteration, "rejected", f"tests {run.status}: {run.reason}")
-    race = race_calls(box, records, target.file, target.qualname, best_text, timeout, MEMORY_MB)
-    if race.get("error"):
-        return Tried(iteration, "rejected", f"the differential check and race did not run: {race['error']}")
-    if race.get("mismatch"):
-        return Tried(iteration, "rejected", f"differential check, different: {race['mismatch']}")
-    opt.checks["recorded_calls"] = race["checked"]
+    v = verify(box, target.file, target.qualname, list(target.tests), opt.original, best_text, list(target.race_tests),
+               budget.seconds, MEMORY_MB, thresholds.paired_alpha)
+    if v.run.status != "passed":
+        return Tried(iteration, "rejected", f"tests {v.run.status}: {_run_problem(v, budget)}")
+    if v.mismatch:
+        return Tried(iteration, "rejected", f"differential check, different: {v.mismatch}")
+    if v.problem or not v.race:
+        return Tried(iteration, "rejected", f"the race did not run: {v.problem or 'no regressed test was run'}")
+    opt.checks["compared_calls"] = max(opt.checks.get("compared_calls", 0), v.checked)
+    race = {"time_s": v.race["time_s"], "peak_mb": v.race["peak_mb"]}
     verdict = judge_race(race, goals, thresholds)
     tried = Tried(iteration, verdict.status, verdict.reason, verdict.time_ratio, verdict.peak_ratio)
     if opt.before is None:
         opt.before = verdict.champion
     if verdict.status == "accepted":
         opt.revised, opt.after, tried.revised = candidate, verdict.challenger, candidate
+        opt.behaviour = behaviour(v.functions)
     return tried
 
 

@@ -5,8 +5,8 @@ temporary folder that goes away on every way out. Everything that runs there run
 in its own session (so a timeout kills the whole group, grandchildren included), under a memory rlimit,
 with an environment scrubbed of every *_KEY, *_TOKEN and *_SECRET.
 
-The differential check runs here too: `record_calls` records the target's calls while the original's
-tests run (see record.py), `replay_calls` replays them into a candidate and compares (see replay.py).
+The check and the race run here too: `verify` runs the covering tests once with the candidate in the tree,
+checking its calls against the original's where they happen, then races it on the regressed tests (verify.py).
 """
 
 from __future__ import annotations
@@ -33,9 +33,6 @@ from ..worktree import temporary_worktree
 # A limit below this floor would fail the original's own tests, so a smaller request is raised to it:
 # 2 GiB leaves over 1 GiB above what such a process needs before its test allocates anything.
 MIN_MEMORY_MB = 2048
-# The timeout's floor and factor over the original's runtime (see timeout_for).
-MIN_TIMEOUT_S = 10.0
-TIMEOUT_FACTOR = 10.0
 # Environment variables whose names end so are secrets: a candidate never sees them.
 SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET")
 # How much of a process's output is kept to explain what went wrong.
@@ -150,16 +147,6 @@ def scrubbed_env(env: Mapping[str, str], tree: Path) -> dict[str, str]:
     clean["PYTHONPATH"] = os.pathsep.join(paths + ([inherited] if inherited else []))
     clean["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ left in the tree to diff or to go stale
     return clean
-
-
-def timeout_for(original_seconds: float) -> float:
-    """How long a candidate's run may take, given the same run of the original.
-
-    Ten times the original: the same test measured here from 0.54x to 0.94x of itself between two processes,
-    and a candidate that is correct but slower must still finish so that it is rejected for its cost, not
-    cut off. A candidate ten times slower is rejected either way. At least 10 s: most of a short run is
-    interpreter start-up and collection, which a busy machine can stretch by seconds."""
-    return max(MIN_TIMEOUT_S, TIMEOUT_FACTOR * original_seconds)
 
 
 def memory_limit_mb(memory_mb: int) -> int:
@@ -346,89 +333,47 @@ def _nodeid(element: ET.Element) -> str:
     return "::".join([file, *filter(None, classes), name])
 
 
-# --- the differential check -------------------------------------------------------------------------------
-
-
-def record_calls(sandbox: Sandbox, target_file: str, qualname: str, nodeids: Sequence[str],
-                 timeout_s: float, memory_mb: int) -> Path | RunResult:
-    """Run the original's tests in the sandbox, recording the target's calls (record.py), then replay them
-    into the same original (replay.py) and keep only the calls it reproduces: a call whose result depended
-    on its test's fixtures, the clock or chance would otherwise read as a difference in every candidate.
-
-    `target_file` is relative to the sandbox's tree. Returns the records file, in the sandbox's scratch
-    folder (valid while the sandbox is open), or the run's result when the tests did not pass or the
-    target could not be recorded."""
-    raw = sandbox.scratch_file("records-raw", ".pickle")
-    kept = sandbox.scratch_file("records", ".pickle")
-    run = run_pytest(sandbox, nodeids, timeout_s, memory_mb, [
-        "-p", "pytest_soap.soap.record", f"--soap-record-target={target_file}::{qualname}", f"--soap-record-out={raw}"])
-    if run.status != "passed":
-        return run
-    if not raw.exists():
-        return RunResult("error", "the recorder wrote no records", run.outcomes, run.seconds)
-    control = replay_calls(sandbox, raw, target_file, qualname, timeout_s, memory_mb, keep=kept)
-    if control.status in ("error", "timeout", "memory"):
-        return RunResult(control.status, f"replaying the original's calls into itself: {control.reason}",
-                         run.outcomes, run.seconds)
-    if control.status == "nothing recorded":  # no call to check a candidate against, nor to race it on
-        return RunResult("error", control.reason, run.outcomes, run.seconds)
-    return kept
+# --- the check and the race (verify.py) -----------------------------------------------------------------------
 
 
 @dataclass
-class DiffResult:
-    status: str  # "same" | "different" | "error" | "timeout" | "memory" | "nothing recorded"
-    reason: str  # one line, "" when the same
-    checked: int  # calls replayed and compared
-    skipped: int  # calls that could not be recorded or replayed (unpicklable, too big, context-dependent)
+class Verified:
+    """One run of the covering tests with the candidate in the tree, checked against the original where its
+    calls happen, then raced against the best on the regressed tests (verify.py)."""
+
+    run: RunResult
+    functions: dict[str, dict]  # per function the check wrapped: calls, checked, uncopyable, too_big, unreproducible
+    mismatch: str | None  # the first difference from the original, one line
+    race: dict | None  # {"time_s": {"champion": [...], "challenger": [...]}, "peak_mb": {...}, "pairs", "repeat"}
+    problem: str | None  # why the check or the race could not be done, one line
+    tests_s: float | None  # the regressed tests' call time in this run
+    raced: list[str]  # the regressed tests found among the tests run
+
+    @property
+    def checked(self) -> int:
+        return sum(f["checked"] for f in self.functions.values())
 
 
-def replay_calls(sandbox: Sandbox, records: Path, target_file: str, qualname: str, timeout_s: float,
-                 memory_mb: int, keep: Path | None = None) -> DiffResult:
-    """Replay recorded calls into the target as the sandbox's tree has it now, and compare each call's
-    result, exception and arguments afterwards with the original's. With `keep`, also write there the
-    records of the calls that compared the same (record_calls uses it against the original)."""
-    out = sandbox.scratch_file("replay", ".json")
-    cmd = [sys.executable, "-m", "pytest_soap.soap.replay", str(records), f"{target_file}::{qualname}", "--out", str(out)]
-    if keep is not None:
-        cmd += ["--keep", str(keep)]
-    finished = _run_sandboxed(sandbox, cmd, sandbox.path, timeout_s, memory_mb)
-    if finished.timed_out:
-        return DiffResult("timeout", _timeout_reason(timeout_s), 0, 0)
-    try:
-        result = json.loads(out.read_text(encoding="utf-8"))
-        checked, skipped, mismatch, error = int(result["checked"]), int(result["skipped"]), result["mismatch"], result["error"]
-    except (OSError, ValueError, KeyError, TypeError):
-        if finished.out_of_memory():
-            return DiffResult("memory", _memory_reason(memory_mb), 0, 0)
-        return DiffResult("error", _crash_reason(finished, "the replay"), 0, 0)
-    if error:
-        return DiffResult("error", str(error), checked, skipped)
-    if mismatch:
-        return DiffResult("different", str(mismatch), checked, skipped)
-    if checked == 0:
-        reason = (f"none of the {skipped} recorded calls of {qualname} could be replayed" if skipped
-                  else f"the original's tests made no call of {qualname}")
-        return DiffResult("nothing recorded", reason, 0, skipped)
-    return DiffResult("same", "", checked, skipped)
-
-
-def race_calls(sandbox: Sandbox, records: Path, target_file: str, qualname: str, champion: str,
-               timeout_s: float, memory_mb: int) -> dict:
-    """Check the target as the sandbox's tree has it (the candidate) on the recorded calls, then race it
-    against `champion`, the best version's whole module text, in one sandboxed process (race.py). The
-    result as race.py writes it ("mismatch" set when the check failed), or {"error": one line} when that
-    process timed out, ran out of memory or crashed."""
-    text = sandbox.scratch_file("champion", ".py")  # outside the tree: the candidate stays in place
-    text.write_text(champion, encoding="utf-8")
-    out = sandbox.scratch_file("race", ".json")
-    cmd = [sys.executable, "-m", "pytest_soap.soap.race", str(records), f"{target_file}::{qualname}", str(text),
-           "--out", str(out)]
-    finished = _run_sandboxed(sandbox, cmd, sandbox.path, timeout_s, memory_mb)
-    if finished.timed_out:
-        return {"error": _timeout_reason(timeout_s)}
+def verify(sandbox: Sandbox, target_file: str, qualname: str, nodeids: Sequence[str], original: str,
+           champion: str | None, race: Sequence[str], timeout_s: float, memory_mb: int, alpha: float = 0.01,
+           compete: bool = True) -> Verified:
+    """Run the covering tests with the tree as it is (the candidate) under verify.py: each call of a changed
+    function is checked against `original` (the module's text) on copies of its arguments; then, if all is
+    well and `compete`, the `race` tests run alternately with `champion` (None: the original) and the tree."""
+    spec, out = sandbox.scratch_file("verify", ".json"), sandbox.scratch_file("verified", ".json")
+    texts = {}
+    for name, text in (("original", original), ("champion", champion)):
+        if text is not None:
+            texts[name] = sandbox.scratch_file(name, ".py")  # outside the tree: the candidate stays in place
+            texts[name].write_text(text, encoding="utf-8")
+    spec.write_text(json.dumps({"root": str(sandbox.path), "file": target_file, "qualname": qualname,
+                                "original": str(texts["original"]), "champion": str(texts["champion"]) if champion else None,
+                                "race": list(race), "compete": compete, "alpha": alpha, "out": str(out)}), encoding="utf-8")
+    run = run_pytest(sandbox, nodeids, timeout_s, memory_mb, ["-p", "pytest_soap.soap.verify", f"--soap-verify={spec}"])
     try:
         result = json.loads(out.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {"error": _memory_reason(memory_mb) if finished.out_of_memory() else _crash_reason(finished, "the race")}
-    return result if isinstance(result, dict) else {"error": "the race wrote no result"}
+        result = {}
+    problem = result.get("error") or result.get("race_failed")
+    return Verified(run, result.get("functions") or {}, result.get("mismatch"), result.get("race"), problem,
+                    result.get("tests_s"), result.get("raced") or [])
