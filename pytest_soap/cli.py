@@ -198,17 +198,13 @@ class BadTarget(Exception):
     """A PATH::QUALNAME that names nothing the loop can revise; the message is one line."""
 
 
-DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-PROPERTIES = {"property", "cached_property", "setter", "getter", "deleter"}
-
-
 def check_target(spec: str, root: Path) -> tuple[str, str]:
-    """(the file relative to `root`, the qualname) when `spec` names what the loop can revise: a function
-    at the top of its module or a method at the top of a top-level class, the last definition of its name
-    there (as candidate.splice finds it). Read from the source alone: nothing of the project is imported."""
+    """(the file relative to `root`, the qualname) when `spec` names what the loop can revise, found by the
+    loop's own rules (candidate.locate). Read from the source alone: nothing of the project is imported."""
+    from .soap.candidate import CandidateError, locate
+
     path, sep, qualname = spec.rpartition("::")
-    parts = qualname.split(".")
-    if not sep or not path or not all(part.isidentifier() for part in parts):
+    if not sep or not path or not all(part.isidentifier() for part in qualname.split(".")):
         raise BadTarget(f"{spec!r} is not PATH::QUALNAME (e.g. pkg/calc.py::Cart.total)")
     file = Path(path).resolve()
     if not file.is_file():
@@ -216,53 +212,20 @@ def check_target(spec: str, root: Path) -> tuple[str, str]:
     if not file.is_relative_to(root):
         raise BadTarget(f"{spec!r} is not PATH::QUALNAME: {path} is outside the repository {root}")
     try:
-        scope = ast.parse(file.read_bytes(), filename=path)
+        source = file.read_bytes()
+        ast.parse(source, filename=path)  # Python's own message for a syntax error
+        locate(source.decode("utf-8"), qualname, where=path)
     except OSError as e:
         raise BadTarget(f"{path} cannot be read ({e.strerror})") from None
     except SyntaxError as e:
         raise BadTarget(f"{path} does not parse: line {e.lineno}: {e.msg}") from None
+    except UnicodeDecodeError:
+        raise BadTarget(f"{path} is not UTF-8, which the loop reads sources as") from None
     except ValueError as e:  # a null byte
         raise BadTarget(f"{path} does not parse: {e}") from None
-    chain = []  # the definitions named by QUALNAME, outermost first
-    for name in parts:
-        found = _defined_in(scope, name)
-        if not found:
-            raise BadTarget(f"{path} defines no {qualname}{_near_miss(scope, name)}")
-        scope = found[-1]
-        chain.append(scope)
-    kinds = ["class" if isinstance(n, ast.ClassDef) else "function" for n in chain]
-    if "function" in kinds[:-1]:  # only its enclosing function can reach it, so that is what to revise
-        first = kinds.index("function")
-        outer = ".".join(parts[:first + 1])
-        hint = f": name {path}::{outer}" if first <= 1 else ""  # itself a function or a top-level class's method
-        raise BadTarget(f"{path}::{qualname} is nested in the function {outer}; soap optimize revises whole "
-                        f"top-level functions and methods{hint}")
-    if kinds[-1] == "class":
-        methods = [n.name for n in scope.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
-        example = f", e.g. {qualname}.{methods[0]}" if methods else ""
-        raise BadTarget(f"{path}::{qualname} is a class; name one of its methods{example}")
-    if len(chain) > 2:
-        raise BadTarget(f"{path}::{qualname} is a method of the nested class {'.'.join(parts[:-1])}; soap optimize "
-                        "revises a top-level function or a method of a top-level class")
-    if any((d.attr if isinstance(d, ast.Attribute) else getattr(d, "id", None)) in PROPERTIES
-           for d in scope.decorator_list):
-        raise BadTarget(f"{path}::{qualname} is a property; soap optimize revises functions and methods")
+    except CandidateError as e:
+        raise BadTarget(str(e)) from None
     return file.relative_to(root).as_posix(), qualname
-
-
-def _defined_in(scope: ast.AST, name: str) -> list[ast.AST]:
-    """The functions and classes named `name` directly in the body of `scope`, in order."""
-    return [n for n in scope.body if isinstance(n, DEFINITIONS) and n.name == name]
-
-
-def _near_miss(scope: ast.AST, name: str) -> str:
-    """Where a definition of `name` that the path missed is, as the end of the message; "" when none is."""
-    owners = [n.name for n in scope.body if isinstance(n, ast.ClassDef) and _defined_in(n, name)]
-    if isinstance(scope, ast.Module) and owners:
-        return f" (did you mean {owners[0]}.{name}?)"
-    if any(isinstance(n, DEFINITIONS) and n.name == name for n in ast.walk(scope) if n is not scope):
-        return f" where soap optimize can reach it (a {name} inside a function or an if, try or with block)"
-    return ""
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from pytest_soap.soap.candidate import CandidateError, extract_code, function_source, splice
+from pytest_soap.soap.candidate import CandidateError, enclosing, extract_code, function_source, locate, splice
 
 SHOP = '''"""A shop."""
 import math
@@ -38,9 +38,9 @@ class Cart:
 '''
 
 
-def revise(module, qualname, code):
+def revise(module, qualname, code, revisable=()):
     """splice, checking what every result must be: a module that compiles."""
-    result = splice(module, qualname, code)
+    result = splice(module, qualname, code, revisable)
     compile(result, "<result>", "exec")
     return result
 
@@ -52,9 +52,9 @@ def outside(module, qualname):
     return "".join(lines[: first - 1]), "".join(lines[last:])
 
 
-def refused(module, qualname, code):
+def refused(module, qualname, code, revisable=()):
     with pytest.raises(CandidateError) as caught:
-        splice(module, qualname, code)
+        splice(module, qualname, code, revisable)
     message = str(caught.value)
     assert "\n" not in message
     return message
@@ -300,9 +300,9 @@ def test_a_new_constant_goes_before_the_target():
     assert "    return round(x)\n\n\n_HALF: float = 0.5\n\n\n@register\n" in result
 
 
-def test_a_changed_existing_helper_is_replaced_where_it_stands():
+def test_a_changed_revisable_helper_is_replaced_where_it_stands():
     code = "def _rounded(x):\n    return int(x + 0.5)\n\n" + NEW_BODY
-    result = revise(SHOP, "apply_discount", code)
+    result = revise(SHOP, "apply_discount", code, revisable=("_rounded",))
     assert result.count("def _rounded") == 1
     assert "# Prices are in cents.\ndef _rounded(x):\n    return int(x + 0.5)\n\n\n@register" in result
 
@@ -520,3 +520,255 @@ def test_the_last_definition_of_a_name_is_the_target():
     module = "def f():\n    return 1\n\n\ndef f():\n    return 2\n"
     assert function_source(module, "f")[1:] == (5, 6)
     assert revise(module, "f", "def f():\n    return 3\n") == "def f():\n    return 1\n\n\ndef f():\n    return 3\n"
+
+
+# --- the regression as a unit: what else a reply may revise -----------------------------------------------
+
+
+def test_a_reply_that_redefines_an_unrelated_function_is_refused():
+    code = "def _rounded(x):\n    return int(x + 0.5)\n\n" + NEW_BODY
+    assert refused(SHOP, "apply_discount", code) == (
+        "the reply redefines _rounded, which is not part of the regression being optimised")
+
+
+@pytest.mark.parametrize("definition, name", [
+    ("math = None\n", "math"),  # an import
+    ("def math(x):\n    return x\n", "math"),
+    ("class Counter(dict):\n    pass\n", "Counter"),
+    ("class Cart:\n    def count(self):\n        return 0\n", "Cart.count"),  # a class mate of no concern
+    ("class Cart:\n    total = 0\n", "Cart.total"),
+])
+def test_redefining_anything_else_the_module_binds_is_refused(definition, name):
+    message = refused(SHOP, "apply_discount", definition + "\n" + NEW_BODY)
+    assert message == f"the reply redefines {name}, which is not part of the regression being optimised"
+
+
+def test_a_changed_constant_is_refused_and_an_unchanged_one_ignored():
+    module = "LIMIT = 10\n\n\ndef f(xs):\n    return xs[:LIMIT]\n"
+    assert refused(module, "f", "LIMIT = 5\n\ndef f(xs):\n    return xs[:LIMIT]\n") == (
+        "the reply redefines LIMIT, which is not part of the regression being optimised")
+    assert revise(module, "f", "LIMIT = 10  # same\n\ndef f(xs):\n    return list(xs[:LIMIT])\n") == (
+        "LIMIT = 10\n\n\ndef f(xs):\n    return list(xs[:LIMIT])\n")
+
+
+def test_a_name_bound_by_unpacking_or_inside_a_block_counts_as_the_module_s():
+    module = "A, B = 1, 2\ntry:\n    import simplejson as json\nexcept ImportError:\n    json = None\n\n\ndef f():\n    return A\n"
+    assert "redefines B" in refused(module, "f", "B = 3\n\ndef f():\n    return A + 0\n")
+    assert "redefines json" in refused(module, "f", "def json():\n    pass\n\ndef f():\n    return A + 0\n")
+
+
+def test_the_target_and_a_revisable_function_are_revised_together_with_a_new_helper():
+    code = ("def _cents(x):\n    return int(x + 0.5)\n\n"
+            "def _rounded(x):\n    return _cents(x)\n\n" + NEW_BODY + "\ndef _sum(xs):\n    return sum(xs)\n")
+    result = revise(SHOP, "apply_discount", code, revisable=("_rounded",))
+    assert result.count("def _rounded") == 1 and "    return _cents(x)\n" in result
+    assert result.index("def _cents") < result.index("# Prices are in cents.\ndef _rounded")  # before the first revised
+    assert result.index("def _sum") < result.index("@register")
+    assert "_rounded(_sum(items)" in result
+
+
+def test_a_reply_revising_only_a_revisable_function_is_accepted():
+    result = revise(SHOP, "apply_discount", "def _rounded(x):\n    return int(x + 0.5)\n", revisable=("_rounded",))
+    assert "    return int(x + 0.5)\n" in result and "total += item" in result  # the target left as it was
+
+
+def test_a_reply_revising_nothing_of_the_unit_names_it_all():
+    code = "def _helper(x):\n    return x\n"
+    assert refused(SHOP, "apply_discount", code, revisable=("_rounded", "Cart.count")) == (
+        "the reply does not define apply_discount or any of _rounded, Cart.count")
+
+
+def test_a_revisable_function_keeps_its_decorators_and_signature():
+    module = "import functools\n\n\n@functools.lru_cache\ndef g(n):\n    return n\n\n\ndef f(n):\n    return g(n)\n"
+    assert refused(module, "f", "def g(m):\n    return m\n", revisable=["g"]) == (
+        "g's signature changed: (n) became (m)")
+    result = revise(module, "f", "def g(n):\n    return n + 0\n", revisable=["g"])
+    assert "@functools.lru_cache\ndef g(n):\n    return n + 0\n" in result
+
+
+def test_a_revisable_name_the_module_lacks_is_left_aside():
+    code = "def gone(x):\n    return x\n\n" + NEW_BODY
+    result = revise(SHOP, "apply_discount", code, revisable=("gone", "f.<locals>.g"))
+    assert "def gone(x)" in result  # a new helper, like any new name
+
+
+SHAPES = '''class Shape:
+    SIDES = 0
+    SCALE = 2
+
+    def area(self):
+        return self._side() ** 2 * self.SCALE
+
+    def _side(self):
+        return 1
+
+    def name(self):
+        return "shape"
+
+
+class Grid:
+    def cells(self):
+        return [Shape().area() for _ in range(3)]
+'''
+
+
+def test_a_method_and_its_revisable_class_mate_are_revised_in_their_class():
+    code = ("class Shape:\n    UNIT = 1\n\n    def area(self):\n        return self._side() * self._side() * self.SCALE\n\n"
+            "    def _side(self):\n        return self.UNIT\n")
+    result = revise(SHAPES, "Shape.area", code, revisable=("Shape._side",))
+    assert "    SCALE = 2\n\n    UNIT = 1\n\n    def area(self):\n" in result  # a new class attribute, before area
+    assert "    def _side(self):\n        return self.UNIT\n" in result
+
+
+def test_a_class_mate_comes_in_as_a_bare_def_too():
+    code = "def area(self):\n    return self._side() * 2\n\ndef _side(self):\n    return 2\n"
+    result = revise(SHAPES, "Shape.area", code, revisable=("Shape._side",))
+    assert "    def area(self):\n        return self._side() * 2\n" in result
+    assert "    def _side(self):\n        return 2\n" in result and "def _side" not in result.split("class Grid")[1]
+
+
+def test_a_changed_class_attribute_or_unrelated_method_is_refused():
+    code = "class Shape:\n    SCALE = 3\n\n    def area(self):\n        return 0\n"
+    assert refused(SHAPES, "Shape.area", code) == (
+        "the reply redefines Shape.SCALE, which is not part of the regression being optimised")
+    code = "class Shape:\n    def name(self):\n        return 'square'\n\n    def area(self):\n        return 0\n"
+    assert "redefines Shape.name" in refused(SHAPES, "Shape.area", code)
+
+
+def test_a_revisable_method_of_another_class_comes_in_its_class():
+    code = "class Shape:\n    def area(self):\n        return 2\n"
+    result = revise(SHAPES, "Grid.cells", code, revisable=("Shape.area",))
+    assert "    def area(self):\n        return 2\n" in result and "return [Shape().area()" in result
+
+
+# --- every kind of function -------------------------------------------------------------------------------
+
+KINDS = '''import functools
+
+
+def traced(f):
+    @functools.wraps(f)
+    def wrapper(*args):
+        return f(*args)
+    return wrapper
+
+
+class Box:
+    def __init__(self):
+        self._items = [3, 1, 2]
+
+    @property
+    def items(self):
+        return sorted(self._items)
+
+    @items.setter
+    def items(self, value):
+        self._items = list(value)
+
+    @classmethod
+    def make(cls, n):
+        return [cls() for _ in range(n)]
+
+    @staticmethod
+    def total(xs):
+        return sum(xs)
+
+    @functools.cached_property
+    def first(self):
+        return self.items[0]
+
+
+def tokens(text):
+    for word in text.split():
+        yield word
+
+
+async def fetch(keys):
+    return [k for k in keys]
+
+
+async def stream(keys):
+    for k in keys:
+        yield k
+
+
+@traced
+def wrapped(x):
+    return x
+
+
+@functools.lru_cache(maxsize=None)
+def cached(n):
+    return n
+'''
+
+
+def test_a_property_s_getter_is_the_target_not_its_setter():
+    text, first, _ = function_source(KINDS, "Box.items")
+    assert text.startswith("    @property\n    def items(self):") and "setter" not in text
+    result = revise(KINDS, "Box.items", "class Box:\n    @property\n    def items(self):\n        return sorted(self._items, key=int)\n\n"
+                                        "    @items.setter\n    def items(self, value):\n        self._items = []\n")
+    assert "    @property\n    def items(self):\n        return sorted(self._items, key=int)\n" in result
+    assert "        self._items = list(value)\n" in result  # the setter beside it is not revised
+
+
+@pytest.mark.parametrize("qualname, code, expected", [
+    ("Box.make", "def make(cls, n):\n    return [cls() for _ in range(n)] or []\n", "    @classmethod\n    def make(cls, n):\n"),
+    ("Box.total", "class Box:\n    @staticmethod\n    def total(xs):\n        return sum(xs, 0)\n", "    @staticmethod\n    def total(xs):\n"),
+    ("Box.first", "def first(self):\n    return min(self._items)\n", "    @functools.cached_property\n    def first(self):\n        return min("),
+    ("tokens", "def tokens(text):\n    yield from text.split()\n", "def tokens(text):\n    yield from text.split()\n"),
+    ("fetch", "async def fetch(keys):\n    return list(keys)\n", "async def fetch(keys):\n    return list(keys)\n"),
+    ("stream", "async def stream(keys):\n    for k in list(keys):\n        yield k\n", "    for k in list(keys):\n"),
+    ("wrapped", "def wrapped(x):\n    return x + 0\n", "@traced\ndef wrapped(x):\n    return x + 0\n"),
+    ("cached", "def cached(n):\n    return n + 0\n", "@functools.lru_cache(maxsize=None)\ndef cached(n):\n    return n + 0\n"),
+])
+def test_every_kind_of_function_is_revised_under_its_decorators(qualname, code, expected):
+    locate(KINDS, qualname)
+    assert expected in revise(KINDS, qualname, code)
+
+
+@pytest.mark.parametrize("qualname, becomes", [
+    ("Parser.parse.<locals>.gen", "Parser.parse"),
+    ("f.<locals>.g", "f"),
+    ("f.<locals>.g.<locals>.h", "f"),
+    ("f.<locals>.<lambda>", "f"),
+    ("f.<locals>.Node.walk", "f"),
+    ("Cart.total", "Cart.total"),
+])
+def test_a_nested_function_is_revised_through_the_function_that_defines_it(qualname, becomes):
+    assert enclosing(qualname) == becomes
+
+
+@pytest.mark.parametrize("qualname, message", [
+    ("traced.wrapper", "traced.wrapper is nested in the function traced; soap optimize revises whole top-level "
+                       "functions and methods: name traced"),
+    ("Box", "Box is a class; name one of its methods, e.g. Box.__init__"),
+    ("items", "the module defines no items (did you mean Box.items?)"),
+    ("<lambda>", "cannot revise <lambda>: only a top-level function or a method of a top-level class"),
+    ("gone", "the module defines no gone"),
+])
+def test_what_cannot_be_revised_is_said_in_one_line(qualname, message):
+    with pytest.raises(CandidateError) as caught:
+        locate(KINDS, qualname)
+    assert str(caught.value) == message
+
+
+def test_a_nested_class_s_method_is_named_as_such_with_the_module_s_path():
+    module = "class A:\n    class B:\n        def m(self):\n            return 1\n"
+    with pytest.raises(CandidateError) as caught:
+        locate(module, "A.B.m", where="pkg/a.py")
+    assert str(caught.value) == ("pkg/a.py::A.B.m is a method of the nested class A.B; soap optimize revises a "
+                                 "top-level function or a method of a top-level class")
+
+
+def test_soap_optimize_s_check_follows_the_same_rules(tmp_path, monkeypatch):
+    from pytest_soap import cli
+
+    (tmp_path / "kinds.py").write_text(KINDS)
+    monkeypatch.chdir(tmp_path)
+    for qualname in ("Box.items", "Box.first", "stream", "wrapped"):
+        assert cli.check_target(f"kinds.py::{qualname}", tmp_path.resolve()) == ("kinds.py", qualname)
+    with pytest.raises(cli.BadTarget) as caught:
+        cli.check_target("kinds.py::traced.wrapper", tmp_path.resolve())
+    assert str(caught.value) == ("kinds.py::traced.wrapper is nested in the function traced; soap optimize revises "
+                                 "whole top-level functions and methods: name kinds.py::traced")

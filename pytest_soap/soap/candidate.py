@@ -1,17 +1,21 @@
 """A model's reply turned into a new text of the target's module, or refused with a one-line reason.
 
-The reply carries the revised function in one ```python block, perhaps with helpers and imports beside it.
-What enters the module:
-- the target's new definition, under the original's decorators (the reply cannot drop, change or add any:
-  a decorator changes what callers get, and the behaviour check would not see that), with the parameters
-  it had (names, kinds, order, which have defaults);
-- the reply's other top-level definitions (defs, classes, `NAME = value`): one with the name of a module
-  definition replaces it where it stands, unless it is the same code; a new one goes just before the
-  target's statement. For a method, the reply's class may bring methods the same way, within the class;
+The reply carries its revision in one ```python block: the target, and perhaps other functions of the same
+regression (the `revisable` ones, in the target's module), helpers and imports beside them. What enters the
+module:
+- each revised function's new definition (the target's, a revisable one's, or both), under the original's
+  decorators (the reply cannot drop, change or add any: a decorator changes what callers get, and the
+  behaviour check would not see that), with the parameters it had (names, kinds, order, which have defaults).
+  A method comes in its class (`class Cart:` with just the methods revised) or as a bare def. For a property,
+  the getter is what is revised; a setter beside it in the reply is left out;
+- the reply's new top-level definitions (defs, classes, `NAME = value`), just before the first revised
+  statement; new methods and class attributes likewise within their class;
 - its top-level imports the module lacks, after the module's last top-level import (`from __future__`
   ones are left out: they change how the whole module compiles).
-The rest of the reply (example calls, a __main__ block) is not part of the revision and is left out.
-Every other byte of the module stays as it was.
+A reply that redefines anything else the module binds (a function, class, constant or import that is not
+part of the regression) is refused, unless it is the same code. The rest of the reply (example calls, a
+__main__ block) is not part of the revision and is left out. Every other byte of the module stays as it was.
+Nested functions are revised through the function that defines them (see `enclosing`).
 
 Before that, the reply is refused if it uses a capability the original module does not: importing os,
 subprocess, socket, shutil, ctypes or importlib, or naming open, exec, eval, compile or __import__. This is a
@@ -27,6 +31,7 @@ import textwrap
 from dataclasses import dataclass, field
 
 import libcst as cst
+import libcst.matchers as m
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 
@@ -84,14 +89,6 @@ def extract_code(reply: str) -> str:
     if not code.strip():
         raise CandidateError("the reply's ```python block is empty")
     return code.rstrip() + "\n"
-
-
-def _split_qualname(qualname: str) -> tuple[str | None, str]:
-    """(class, name) for "Class.method", (None, name) for "function"."""
-    parts = qualname.split(".")
-    if len(parts) <= 2 and all(part.isidentifier() for part in parts):
-        return (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
-    raise CandidateError(f"cannot revise {qualname}: only a top-level function or a method of a top-level class")
 
 
 def _parse_ast(source: str, what: str) -> ast.Module:
@@ -162,51 +159,95 @@ def _refuse_new_capabilities(reply: ast.Module, original: ast.Module) -> None:
 
 
 # --- finding definitions ----------------------------------------------------------------------------------
+# One set of rules for the loop, the plan and `soap optimize`'s check: what can be revised is a function at
+# the top of its module or a method of a top-level class, the definition Python leaves bound to its name.
+
+def enclosing(qualname: str) -> str:
+    """The function to revise for a profiled qualname: a nested function, generator, lambda or class defined
+    inside a function is reached through the top-level function or method that defines it
+    (`Parser.parse.<locals>.gen` -> `Parser.parse`)."""
+    return qualname.split(".<locals>.", 1)[0]
 
 
-def _last_cst(statements, kind: type, name: str) -> int | None:
-    """The index of the last `kind` statement named `name`: the one Python leaves bound."""
+def _members(node) -> tuple:
+    """The statements of a class's or function's body; a one-line body (`class A: pass`) holds no defs."""
+    return node.body.body if isinstance(node.body, cst.IndentedBlock) else ()
+
+
+def _is_accessor(node, name: str) -> bool:
+    """A property's setter or deleter (`@name.setter`): it shares the getter's name but is not what is revised."""
+    return any(
+        isinstance(d.decorator, cst.Attribute)
+        and d.decorator.attr.value in ("setter", "deleter")
+        and isinstance(d.decorator.value, cst.Name)
+        and d.decorator.value.value == name
+        for d in getattr(node, "decorators", ())
+    )
+
+
+def _defined_at(statements, name: str) -> int | None:
+    """The index of the last def or class named `name`, the one Python leaves bound; for a property, its getter
+    (the setter is defined after it, under the same name)."""
     found = None
     for i, statement in enumerate(statements):
-        if isinstance(statement, kind) and statement.name.value == name:
+        if (isinstance(statement, (cst.FunctionDef, cst.ClassDef)) and statement.name.value == name
+                and not _is_accessor(statement, name)):
             found = i
     return found
 
 
-def _find_original(module: cst.Module, owner: str | None, name: str, qualname: str) -> tuple[int, int | None]:
-    """Where the target is: its top-level statement's index, and for a method its index in the class body."""
-    if owner is None:
-        top = _last_cst(module.body, cst.FunctionDef, name)
-        if top is not None:
-            return top, None
-    else:
-        top = _last_cst(module.body, cst.ClassDef, owner)
-        member = None if top is None else _last_cst(_class_members(module.body[top]), cst.FunctionDef, name)
-        if member is not None:
-            return top, member
-    raise CandidateError(f"the module defines no {qualname}")
+def _near_miss(scope, statements, name: str) -> str:
+    """Where a definition of `name` that the qualname missed is, as the end of the message; "" when none is."""
+    owners = [s.name.value for s in statements
+              if isinstance(s, cst.ClassDef) and _defined_at(_members(s), name) is not None]
+    if isinstance(scope, cst.Module) and owners:
+        return f" (did you mean {owners[0]}.{name}?)"
+    if any(n is not scope and n.name.value == name for n in m.findall(scope, m.FunctionDef() | m.ClassDef())):
+        return f" where soap optimize can reach it (a {name} inside a function or an if, try or with block)"
+    return ""
 
 
-def _class_members(cls: cst.ClassDef) -> tuple:
-    # A one-line class body (`class A: pass`) holds no defs.
-    return cls.body.body if isinstance(cls.body, cst.IndentedBlock) else ()
+def _find_original(module: cst.Module, qualname: str, where: str | None = None) -> tuple[int, int | None]:
+    """Where the target is: its top-level statement's index, and for a method its index in the class body.
+    `where` names the module in the messages (a path), else "the module"."""
+    parts = qualname.split(".")
+    if not all(part.isidentifier() for part in parts):
+        raise CandidateError(f"cannot revise {qualname}: only a top-level function or a method of a top-level class")
+
+    def named(q: str) -> str:
+        return f"{where}::{q}" if where else q
+
+    scope, statements, chain, path = module, module.body, [], []
+    for part in parts:
+        at = _defined_at(statements, part)
+        if at is None:
+            raise CandidateError(f"{where or 'the module'} defines no {qualname}{_near_miss(scope, statements, part)}")
+        scope = statements[at]
+        chain.append(scope)
+        path.append(at)
+        statements = _members(scope)
+    kinds = ["class" if isinstance(node, cst.ClassDef) else "function" for node in chain]
+    if "function" in kinds[:-1]:  # only its enclosing function can reach it, so that is what to revise
+        first = kinds.index("function")
+        outer = ".".join(parts[: first + 1])
+        hint = f": name {named(outer)}" if first <= 1 else ""  # itself a function or a top-level class's method
+        raise CandidateError(f"{named(qualname)} is nested in the function {outer}; soap optimize revises whole "
+                             f"top-level functions and methods{hint}")
+    if kinds[-1] == "class":
+        methods = [s.name.value for s in _members(scope) if isinstance(s, cst.FunctionDef)]
+        example = f", e.g. {qualname}.{methods[0]}" if methods else ""
+        raise CandidateError(f"{named(qualname)} is a class; name one of its methods{example}")
+    if len(chain) > 2:
+        raise CandidateError(f"{named(qualname)} is a method of the nested class {'.'.join(parts[:-1])}; soap "
+                             "optimize revises a top-level function or a method of a top-level class")
+    return path[0], path[1] if len(path) == 2 else None
 
 
-def _reply_target(
-    reply: cst.Module, owner: str | None, name: str, qualname: str
-) -> tuple[cst.FunctionDef, cst.ClassDef | None]:
-    """The reply's definition of the target, and for a method the class wrapped around it (None if bare)."""
-    if owner is not None:
-        at = _last_cst(reply.body, cst.ClassDef, owner)
-        if at is not None:
-            members = _class_members(reply.body[at])
-            inner = _last_cst(members, cst.FunctionDef, name)
-            if inner is not None:
-                return members[inner], reply.body[at]
-    at = _last_cst(reply.body, cst.FunctionDef, name)
-    if at is None:
-        raise CandidateError(f"the reply does not define {qualname}")
-    return reply.body[at], None
+def locate(module_source: str, qualname: str, where: str | None = None) -> None:
+    """Raises CandidateError, in one line, when the loop cannot revise `qualname` in this module: it is not
+    there (deleted, renamed, inside an if block), or it is a class, a nested function or a nested class's
+    method. `where` names the module in the message (its path), else "the module"."""
+    _find_original(_parse_cst(module_source, where or "the module"), qualname, where)
 
 
 # --- splicing ---------------------------------------------------------------------------------------------
@@ -290,20 +331,6 @@ def _spaced(statement, blank_lines: int):
     return statement.with_changes(leading_lines=[cst.EmptyLine(indent=False)] * blank_lines + comments)
 
 
-def _merge_helpers(statements: list, helpers: list, target: int, blank_lines: int) -> None:
-    """Puts each helper in `statements`: over the definition of its name if there is one, else just before
-    statements[target]."""
-    existing = {name: i for i, statement in enumerate(statements) if (name := _bound_name(statement))}
-    new = []
-    for helper in helpers:
-        at = existing.get(_bound_name(helper))
-        if at is None:
-            new.append(_spaced(helper, blank_lines))
-        elif not _same_code(statements[at], helper):
-            statements[at] = helper.with_changes(leading_lines=statements[at].leading_lines)
-    statements[target:target] = new
-
-
 def _import_key(statement: ast.Import | ast.ImportFrom, alias: ast.alias) -> tuple:
     module, level = getattr(statement, "module", None), getattr(statement, "level", 0)
     return type(statement).__name__, module, level, alias.name, alias.asname
@@ -349,46 +376,151 @@ def _add_imports(statements: list, lines: list[str]) -> None:
     statements[at:at] = [cst.parse_statement(line + "\n") for line in lines]
 
 
-def splice(module_source: str, qualname: str, code: str) -> str:
-    """The module's text with the reply's code for `qualname` ("function" or "Class.method") spliced in."""
-    owner, name = _split_qualname(qualname)
+def _module_names(tree: ast.Module) -> set[str]:
+    """Every name the module binds at its top: defs, classes, assignments (unpacking and if/try blocks too) and
+    imports. A reply's definition under one of them would rebind it for the whole module."""
+    names: set[str] = set()
+    stack: list[ast.AST] = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif not isinstance(node, ast.Lambda):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            stack.extend(ast.iter_child_nodes(node))
+    return names
+
+
+@dataclass
+class _Scope:
+    """The module, or one of its classes, as the reply's definitions land in it."""
+
+    statements: list  # as revised so far
+    prefix: str  # "" or "Class."
+    names: set[str]  # what it binds: a reply's definition under one of these is a redefinition
+    new: list = field(default_factory=list)  # the reply's new definitions
+    first: int | None = None  # where they go: before the first revised statement, else at the end
+
+    def placed(self, blank_lines: int) -> list:
+        at = len(self.statements) if self.first is None else self.first
+        after = self.statements[at:]
+        if self.new and after and all(line.comment is not None for line in after[0].leading_lines):
+            after[0] = _spaced(after[0], blank_lines)  # it was first in its block: the new ones now stand above it
+        new = [_spaced(s, blank_lines if i or at else 0) for i, s in enumerate(self.new)]  # none atop a block
+        return [*self.statements[:at], *new, *after]
+
+
+class _Splice:
+    """Takes the reply's definitions into the module: the regression's functions (the unit) are revised, new
+    names are added, and anything else the module defines must come back unchanged."""
+
+    def __init__(self, module: cst.Module, tree: ast.Module, target: str, unit: set[str]):
+        self.module, self.target, self.unit = module, target, unit
+        self.top = _Scope(list(module.body), "", _module_names(tree))
+        self.classes: dict[int, _Scope] = {}  # a class's index in the module -> its scope
+        self.revised: list[str] = []
+
+    def take(self, statements, scope: _Scope) -> None:
+        for i, statement in enumerate(statements):
+            name = _bound_name(statement)
+            if name is None:  # example calls, a __main__ block, a docstring: not part of the revision
+                continue
+            chosen = isinstance(statement, cst.FunctionDef) and _defined_at(statements, name) == i
+            method = self._bare_method(name, statements) if scope is self.top and chosen else None
+            if method or scope.prefix + name in self.unit:
+                if chosen:  # a setter or an overload beside the definition Python binds is not revised
+                    self._revise(method or scope.prefix + name, statement, bare=bool(method))
+            elif name not in scope.names:
+                scope.new.append(statement)
+            elif (cls := self._class_scope(scope, name, statement)) is not None:
+                self.take(_members(statement), cls)
+            elif not any(_bound_name(s) == name and _same_code(s, statement) for s in scope.statements):
+                raise CandidateError(f"the reply redefines {scope.prefix}{name}, which is not part of the "
+                                     "regression being optimised")
+
+    def _bare_method(self, name: str, statements) -> str | None:
+        """The method of the target's class that a bare def stands for, unless the reply's class defines it: the
+        target itself, or a revisable class mate whose name the module does not bind at its top."""
+        owner = self.target.rpartition(".")[0]
+        wrapper = _defined_at(statements, owner) if owner else None
+        if not owner or (wrapper is not None and isinstance(statements[wrapper], cst.ClassDef)
+                         and _defined_at(_members(statements[wrapper]), name) is not None):
+            return None
+        method = f"{owner}.{name}"
+        return method if method == self.target or (method in self.unit and name not in self.top.names) else None
+
+    def _class_scope(self, scope: _Scope, name: str, statement) -> _Scope | None:
+        """The scope of the module's class that a reply's class of the same name brings members into."""
+        at = _defined_at(scope.statements, name)
+        if scope is self.top and isinstance(statement, cst.ClassDef) and at is not None:
+            cls = scope.statements[at]
+            if isinstance(cls, cst.ClassDef) and isinstance(cls.body, cst.IndentedBlock):
+                return self._class_at(at)
+        return None
+
+    def _class_at(self, at: int) -> _Scope:
+        if at not in self.classes:
+            cls = self.top.statements[at]
+            names = {n for s in _members(cls) if (n := _bound_name(s))}
+            self.classes[at] = _Scope(list(_members(cls)), f"{cls.name.value}.", names)
+        return self.classes[at]
+
+    def _revise(self, qualname: str, function: cst.FunctionDef, bare: bool) -> None:
+        top, member = _find_original(self.module, qualname)
+        self.top.first = top if self.top.first is None else min(self.top.first, top)
+        scope, at = (self.top, top) if member is None else (self._class_at(top), member)
+        if bare and member is not None:
+            function = _as_member(function, self.module, self.top.statements[top])
+        scope.first = at if scope.first is None else min(scope.first, at)
+        scope.statements[at] = _revised(scope.statements[at], function, qualname)
+        self.revised.append(qualname)
+
+    def result(self) -> list:
+        for at, scope in self.classes.items():
+            cls = self.top.statements[at]
+            self.top.statements[at] = cls.with_changes(body=cls.body.with_changes(body=scope.placed(1)))
+        return self.top.placed(2)
+
+
+def splice(module_source: str, qualname: str, code: str, revisable: tuple[str, ...] | list[str] = ()) -> str:
+    """The module's text with the reply's code spliced in: its revision of `qualname` ("function" or
+    "Class.method") and of the `revisable` functions of the same module, its new helpers and imports. A reply
+    that revises none of them, or that redefines anything else of the module, is refused."""
     original_tree = _parse_ast(module_source, "the module")
     module = _parse_cst(module_source, "the module")
     if module.code != module_source:
         raise CandidateError("the module cannot be edited without changing other bytes (libcst does not round-trip it)")
-    top, member = _find_original(module, owner, name, qualname)
+    _find_original(module, qualname)
+    others = [q for q in dict.fromkeys(revisable) if q != qualname and _reachable(module, q)]
     reply_tree = _parse_ast(code, "the code")
     reply = _comments_on_first_statement(_parse_cst(code, "the code"))
     _refuse_new_capabilities(reply_tree, original_tree)
-    revision, wrapper = _reply_target(reply, owner, name, qualname)
-
-    statements = list(module.body)
-    if member is None:
-        statements[top] = _revised(statements[top], revision, qualname)
-    else:
-        cls = statements[top]
-        members = list(cls.body.body)
-        if wrapper is None:
-            revision = _as_member(revision, module, cls)
-        members[member] = _revised(members[member], revision, qualname)
-        if wrapper is not None:
-            new_members = [m for m in _class_members(wrapper) if _bound_name(m) not in (None, name)]
-            _merge_helpers(members, new_members, member, 1)
-        statements[top] = cls.with_changes(body=cls.body.with_changes(body=members))
-
-    helpers = [s for s in reply.body if _bound_name(s) not in (None, name, owner)]
-    _merge_helpers(statements, helpers, top, 2)
+    merge = _Splice(module, original_tree, qualname, {qualname, *others})
+    merge.take(reply.body, merge.top)
+    if not merge.revised:
+        raise CandidateError(f"the reply does not define {qualname}" + (f" or any of {', '.join(others)}" if others else ""))
+    statements = merge.result()
     _add_imports(statements, _new_imports(reply_tree, original_tree))
     return module.with_changes(body=statements).code  # every piece parsed and compiled, so the whole does
+
+
+def _reachable(module: cst.Module, qualname: str) -> bool:
+    try:
+        _find_original(module, qualname)
+    except CandidateError:
+        return False
+    return True
 
 
 def function_source(module_source: str, qualname: str) -> tuple[str, int, int]:
     """The target's text with its first and last line numbers (1-based, inclusive): from its first decorator
     to the last comment line inside its blocks, the span splice replaces."""
-    owner, name = _split_qualname(qualname)
     module = _parse_cst(module_source, "the module")
-    top, member = _find_original(module, owner, name, qualname)
-    node = module.body[top] if member is None else module.body[top].body.body[member]
+    top, member = _find_original(module, qualname)
+    node = module.body[top] if member is None else _members(module.body[top])[member]
     positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
     first = positions[node.decorators[0] if node.decorators else node].start.line
     length = len(_lines(module.code_for_node(node.with_changes(leading_lines=()))))
