@@ -519,12 +519,34 @@ def function_source(module_source: str, qualname: str) -> tuple[str, int, int]:
     """The target's text with its first and last line numbers (1-based, inclusive): from its first decorator
     to the last comment line inside its blocks, the span splice replaces."""
     module = _parse_cst(module_source, "the module")
+    first, last = _span(module, _positions(module), qualname)
+    return "".join(_lines(module_source)[first - 1 : last]), first, last
+
+
+def function_spans(module_source: str, qualnames) -> dict[str, tuple[int, int]]:
+    """function_source's line span of each of `qualnames` that the loop can revise, the others left out: one
+    parse for them all (a real module takes a good part of a second)."""
+    module = _parse_cst(module_source, "the module")
+    positions = _positions(module)
+    spans = {}
+    for qualname in qualnames:
+        try:
+            spans[qualname] = _span(module, positions, qualname)
+        except CandidateError:
+            pass
+    return spans
+
+
+def _positions(module: cst.Module):
+    return MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+
+
+def _span(module: cst.Module, positions, qualname: str) -> tuple[int, int]:
     top, member = _find_original(module, qualname)
     node = module.body[top] if member is None else _members(module.body[top])[member]
-    positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
     first = positions[node.decorators[0] if node.decorators else node].start.line
     length = len(_lines(module.code_for_node(node.with_changes(leading_lines=()))))
-    return "".join(_lines(module_source)[first - 1 : first - 1 + length]), first, first + length - 1
+    return first, first + length - 1
 
 
 def _lines(text: str) -> list[str]:
