@@ -162,6 +162,7 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
     if not first.raced:
         opt.reason = f"none of the regressed tests ({', '.join(race)}) ran: there is nothing to measure a gain on"
         return
+    race = first.raced  # when none were named, the tests that call the target
     checking, profiling = check_budget(first.run.seconds, first.tests_s or 0.0), profile_budget(first.run.seconds)
     opt.checks = {"tests": tests, "raced": first.raced, "compared_calls": 0, "rounds": 0,
                   "seconds": {"first_run": round(first.run.seconds, 3)},
@@ -210,7 +211,7 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         seconds["model"] = time.perf_counter() - started
         _count(opt, reply)
         started = time.perf_counter()
-        tried = _try(reply.text, iteration, target, box, best_text, checking, goals, thresholds, opt)
+        tried = _try(reply.text, iteration, target, box, best_text, race, checking, goals, thresholds, opt)
         seconds["check_and_race"] = time.perf_counter() - started
         tried.seconds = {stage: round(s, 3) for stage, s in seconds.items()}
         opt.candidates.append(tried)
@@ -249,7 +250,7 @@ def behaviour(functions: dict[str, dict]) -> str:
     return line + (f"; {left} not compared, as {problems[0]}" if left and problems else "")
 
 
-def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: str, budget: Budget,
+def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: str, race: list[str], budget: Budget,
          goals: list[str], thresholds: Thresholds, opt: Optimization) -> Tried:
     """Verify and race one reply's candidate; a kept one becomes opt.revised and opt.after."""
     try:
@@ -257,7 +258,7 @@ def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: st
     except CandidateError as e:
         return Tried(iteration, "rejected", str(e))
     box.write(target.file, candidate)
-    v = verify(box, target.file, target.qualname, list(target.tests), opt.original, best_text, list(target.race_tests),
+    v = verify(box, target.file, target.qualname, list(target.tests), opt.original, best_text, race,
                budget.seconds, MEMORY_MB, thresholds.paired_alpha)
     if v.run.status != "passed":
         return Tried(iteration, "rejected", f"tests {v.run.status}: {_run_problem(v, budget)}")

@@ -460,6 +460,8 @@ class Check:
         self.tallies: dict[str, Tally] = {}
         self.mismatch: str | None = None
         self.spent_s = 0.0
+        self.current: str | None = None  # the test running now
+        self.callers: set[str | None] = set()  # the tests that called a wrapped function
         self._busy = threading.local()
         shims = {}
         for key in dict.fromkeys(watched):
@@ -576,6 +578,7 @@ class Check:
             if getattr(check._busy, "active", False):
                 return False, None  # a call made inside a checked one is part of its behaviour
             tally.calls += 1
+            check.callers.add(check.current)
             if not compare or not check._sampled(tally):
                 return False, None
             started = time.perf_counter()
@@ -709,6 +712,8 @@ class Verifier:
         if self.tracing:
             tracemalloc.reset_peak()
             start = tracemalloc.get_traced_memory()[0]
+        if self.check is not None:
+            self.check.current = item.nodeid
         started = time.perf_counter()
         yield
         self.call_s[item.nodeid] = self.call_s.get(item.nodeid, 0.0) + time.perf_counter() - started
@@ -721,13 +726,12 @@ class Verifier:
         if self.check is None:
             return
         self.check.candidate.apply()
-        race = set(self.spec.get("race", []))
+        race = set(self.spec.get("race") or self.check.callers)  # none named: the tests that call the target
         self.raced = sorted(i.nodeid for i in session.items if i.nodeid in race)
         tests_s = sum(self.call_s.get(n, 0.0) for n in self.raced)
         self.tests_s = tests_s
-        if self.spec.get("race") and self.spec.get("compete", True) and not session.testsfailed \
-                and self.check.mismatch is None:
-            items = [i for i in session.items if i.nodeid in set(self.spec["race"])]
+        if self.spec.get("compete", True) and not session.testsfailed and self.check.mismatch is None:
+            items = [i for i in session.items if i.nodeid in race]
             if items:
                 self._race(items)
 
