@@ -10,7 +10,8 @@ from ..attribute import Attribution
 from ..compare import TestVerdict, Thresholds
 from ..report.units import LABEL, ratio
 from ..store import atomic_write
-from . import Target
+from . import Related, Target
+from .candidate import CandidateError, enclosing, locate
 from .loop import Optimization, optimize
 
 PATCH = Path(".soap") / "optimized.patch"
@@ -18,39 +19,105 @@ PATCH = Path(".soap") / "optimized.patch"
 
 @dataclass
 class Planned:
-    target: Target
+    """A regression to repair: the functions to try, most to blame first. The loop goes on to the next while
+    the one it tried was skipped (it could not be optimised: absent, a C extension, never called...)."""
+
+    target: Target  # the first to try
     metrics: list[str]  # what regressed in its tests: the loop's goals
     evidence: str  # what the gate measured, for the prompt
+    fallbacks: list[Target] = field(default_factory=list)  # the next ones, in turn
+
+    @property
+    def alternatives(self) -> list[Target]:
+        return [self.target, *self.fallbacks]
 
 
 @dataclass
 class LoopRun:
-    optimizations: list[Optimization] = field(default_factory=list)
+    optimizations: list[Optimization] = field(default_factory=list)  # every target tried, the skipped ones too
     patch: Path | None = None
     notes: list[str] = field(default_factory=list)
 
 
 def plan(attributions: list[Attribution], verdicts: dict[str, TestVerdict], root: Path) -> list[Planned]:
-    """One target per function that some regressed test names first, with every test that names it first."""
-    first: dict[tuple[str, str], list[str]] = {}
+    """One plan per function that some regressed tests blame most, with those tests. Its alternatives are every
+    function their causes name (a nested one as the function that defines it): the changed ones first, then the
+    unchanged, each most to blame first. Each target carries the others as its related functions."""
+    groups: dict[tuple[str, str], list[Attribution]] = {}
+    blamed = {a.nodeid: _blamed(a) for a in attributions}
     for a in attributions:
-        if a.causes:
-            first.setdefault((a.causes[0].file, a.causes[0].qualname), []).append(a.nodeid)
+        if blamed[a.nodeid]:
+            groups.setdefault(next(iter(blamed[a.nodeid])), []).append(a)
     planned = []
-    for (file, qualname), tests in first.items():
+    for first, group in groups.items():
+        tests = [a.nodeid for a in group]
+        parts: dict[tuple[str, str], tuple[float, bool]] = {}  # the most a test blames on it, and if it changed
+        for a in group:
+            for key, (share, changed) in blamed[a.nodeid].items():
+                before = parts.get(key, (0.0, False))
+                parts[key] = max(before[0], share), before[1] or changed
+        order = [first, *sorted((k for k in parts if k != first), key=lambda k: (not parts[k][1], -parts[k][0]))]
+        related = {k: Related(*k, *parts[k]) for k in order if k[0].endswith(".py")}
+        measured = [verdicts[t].measurement.figure("time_s") for t in tests]
+        targets = [Target(root, file, qualname, tests=tuple(tests), race=tuple(tests),
+                          related=tuple(r for k, r in related.items() if k != (file, qualname)),
+                          measured_s=None if None in measured else sum(measured))
+                   for file, qualname in order]
         metrics = sorted({m for t in tests for m in verdicts[t].regressed_metrics})
         evidence = "; ".join(f"{t}: " + ", ".join(f"{LABEL[m]} {ratio(verdicts[t].metrics[m].ratio)}"
                                                    for m in verdicts[t].regressed_metrics) for t in tests)
-        planned.append(Planned(Target(root, file, qualname, tuple(tests)), metrics, evidence))
+        planned.append(Planned(targets[0], metrics, evidence, targets[1:]))
     return planned
+
+
+def _blamed(a: Attribution) -> dict[tuple[str, str], tuple[float, bool]]:
+    """(file, qualname) -> (its share of the test's regression, whether it changed), most to blame first: the
+    changed functions, then the unchanged. A nested function counts as the function that defines it, and an
+    unchanged callee whose rise went to its changed caller (no share of its own) by that rise."""
+    parts: dict[tuple[str, str], tuple[float, bool]] = {}
+    for c in a.causes:
+        share = c.share if not c.within else (c.delta_cum_s / a.whole if a.whole > 0 else 0.0)
+        key = (c.file, enclosing(c.qualname))
+        before = parts.get(key, (0.0, False))
+        parts[key] = before[0] + share, before[1] or c.changed  # a nested function's part is its encloser's
+    return dict(sorted(parts.items(), key=lambda item: (not item[1][1], -item[1][0])))
+
+
+def unrevisable(target: Target) -> str | None:
+    """Why the loop cannot take this target, in one line, seen before it starts; None when it can."""
+    if not target.file.endswith(".py"):
+        return f"{target.file} is not Python source (a C extension?): the loop revises Python functions"
+    try:
+        source = (target.root / target.file).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return f"{target.file} is not in the working tree: deleted or moved on this side"
+    except (OSError, UnicodeDecodeError) as e:
+        return f"{target.file} cannot be read: {e}"
+    try:
+        locate(source, target.qualname, where=target.file)
+    except CandidateError as e:
+        return str(e)
+    return None
 
 
 def run(planned: list[Planned], provider, model: str, iterations: int, thresholds: Thresholds, root: Path,
         apply: bool, progress) -> LoopRun:
+    """Each plan's alternatives in turn until the loop takes one (its result is not "skipped"); a function
+    that several plans name is run once."""
     result = LoopRun()
+    tried: set[str] = set()
     for p in planned:
-        result.optimizations.append(optimize(p.target, provider, model, iterations, p.metrics, p.evidence,
-                                             thresholds, progress))
+        for target in p.alternatives:
+            if target.key in tried:
+                continue
+            tried.add(target.key)
+            why = unrevisable(target)
+            o = (Optimization(target.file, target.qualname, "skipped", why, list(target.tests)) if why else
+                 optimize(target, provider, model, iterations, p.metrics, p.evidence, thresholds, progress))
+            result.optimizations.append(o)
+            if o.status != "skipped":
+                break
+            progress(f"{target.key}: skipped: {o.reason}")
     patch = "".join(o.diff() for o in result.optimizations)
     if patch:
         result.patch = root / PATCH
