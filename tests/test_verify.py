@@ -359,8 +359,11 @@ def test_a_candidate_without_the_target_is_one_line_not_a_crash(tmp_path, candid
 
 
 SLOW_TOTAL = "def total(xs):\n    t = 0\n    for x in xs:\n        t = t + sum([x] * 200) // 200\n    return t\n"
-RACE_TESTS = ("from pkg.calc import total\n"
-              "def test_big():\n    assert total(list(range(3000))) > 0\n"
+RACE_TESTS = ("import pytest\n"
+              "from pkg.calc import total\n"
+              "@pytest.fixture\n"
+              "def numbers(tmp_path):\n    return list(range(3000))\n"
+              "def test_big(numbers):\n    assert total(numbers) > 0\n"
               "def test_small():\n    assert total([1, 2]) == 3\n")
 
 

@@ -355,10 +355,11 @@ def token_config(token: str) -> dict[str, str]:
 def pull_body(pr: PullRequest, report: dict, accepted: list[dict]) -> str:
     rows = [[f"`{o['file']}::{o['qualname']}`", *row] for o in accepted for row in before_after_rows(o)]
     lines = [MARKER, f"pytest-soap found a performance regression in #{pr.number} and optimised the functions to "
-             "blame. Each revision passed the tests that exercise it and a differential check on their recorded "
-             "calls, and was measurably cheaper in a sandboxed race; see the verification below.", "",
+             "blame. Each revision passed the tests that exercise it, behaved as the original on the calls those tests "
+             "made (checked on copies of their arguments where the calls happened), and was measurably cheaper on "
+             "the regressed tests in a sandboxed race; see the verification below.", "",
              table(["function", "metric", "before", "after", "ratio"], rows)]
-    lines += ["", "Before and after: one pass over the calls the function received while its tests ran; the "
+    lines += ["", "Before and after: one run of the regressed tests, the median of the race's samples; the "
               "revision was kept on the race's statistics (Mann-Whitney U over alternating timed runs).",
               "", "**Verification**", ""]
     for o in accepted:
@@ -366,6 +367,8 @@ def pull_body(pr: PullRequest, report: dict, accepted: list[dict]) -> str:
         kept = sum(c.get("status") == "accepted" for c in rounds)
         lines.append(f"- `{o['qualname']}`: {len(rounds)} round{'s' * (len(rounds) != 1)}, {kept} accepted; tests run: "
                      f"{', '.join(o.get('tests', [])) or 'the project suite'}")
+        if o.get("behaviour"):
+            lines.append(f"  - behaviour: {o['behaviour']}")
         for c in rounds:
             lines.append(f"  - round {c.get('iteration')}: {c.get('status')}: {c.get('reason') or ''}".rstrip(": "))
     lines += ["", "**How to apply**: merge this pull request into "

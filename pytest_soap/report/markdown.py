@@ -224,7 +224,9 @@ def _optimization(o: dict) -> list[str]:
     rows = before_after_rows(o)
     if rows:
         parts.append(table(["Metric", "Before", "After", "Ratio"], rows))
-        parts.append("Figures of one pass over the function's recorded calls.")
+        parts.append("Figures of one run of the regressed tests, the median of the race's samples.")
+    if o.get("behaviour"):
+        parts.append(f"Behaviour: {_prose(o['behaviour'])}.")
     candidates = o.get("candidates") or []
     if candidates:
         rounds = "\n".join(f"- round {c.get('iteration')}: {_prose(c.get('status'))}"

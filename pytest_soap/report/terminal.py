@@ -138,10 +138,12 @@ def loop_lines(loop) -> list[str]:
         if o.before and o.after:
             line += (f"  time {units.seconds(o.before['time_s'])} → {units.seconds(o.after['time_s'])}, "
                      f"peak {units.mebibytes(o.before['peak_mb'])} → {units.mebibytes(o.after['peak_mb'])}"
-                     " (its recorded calls, one pass)")
+                     " (a run of the regressed tests)")
         lines.append(line)
         if o.reason:
             lines.append(f"    {o.reason}")
+        if o.behaviour:
+            lines.append(f"    behaviour: {o.behaviour}")
         lines += [f"    round {c.iteration}: {c.status}{': ' + c.reason if c.reason else ''}" for c in o.candidates]
         if o.tokens["input"] or o.tokens["output"]:
             cost = f", about ${o.cost_usd:.2f}" if o.cost_usd is not None else ""

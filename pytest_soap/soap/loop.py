@@ -169,16 +169,17 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
                   "limits": {"first_run": round(budget.seconds, 1), "check_and_race": round(checking.seconds, 1),
                              "profile": round(profiling.seconds, 1)}}
 
-    def profile() -> str:
-        """The line profile of the target as the sandbox holds it, under the candidates' limits."""
+    def profile():
+        """The line profile of the target as the sandbox holds it, under the candidates' limits; its text."""
         if profile_view == "none":  # the ablation without a profile: nothing to take
-            return ""
-        return format_profile(profile_target(box.path, scrubbed_env(os.environ, box.path), target.file,
-                                             target.qualname, tests, profiling.seconds, MEMORY_MB), view=profile_view)
+            return None, ""
+        taken = profile_target(box.path, scrubbed_env(os.environ, box.path), target.file, target.qualname, tests,
+                               profiling.seconds, MEMORY_MB)
+        return taken, format_profile(taken, view=profile_view)
 
     started = time.perf_counter()
     try:
-        original_profile = profile()
+        original_lines, original_profile = profile()
     except ProfileError as e:
         opt.reason = f"could not profile {target.qualname}: {e}"
         return
@@ -193,13 +194,14 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         if best_code is not None and best_profile is None:  # the kept revision's profile, for this prompt
             started = time.perf_counter()
             try:
-                best_profile = profile()
+                best_profile = profile()[1]
             except ProfileError as e:
                 best_profile = f"(not profiled: {e})"
             seconds["profile"] = time.perf_counter() - started
         progress(f"{target.key}: round {iteration} of {iterations}, asking {model}")
         fixed, request = prompt.build(target.file, target.qualname, opt.original, tests, original_profile, evidence,
-                                      best_code, best_profile, rejected, task)
+                                      best_code, best_profile, rejected, task, related=target.related,
+                                      root=target.root, profile=original_lines)
         started = time.perf_counter()
         try:
             reply = provider.complete(prompt.SYSTEM, fixed, request, model, MAX_TOKENS)
@@ -254,7 +256,7 @@ def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: st
          goals: list[str], thresholds: Thresholds, opt: Optimization) -> Tried:
     """Verify and race one reply's candidate; a kept one becomes opt.revised and opt.after."""
     try:
-        candidate = splice(best_text, target.qualname, extract_code(reply))
+        candidate = splice(best_text, target.qualname, extract_code(reply), target.revisable)
     except CandidateError as e:
         return Tried(iteration, "rejected", str(e))
     box.write(target.file, candidate)
