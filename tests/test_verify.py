@@ -426,3 +426,18 @@ def test_same_compares_values_as_results():
     other = [1]
     other.append(other)
     assert same(looped, other)  # two cycles of the same shape: compared without looping
+
+
+def test_module_level_objects_are_shared_by_the_copies_not_copied(tmp_path):
+    # Token types compared by identity, as a real lexer's are: a deep copy of a token must keep its type.
+    original = ("class Kind:\n    def __init__(self, name):\n        self.name = name\n\n"
+                "KEYWORD, NAME = Kind('keyword'), Kind('name')\n\n"
+                "class Token:\n    def __init__(self, kind, text):\n        self.kind, self.text = kind, text\n\n"
+                "def keywords(tokens):\n    return [t.text for t in tokens if t.kind is KEYWORD]\n")
+    tests = ("from pkg.calc import KEYWORD, NAME, Token, keywords\n"
+             "def test_keywords():\n"
+             "    assert len(keywords([Token(KEYWORD, 'select'), Token(NAME, 'x')])) == 1\n")
+    files = {**PKG, "pkg/calc.py": original, "tests/test_calc.py": tests}
+    result = check(tmp_path, files, "keywords", original.replace("[t.text for t in tokens if t.kind is KEYWORD]",
+                                                                  "[t.text for t in tokens if KEYWORD is t.kind]"))
+    assert result.mismatch is None and result.functions["keywords"]["checked"] == 1

@@ -28,6 +28,7 @@ tracemalloc for the peak. The loop judges the figures with the gate's statistics
 from __future__ import annotations
 
 import ast
+import collections
 import copy
 import gc
 import importlib
@@ -339,12 +340,30 @@ class Tally:
     first_problem: str = ""  # why a call could not be checked, the first time it happened
 
 
-def _too_big(value: object) -> bool:
+_CONTAINERS = (list, dict, set, bytearray, collections.deque)
+
+
+def shared_objects(root: Path) -> dict[int, object]:
+    """The project's module-level objects, by id: a copy of the arguments shares them rather than copying
+    them, since code compares them by identity (a token type such as `T.Keyword`, a sentinel). Containers
+    are state, and are copied."""
+    shared: dict[int, object] = {}
+    for module in list(sys.modules.values()):
+        path = module_file(module)
+        if path is not None and path.is_relative_to(root) and "site-packages" not in path.parts:
+            for value in list(vars(module).values()):
+                if not isinstance(value, _CONTAINERS):
+                    shared[id(value)] = value
+    return shared
+
+
+def _too_big(value: object, shared: dict[int, object]) -> bool:
     """Whether copying `value` means more than MAX_COPY_OBJECTS objects or MAX_COPY_MB: a bounded walk."""
     seen, stack, size = set(), [value], 0
     while stack:
         item = stack.pop()
-        if id(item) in seen or isinstance(item, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType)):
+        if id(item) in seen or id(item) in shared or \
+                isinstance(item, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType)):
             continue
         seen.add(id(item))
         size += sys.getsizeof(item, 0)
@@ -438,8 +457,9 @@ class Check:
     """The wrapped functions, the versions and what the check found."""
 
     def __init__(self, module: types.ModuleType, target: str, tree_text: str, original_text: str,
-                 champion_text: str | None):
+                 champion_text: str | None, root: Path | None = None):
         self.module = module
+        self.shared = shared_objects(root) if root is not None else {}
         self.target_key = tuple(target.split("."))
         if len(self.target_key) > 2:
             raise TargetError(f"{target} is not a function or a method of a top-level class")
@@ -532,12 +552,12 @@ class Check:
     def _copies(self, tally: Tally, args: tuple, kwargs: dict):
         """Two deep copies of the arguments taken before any run, or None (and why, tallied)."""
         try:
-            if _too_big((args, kwargs)):
+            if _too_big((args, kwargs), self.shared):
                 tally.too_big += 1
                 tally.first_problem = tally.first_problem or f"its arguments hold over {MAX_COPY_MB} MiB or " \
                                                              f"{MAX_COPY_OBJECTS} objects"
                 return None
-            return copy.deepcopy((args, kwargs)), copy.deepcopy((args, kwargs))
+            return copy.deepcopy((args, kwargs), dict(self.shared)), copy.deepcopy((args, kwargs), dict(self.shared))
         except RecursionError:
             reason = "its arguments nest deeper than deepcopy can follow"
         except Exception as exc:
@@ -700,7 +720,7 @@ class Verifier:
             tree_text = (root / self.spec["file"]).read_text(encoding="utf-8")
             original = Path(self.spec["original"]).read_text(encoding="utf-8")
             champion = Path(self.spec["champion"]).read_text(encoding="utf-8") if self.spec.get("champion") else None
-            self.check = Check(module, self.spec["qualname"], tree_text, original, champion)
+            self.check = Check(module, self.spec["qualname"], tree_text, original, champion, root.resolve())
         except TargetError as exc:
             self.error = str(exc)
             session.shouldstop = f"soap verify: {exc}"
