@@ -120,7 +120,8 @@ def test_every_kind_of_bad_candidate_is_rejected_with_its_reason_and_the_correct
     assert reasons[4][1].startswith("tests failed") and "test_unique_keeps_first_seen_order" in reasons[4][1]
     assert reasons[5][1].startswith("differential check, different")  # the weak test let it through
     assert "time made worse" in reasons[6][1]
-    assert reasons[7][1].startswith("tests timeout")
+    assert reasons[7][1].startswith("tests timeout: the check and race timed out after ")
+    assert "the original's run of the covering tests" in reasons[7][1]  # the limit says what it came from
     assert reasons[8][1].startswith("tests memory")
     assert "os" in reasons[9][1] and "open" in reasons[10][1]
     assert "no ```python block" in reasons[11][1]
@@ -238,3 +239,17 @@ def test_two_revisions_of_one_file_are_both_applied(project):
     assert apply_revision(project, first, applied) is None and apply_revision(project, second, applied) is None
     text = (project / "pkg" / "work.py").read_text()
     assert "seen = []  # one" in text and "x + x" in text
+
+
+def test_every_time_limit_comes_from_what_was_measured():
+    from pytest_soap.soap.loop import UNMEASURED_S, check_budget, first_budget, profile_budget
+
+    slow = first_budget(30.0)  # covering tests the gate measured at 30 s: the first run may take 3x, plus start-up
+    assert slow.seconds == 120.0
+    assert slow.timed_out() == ("the original's covering tests timed out after 120.0 s "
+                                "(3x the 30.00 s the gate measured for them, plus 30 s for start-up)")
+    assert first_budget(None).seconds == UNMEASURED_S and "nothing was measured" in first_budget(None).timed_out()
+    # Later limits grow with the first run and with the regressed tests' time, and none is a fixed figure.
+    assert check_budget(2.0, 0.5).seconds < check_budget(4.0, 0.5).seconds < check_budget(4.0, 1.0).seconds
+    assert check_budget(30.0, 30.0).seconds > 30.0 * 2 * 9  # the race's samples of a 30 s test fit
+    assert profile_budget(1.0).seconds < profile_budget(10.0).seconds
