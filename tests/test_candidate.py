@@ -706,19 +706,24 @@ def cached(n):
 def test_a_property_s_getter_is_the_target_not_its_setter():
     text, first, _ = function_source(KINDS, "Box.items")
     assert text.startswith("    @property\n    def items(self):") and "setter" not in text
-    result = revise(KINDS, "Box.items", "class Box:\n    @property\n    def items(self):\n        return sorted(self._items, key=int)\n\n"
-                                        "    @items.setter\n    def items(self, value):\n        self._items = []\n")
+    code = ("class Box:\n    @property\n    def items(self):\n        return sorted(self._items, key=int)\n\n"
+            "    @items.setter\n    def items(self, value):\n        self._items = []\n")
+    result = revise(KINDS, "Box.items", code)
     assert "    @property\n    def items(self):\n        return sorted(self._items, key=int)\n" in result
     assert "        self._items = list(value)\n" in result  # the setter beside it is not revised
 
 
 @pytest.mark.parametrize("qualname, code, expected", [
-    ("Box.make", "def make(cls, n):\n    return [cls() for _ in range(n)] or []\n", "    @classmethod\n    def make(cls, n):\n"),
-    ("Box.total", "class Box:\n    @staticmethod\n    def total(xs):\n        return sum(xs, 0)\n", "    @staticmethod\n    def total(xs):\n"),
-    ("Box.first", "def first(self):\n    return min(self._items)\n", "    @functools.cached_property\n    def first(self):\n        return min("),
+    ("Box.make", "def make(cls, n):\n    return [cls()] * n\n",
+     "    @classmethod\n    def make(cls, n):\n        return [cls()] * n\n"),
+    ("Box.total", "class Box:\n    @staticmethod\n    def total(xs):\n        return sum(xs, 0)\n",
+     "    @staticmethod\n    def total(xs):\n        return sum(xs, 0)\n"),
+    ("Box.first", "def first(self):\n    return min(self._items)\n",
+     "    @functools.cached_property\n    def first(self):\n        return min(self._items)\n"),
     ("tokens", "def tokens(text):\n    yield from text.split()\n", "def tokens(text):\n    yield from text.split()\n"),
     ("fetch", "async def fetch(keys):\n    return list(keys)\n", "async def fetch(keys):\n    return list(keys)\n"),
-    ("stream", "async def stream(keys):\n    for k in list(keys):\n        yield k\n", "    for k in list(keys):\n"),
+    ("stream", "async def stream(keys):\n    for k in list(keys):\n        yield k\n",
+     "async def stream(keys):\n    for k in list(keys):\n"),
     ("wrapped", "def wrapped(x):\n    return x + 0\n", "@traced\ndef wrapped(x):\n    return x + 0\n"),
     ("cached", "def cached(n):\n    return n + 0\n", "@functools.lru_cache(maxsize=None)\ndef cached(n):\n    return n + 0\n"),
 ])

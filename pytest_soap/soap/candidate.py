@@ -501,7 +501,8 @@ def splice(module_source: str, qualname: str, code: str, revisable: tuple[str, .
     merge = _Splice(module, original_tree, qualname, {qualname, *others})
     merge.take(reply.body, merge.top)
     if not merge.revised:
-        raise CandidateError(f"the reply does not define {qualname}" + (f" or any of {', '.join(others)}" if others else ""))
+        also = f" or any of {', '.join(others)}" if others else ""
+        raise CandidateError(f"the reply does not define {qualname}{also}")
     statements = merge.result()
     _add_imports(statements, _new_imports(reply_tree, original_tree))
     return module.with_changes(body=statements).code  # every piece parsed and compiled, so the whole does

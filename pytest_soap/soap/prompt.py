@@ -173,7 +173,8 @@ def _shown(file: str, qualname: str, source: _Source, related, profile) -> list[
             part[0], part[1] = max(part[0], r.share), part[1] or r.changed
     shown = {}
     for (where, name), (share, changed) in parts.items():
-        note = (f"{share:.0%} of the regression" if share else "on the regressed path") + (" (changed)" if changed else "")
+        note = f"{share:.0%} of the regression" if share else "on the regressed path"
+        note += " (changed)" if changed else ""
         mine = where == file
         shown[where, name] = _Shown(where, name, share, note + ("; you may revise it" if mine else ""),
                                     share >= RELATED_SOURCE, mine)
