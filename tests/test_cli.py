@@ -224,8 +224,6 @@ BAD_TARGETS = [
     ("pkg/mod.py::Cart.Line.cost", "pkg/mod.py::Cart.Line.cost is a method of the nested class Cart.Line; soap "
                                    "optimize revises a top-level function or a method of a top-level class"),
     ("pkg/mod.py::Cart", "pkg/mod.py::Cart is a class; name one of its methods, e.g. Cart.total"),
-    ("pkg/mod.py::Cart.size", "pkg/mod.py::Cart.size is a property; soap optimize revises functions and methods"),
-    ("pkg/mod.py::Cart.cached", "pkg/mod.py::Cart.cached is a property; soap optimize revises functions and methods"),
     ("pkg/broken.py::f", "pkg/broken.py does not parse: line 1: invalid syntax"),
     ("pkg/nowhere.py::f", "'pkg/nowhere.py::f' is not PATH::QUALNAME: there is no file pkg/nowhere.py"),
     ("pkg/mod.py", "'pkg/mod.py' is not PATH::QUALNAME (e.g. pkg/calc.py::Cart.total)"),
@@ -261,7 +259,7 @@ def test_a_file_outside_the_repository_is_a_bad_target(project, tmp_path_factory
                                       f"outside the repository {project.resolve()}\n"
 
 
-@pytest.mark.parametrize("qualname", ["top", "Cart.total", "Cart.make", "fetch"])
+@pytest.mark.parametrize("qualname", ["top", "Cart.total", "Cart.make", "fetch", "Cart.size", "Cart.cached"])
 def test_the_check_accepts_what_the_loop_revises(project, qualname):
     assert cli.check_target(f"{project}/pkg/mod.py::{qualname}", project) == ("pkg/mod.py", qualname)
     assert function_source(MODULE, qualname)  # the loop's own locator finds it

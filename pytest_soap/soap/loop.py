@@ -163,6 +163,7 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         opt.reason = f"none of the regressed tests ({', '.join(race)}) ran: there is nothing to measure a gain on"
         return
     race = first.raced  # when none were named, the tests that call the target
+    best_peak = (first.race or {}).get("peak_mb", {}).get("challenger")  # the original's, then each kept one's
     checking, profiling = check_budget(first.run.seconds, first.tests_s or 0.0), profile_budget(first.run.seconds)
     opt.checks = {"tests": tests, "raced": first.raced, "compared_calls": 0, "rounds": 0,
                   "seconds": {"first_run": round(first.run.seconds, 3)},
@@ -213,13 +214,14 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         seconds["model"] = time.perf_counter() - started
         _count(opt, reply)
         started = time.perf_counter()
-        tried = _try(reply.text, iteration, target, box, best_text, race, checking, goals, thresholds, opt)
+        tried = _try(reply.text, iteration, target, box, best_text, best_peak, race, checking, goals, thresholds, opt)
         seconds["check_and_race"] = time.perf_counter() - started
         tried.seconds = {stage: round(s, 3) for stage, s in seconds.items()}
         opt.candidates.append(tried)
         progress(f"{target.key}: round {iteration}: {tried.status}{': ' + tried.reason if tried.reason else ''}")
         if tried.status == "accepted":
             best_text, best_code, best_profile, stale = opt.revised, extract_code(reply.text), None, 0
+            best_peak = opt.after["peak_mb"]
         else:
             rejected.append(prompt.Rejected(iteration, f"{tried.status}: {tried.reason}"))
             stale = stale + 1 if tried.status == "no gain" else 0
@@ -252,7 +254,8 @@ def behaviour(functions: dict[str, dict]) -> str:
     return line + (f"; {left} not compared, as {problems[0]}" if left and problems else "")
 
 
-def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: str, race: list[str], budget: Budget,
+def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: str, best_peak: float | None,
+         race: list[str], budget: Budget,
          goals: list[str], thresholds: Thresholds, opt: Optimization) -> Tried:
     """Verify and race one reply's candidate; a kept one becomes opt.revised and opt.after."""
     try:
@@ -261,7 +264,7 @@ def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: st
         return Tried(iteration, "rejected", str(e))
     box.write(target.file, candidate)
     v = verify(box, target.file, target.qualname, list(target.tests), opt.original, best_text, race,
-               budget.seconds, MEMORY_MB, thresholds.paired_alpha)
+               budget.seconds, MEMORY_MB, thresholds.paired_alpha, champion_peak_mb=best_peak)
     if v.run.status != "passed":
         return Tried(iteration, "rejected", f"tests {v.run.status}: {_run_problem(v, budget)}")
     if v.mismatch:

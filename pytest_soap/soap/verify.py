@@ -711,6 +711,7 @@ class Verifier:
         self.peak: dict[str, int] = {}
         self.race: dict | None = None
         self.race_failed: str | None = None
+        self.seconds: dict[str, float] = {}  # the phases: the tests with the check, the race, the peak runs
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -742,7 +743,9 @@ class Verifier:
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtestloop(self, session: pytest.Session):
+        started = time.perf_counter()
         yield
+        self.seconds["tests"] = time.perf_counter() - started
         if self.check is None:
             return
         self.check.candidate.apply()
@@ -753,10 +756,17 @@ class Verifier:
         if self.spec.get("compete", True) and not session.testsfailed and self.check.mismatch is None:
             items = [i for i in session.items if i.nodeid in race]
             if items:
+                started = time.perf_counter()
                 self._race(items)
+                self.seconds["race"] = time.perf_counter() - started - self.seconds.get("peak", 0.0)
+        elif self.spec.get("peak") and not session.testsfailed:  # the original's first run: its peak, for round one
+            items = [i for i in session.items if i.nodeid in race]
+            if items:
+                self.race = {"peak_mb": {"challenger": self._peak(items, self.check.candidate)}}
+                self.check.candidate.apply()
 
     def _race(self, items: list[pytest.Item]) -> None:
-        from ..rerun import run_each, run_again
+        from ..rerun import run_again
 
         versions = {"champion": self.check.champion, "challenger": self.check.candidate}
         times: dict[str, list[float]] = {"champion": [], "challenger": []}
@@ -794,21 +804,32 @@ class Verifier:
             if pairs >= MIN_PAIRS and min(mann_whitney_greater(times["champion"], times["challenger"]),
                                           mann_whitney_greater(times["challenger"], times["champion"])) <= alpha:
                 break
+        timed = time.perf_counter()
         peaks = {}
         if self.race_failed is None:
-            for name, version in versions.items():
-                version.apply()
-                self.peak.clear()
-                gc.collect()
-                tracemalloc.start()
-                self.tracing = True
-                try:
-                    run_each(items)
-                finally:
-                    self.tracing = False
-                    tracemalloc.stop()
-                peaks[name] = max(self.peak.values(), default=0) / 2**20
+            # The best's peak is known from the round that kept it (or the original's first run): a heap traced
+            # under tracemalloc costs several runs' time, so each version's is taken once.
+            known = self.spec.get("champion_peak_mb")
+            peaks = {"champion": known if known is not None else self._peak(items, versions["champion"]),
+                     "challenger": self._peak(items, versions["challenger"])}
+        self.seconds["peak"] = time.perf_counter() - timed
         self._end_race(times, repeat, pairs, peaks)
+
+    def _peak(self, items: list[pytest.Item], version: Version) -> float:
+        """The largest heap growth (MiB, tracemalloc) in any one of the tests' calls, with `version` applied."""
+        from ..rerun import run_each
+
+        version.apply()
+        self.peak.clear()
+        gc.collect()
+        tracemalloc.start()
+        self.tracing = True
+        try:
+            run_each(items)
+        finally:
+            self.tracing = False
+            tracemalloc.stop()
+        return max(self.peak.values(), default=0) / 2**20
 
     def _end_race(self, times: dict, repeat: int, pairs: int, peaks: dict) -> None:
         self.check.candidate.apply()
@@ -817,7 +838,8 @@ class Verifier:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         check = self.check
         result = {"error": self.error, "mismatch": None, "functions": {}, "race": None, "race_failed": self.race_failed,
-                  "tests_s": getattr(self, "tests_s", None), "raced": getattr(self, "raced", []), "check_s": 0.0}
+                  "tests_s": getattr(self, "tests_s", None), "raced": getattr(self, "raced", []), "check_s": 0.0,
+                  "seconds": {phase: round(s, 3) for phase, s in self.seconds.items()}}
         if check is not None:
             check.candidate.apply()
             result.update(mismatch=check.mismatch, race=self.race, check_s=round(check.spent_s, 4),
