@@ -519,15 +519,18 @@ def print_main(rows: list[dict]) -> None:
             for c in o.get("candidates", []):
                 s = timed.get(c["iteration"], (None, ""))[0]
                 over = f", {s / budget:.2f}x the round target" if s is not None else ""
-                print(f"        round {c['iteration']}: {c['status']} ({seconds(s)}{over}): {short(c.get('reason') or '', 200)}")
+                own = ", ".join(f"{k} {v:.1f}s" for k, v in (c.get("seconds") or {}).items() if isinstance(v, (int, float)))
+                print(f"        round {c['iteration']}: {c['status']} ({seconds(s)}{over}{'; ' + own if own else ''}): "
+                      f"{short(c.get('reason') or '', 200)}")
             if o.get("checks"):
                 print(f"        checks: {short(json.dumps(o['checks']), 300)}")
         asked = {q: len(v) for q, v in row["served"].items()}
         print(f"    model requests: {row['requests']} {asked or ''}")
         if row.get("again") is not None:
             again = row["again"]
+            ratio, _ = key_metric(again.report, case.key_test)
             print(f"    patched: tests {'pass' if row.get('tests_pass') else 'FAIL'} ({row['tests_s_after']:.1f}s); "
-                  f"gate again {again.wall:.1f}s: {short(again.tail(), 150)}")
+                  f"gate again {again.wall:.1f}s, key test {ratio} of the fixed side: {short(again.tail(), 120)}")
         print()
 
 
