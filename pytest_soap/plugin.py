@@ -87,6 +87,7 @@ class SoapSession:
         self.runs: dict[str, int] = {}  # a round of --soap-against: how many times to run each test
         self.attributions: dict[str, Attribution] = {}
         self.loop = None  # the SOAP loop's run (soap.session.LoopRun), with --soap-optimize
+        self.changed: list[tuple[str, str]] = []  # the functions the diff added or modified: (file, qualname)
         self.notes: list[str] = []
         self.verdicts: list[compare.TestVerdict] = []
         self.failure: str | None = None
@@ -239,7 +240,7 @@ class SoapSession:
         except llm.ModelUnavailable as e:
             self.notes.append(str(e))
             return
-        planned = loop_session.plan(list(self.attributions.values()), self._regressed(), root)
+        planned = loop_session.plan(list(self.attributions.values()), self._regressed(), root, self.changed)
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         quiet = bool(os.environ.get("CI")) or reporter is None
         progress = (lambda line: None) if quiet else (lambda line: reporter.write_line(f"pytest-soap: {line}"))
@@ -256,6 +257,7 @@ class SoapSession:
             return
         regressed = self._regressed() if regressed is None else regressed
         diff = changes()
+        self.changed = [(f.file, f.qualname) for f in diff.functions if f.kind != "deleted"]
         for nodeid, (head, base) in profiles.items():
             if nodeid in regressed:
                 self.attributions[nodeid] = attribute(nodeid, regressed[nodeid].regressed_metrics, head, base, diff)

@@ -152,3 +152,13 @@ def test_soap_optimize_s_single_target_still_plans_as_before(root, monkeypatch):
 def test_what_the_loop_cannot_take_is_said_in_one_line(root, qualname, reason):
     assert session.unrevisable(Target(root, "pkg/parser.py", qualname)) == reason
     assert session.unrevisable(Target(root, "pkg/parser.py", "Parser.parse")) is None
+
+
+def test_every_function_the_diff_changed_in_the_target_s_file_is_revisable_with_it(root):
+    # The fix rewrote a changed function the profiles did not name (sqlparse: TokenList.group_tokens beside the
+    # blamed TokenList.__init__): the reply that revises both must be accepted.
+    a = attribution("t.py::test_parse", cause("Parser.parse", 0.9))
+    changed = [("pkg/parser.py", "Parser._advance"), ("pkg/other.py", "elsewhere"), ("pkg/parser.py", "Parser.parse")]
+    [p] = session.plan([a], {"t.py::test_parse": verdict("t.py::test_parse", 0.02)}, root, changed)
+    assert p.target.related == (Related("pkg/parser.py", "Parser._advance", 0.0, True),)
+    assert p.target.revisable == ("Parser._advance",)

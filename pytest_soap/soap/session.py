@@ -39,10 +39,13 @@ class LoopRun:
     notes: list[str] = field(default_factory=list)
 
 
-def plan(attributions: list[Attribution], verdicts: dict[str, TestVerdict], root: Path) -> list[Planned]:
+def plan(attributions: list[Attribution], verdicts: dict[str, TestVerdict], root: Path,
+         changed: list[tuple[str, str]] = ()) -> list[Planned]:
     """One plan per function that some regressed tests blame most, with those tests. Its alternatives are every
     function their causes name (a nested one as the function that defines it): the changed ones first, then the
-    unchanged, each most to blame first. Each target carries the others as its related functions."""
+    unchanged, each most to blame first. Each target carries the others as its related functions, and every
+    function the diff `changed` in its file too: a fix often rewrites a changed function the profiles left
+    out (on sqlparse, TokenList.group_tokens beside the blamed TokenList.__init__)."""
     groups: dict[tuple[str, str], list[Attribution]] = {}
     blamed = {a.nodeid: _blamed(a) for a in attributions}
     for a in attributions:
@@ -58,9 +61,13 @@ def plan(attributions: list[Attribution], verdicts: dict[str, TestVerdict], root
                 parts[key] = max(before[0], share), before[1] or changed
         order = [first, *sorted((k for k in parts if k != first), key=lambda k: (not parts[k][1], -parts[k][0]))]
         related = {k: Related(*k, *parts[k]) for k in order if k[0].endswith(".py")}
+        for key in changed:
+            if key not in related and key[0].endswith(".py") and "<locals>" not in key[1]:
+                related[key] = Related(*key, 0.0, True)
         measured = [verdicts[t].measurement.figure("time_s") for t in tests]
         targets = [Target(root, file, qualname, tests=tuple(tests), race=tuple(tests),
-                          related=tuple(r for k, r in related.items() if k != (file, qualname)),
+                          related=tuple(r for k, r in related.items() if k != (file, qualname)
+                                        and (k in parts or k[0] == file)),
                           measured_s=None if None in measured else sum(measured))
                    for file, qualname in order]
         metrics = sorted({m for t in tests for m in verdicts[t].regressed_metrics})
