@@ -56,9 +56,9 @@ def plan(attributions: list[Attribution], verdicts: dict[str, TestVerdict], root
         tests = [a.nodeid for a in group]
         parts: dict[tuple[str, str], tuple[float, bool]] = {}  # the most a test blames on it, and if it changed
         for a in group:
-            for key, (share, changed) in blamed[a.nodeid].items():
+            for key, (share, was_changed) in blamed[a.nodeid].items():
                 before = parts.get(key, (0.0, False))
-                parts[key] = max(before[0], share), before[1] or changed
+                parts[key] = max(before[0], share), before[1] or was_changed
         order = [first, *sorted((k for k in parts if k != first), key=lambda k: (not parts[k][1], -parts[k][0]))]
         related = {k: Related(*k, *parts[k]) for k in order if k[0].endswith(".py")}
         for key in changed:
