@@ -441,3 +441,54 @@ def test_module_level_objects_are_shared_by_the_copies_not_copied(tmp_path):
     result = check(tmp_path, files, "keywords", original.replace("[t.text for t in tokens if t.kind is KEYWORD]",
                                                                   "[t.text for t in tokens if KEYWORD is t.kind]"))
     assert result.mismatch is None and result.functions["keywords"]["checked"] == 1
+
+
+# A decorator that registers what it wraps and refuses a second function of a name, as networkx's
+# @_dispatchable does: the original runs as the tree's own function with its code swapped in, so no
+# decorator runs twice, and calls through the registry run whichever version is in.
+REGISTERED = '''\
+import functools
+
+REGISTRY = {}
+
+
+def register(f):
+    if f.__name__ in REGISTRY:
+        raise KeyError(f"already registered: {f.__name__}")
+
+    @functools.wraps(f)
+    def wrapper(*args):
+        return f(*args)
+
+    REGISTRY[f.__name__] = wrapper
+    return wrapper
+
+
+@register
+def spread(n):
+    return sum(sum([i] * 300) // 300 for i in range(n))
+'''
+REGISTERED_TESTS = '''\
+from pkg.calc import REGISTRY, spread
+
+
+def test_direct():
+    assert spread(3) > 0  # weak
+
+
+def test_through_the_registry():
+    assert REGISTRY["spread"](2000) > 0
+'''
+
+
+def test_a_registering_decorator_does_not_run_twice_and_calls_through_the_registry_are_raced(tmp_path):
+    files = {**PKG, "pkg/calc.py": REGISTERED, "tests/test_calc.py": REGISTERED_TESTS}
+    fast = REGISTERED.replace("sum(sum([i] * 300) // 300 for i in range(n))", "sum(range(n))")
+    result = check(tmp_path, files, "spread", fast, race=["tests/test_calc.py::test_through_the_registry"])
+    assert result.problem is None and result.mismatch is None and result.functions["spread"]["checked"] == 1
+    # The registry holds the decorator's wrapper around the tree's function: the original's code ran there.
+    times = result.race["time_s"]
+    assert statistics.median(times["challenger"]) < statistics.median(times["champion"]) / 5
+    wrong = REGISTERED.replace("// 300 for", "// 300 + 1 for")
+    assert check(tmp_path / "wrong", files, "spread", wrong).mismatch == (
+        "call 1 of spread, spread(3): returned 6 where the original returned 3")

@@ -170,24 +170,49 @@ def _same_exception(a: BaseException, b: BaseException) -> bool:
 
 @dataclass
 class Binding:
+    """A name of the module or of one of its classes, bound to a version's object."""
+
     holder: object  # a module or a class
     name: str
     value: object  # _ABSENT: the name is deleted
 
+    def apply(self) -> None:
+        if self.value is _ABSENT:
+            if self.name in vars(self.holder):
+                delattr(self.holder, self.name)
+        else:
+            setattr(self.holder, self.name, self.value)
+
+
+@dataclass
+class Swap:
+    """A version's code run by the tree's own function object. Every reference to it (a decorator's wrapper, a
+    dispatch registry, another module's import) then runs that version, and no decorator runs twice: on
+    networkx, exec'ing `is_reachable` again made `@_dispatchable` refuse a second function of that name."""
+
+    function: types.FunctionType
+    code: types.CodeType
+    defaults: tuple | None
+    kwdefaults: dict | None
+    caches: tuple = ()  # cache_clear of the wrappers around it (lru_cache): their results are another version's
+
+    def apply(self) -> None:
+        if self.function.__code__ is not self.code:
+            self.function.__code__ = self.code
+            self.function.__defaults__, self.function.__kwdefaults__ = self.defaults, self.kwdefaults
+            for clear in self.caches:
+                clear()
+
 
 @dataclass
 class Version:
-    """A text of the target's module as a set of bindings over the live one."""
+    """A text of the target's module as the changes that make the live one run it."""
 
-    bindings: list[Binding] = field(default_factory=list)
+    changes: list = field(default_factory=list)  # Binding and Swap
 
     def apply(self) -> None:
-        for b in self.bindings:
-            if b.value is _ABSENT:
-                if b.name in vars(b.holder):
-                    delattr(b.holder, b.name)
-            else:
-                setattr(b.holder, b.name, b.value)
+        for change in self.changes:
+            change.apply()
 
 
 def _definitions(tree: ast.Module) -> dict[tuple[str, ...], list[ast.stmt]]:
@@ -220,8 +245,8 @@ def _dump(nodes: list[ast.stmt]) -> str:
     return "\n".join(ast.dump(n) for n in nodes)
 
 
-def _segment(lines: list[str], node: ast.stmt) -> tuple[int, str]:
-    first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+def _segment(lines: list[str], node: ast.stmt, decorated: bool = True) -> tuple[int, str]:
+    first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", []) if decorated])
     return first, "".join(lines[first - 1:node.end_lineno])
 
 
@@ -239,35 +264,78 @@ def changed_keys(text: str, base: str) -> list[tuple[str, ...]]:
 
 
 def overlay(module: types.ModuleType, text: str, base: str, what: str) -> dict[tuple[str, ...], object]:
-    """The objects `text` defines where it differs from `base` (the module's text), compiled against the
-    live module's globals; methods are re-homed to the live class, so super() and name mangling hold."""
+    """What `text` defines where it differs from `base` (the module's text), compiled against the live module's
+    globals: a Swap for a function the tree defines with the same decorators, so that its own object runs the
+    new code; else the new object, a method re-homed to the live class (super() and name mangling hold)."""
     filename = getattr(module, "__file__", None) or "<module>"
     lines = text.splitlines(keepends=True)
-    definitions = _definitions(ast.parse(text))
+    definitions, bases = _definitions(ast.parse(text)), _definitions(ast.parse(base))
     objects: dict[tuple[str, ...], object] = {}
     try:
         for key in changed_keys(text, base):
             nodes = definitions[key]
-            scratch: dict = {}
-            if len(key) == 1:
-                for node in nodes:
-                    first, source = _segment(lines, node)
-                    exec(compile("\n" * (first - 1) + textwrap.dedent(source), filename, "exec"), module.__dict__, scratch)
-                objects[key] = scratch[key[0]]
-            else:
-                cls = vars(module).get(key[0])
-                if not isinstance(cls, type):
-                    raise TargetError(f"{key[0]} is not a class of the live module")
-                first = _segment(lines, nodes[0])[0]
-                body = "".join(_segment(lines, n)[1] for n in nodes)
-                source = "\n" * max(first - 2, 0) + f"class {key[0]}:\n" + textwrap.indent(textwrap.dedent(body), "    ")
-                exec(compile(source, filename, "exec"), module.__dict__, scratch)
-                objects[key] = _rehome(vars(scratch[key[0]])[key[1]], cls)
+            if len(key) == 2 and not isinstance(vars(module).get(key[0]), type):
+                raise TargetError(f"{key[0]} is not a class of the live module")
+            swap = _swap(module, key, nodes, bases.get(key), lines, filename)
+            objects[key] = swap if swap is not None else _compiled(module, key, nodes, lines, filename)
     except TargetError:
         raise
     except Exception as exc:
         raise TargetError(f"{what} does not load beside the tree's module: {exception_text(exc)}") from None
     return objects
+
+
+def _compiled(module: types.ModuleType, key: tuple[str, ...], nodes: list[ast.stmt], lines: list[str], filename: str,
+              decorated: bool = True) -> object:
+    """The object `nodes` bind, compiled at their line numbers against the module's globals."""
+    scratch: dict = {}
+    if len(key) == 1:
+        for node in nodes:
+            first, source = _segment(lines, node, decorated)
+            exec(compile("\n" * (first - 1) + textwrap.dedent(source), filename, "exec"), module.__dict__, scratch)
+        return scratch[key[0]]
+    first = _segment(lines, nodes[0], decorated)[0]
+    body = "".join(_segment(lines, n, decorated)[1] for n in nodes)
+    source = "\n" * max(first - 2, 0) + f"class {key[0]}:\n" + textwrap.indent(textwrap.dedent(body), "    ")
+    exec(compile(source, filename, "exec"), module.__dict__, scratch)
+    return _rehome(vars(scratch[key[0]])[key[1]], vars(module)[key[0]])
+
+
+def _swap(module: types.ModuleType, key: tuple[str, ...], nodes: list[ast.stmt], base: list[ast.stmt] | None,
+          lines: list[str], filename: str) -> Swap | None:
+    """The new code for the tree's own function, when the tree defines it as one def with the same decorators
+    and the same free variables; None otherwise."""
+    if base is None or len(nodes) != 1 or len(base) != 1 or not all(
+            isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in (*nodes, *base)) \
+            or _dump(nodes[0].decorator_list) != _dump(base[0].decorator_list):
+        return None
+    raw = vars(module if len(key) == 1 else vars(module)[key[0]]).get(key[-1], _ABSENT)
+    found = _innermost(raw, key[-1], module_file(module))
+    if found is None:
+        return None
+    function, caches = found
+    plain = _compiled(module, key, nodes, lines, filename, decorated=False)
+    plain = plain.__func__ if isinstance(plain, (staticmethod, classmethod)) else plain
+    if not isinstance(plain, types.FunctionType) or plain.__code__.co_freevars != function.__code__.co_freevars:
+        return None
+    return Swap(function, plain.__code__, plain.__defaults__, plain.__kwdefaults__, caches)
+
+
+def _innermost(raw: object, name: str, path: Path | None) -> tuple[types.FunctionType, tuple] | None:
+    """The function the module's def made, inside whatever decorators wrap it, and the caches on the way."""
+    caches, queue, seen = [], [raw], set()
+    while queue and len(seen) < 16:
+        item = queue.pop(0)
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, types.FunctionType) and item.__code__.co_name == name and \
+                Path(item.__code__.co_filename).resolve() == path:
+            return item, tuple(caches)
+        if callable(getattr(item, "cache_clear", None)):
+            caches.append(item.cache_clear)
+        queue += [getattr(item, attr, None) for attr in ("__func__", "fget", "__wrapped__", "orig_func", "func")]
+    return None
 
 
 def _rehome(raw: object, cls: type) -> object:
@@ -472,9 +540,13 @@ class Check:
         if self.tree[self.target_key] is _ABSENT:
             raise TargetError(f"{module.__name__} defines no {target}")
         self.aliases = self._aliases()
-        self.original = self._version({**self.tree, **originals})
-        self.champion = self._version({**self.tree, **champions})
-        self.candidate = self._version(self.tree)
+        # The tree's own code, to swap back to, for each function a version runs its code in.
+        self.restore = {key: Swap(c.function, c.function.__code__, c.function.__defaults__, c.function.__kwdefaults__,
+                                  c.caches) for changes in (champions, originals) for key, c in changes.items()
+                        if isinstance(c, Swap)}
+        self.original = self._version(originals)
+        self.champion = self._version(champions)
+        self.candidate = self._version({})
         # Wrapped: every function the candidate changed that the original has, and the target.
         watched = [key for key in self.keys if key in originals and self.tree[key] is not _ABSENT] + [self.target_key]
         self.tallies: dict[str, Tally] = {}
@@ -485,10 +557,13 @@ class Check:
         self._busy = threading.local()
         shims = {}
         for key in dict.fromkeys(watched):
-            shim = self._shim(key, self.tree[key], originals.get(key, self.tree[key]))
+            change = originals.get(key)
+            original = self.tree[key] if change is None or isinstance(change, Swap) else change
+            compare = change is not None and type(original) is type(self.tree[key])
+            shim = self._shim(key, self.tree[key], original, compare)
             if shim is not None:
                 shims[key] = shim
-        self.checking = self._version({**self.tree, **shims})
+        self.checking = self._version(shims)
 
     def _aliases(self) -> dict[tuple[str, ...], list[tuple[object, str]]]:
         """Where other modules hold a top-level object under a name of their own (`from pkg.calc import total`)."""
@@ -504,12 +579,18 @@ class Check:
                             found.setdefault(key, []).append((other, name))
         return found
 
-    def _version(self, values: dict) -> Version:
+    def _version(self, changes: dict) -> Version:
+        """The tree with `changes` (key -> a Swap or an object to bind) over it: every key is bound, to the tree's
+        object where the version has none of its own, and every swapped function runs the version's code."""
         version = Version()
-        for key, value in values.items():
-            version.bindings.append(Binding(holder_of(self.module, key), key[-1], value))
-            for other, name in self.aliases.get(key, ()):
-                version.bindings.append(Binding(other, name, value))
+        for key in self.keys:
+            change = changes.get(key)
+            value = self.tree[key] if change is None or isinstance(change, Swap) else change
+            version.changes.append(Binding(holder_of(self.module, key), key[-1], value))
+            version.changes += [Binding(other, name, value) for other, name in self.aliases.get(key, ())]
+            swap = change if isinstance(change, Swap) else self.restore.get(key)
+            if swap is not None:
+                version.changes.append(swap)
         return version
 
     def _globals(self) -> dict[str, tuple]:
@@ -527,12 +608,12 @@ class Check:
                 prints[prefix + name] = (id(value), size)
         return prints
 
-    def _shim(self, key: tuple[str, ...], raw: object, original_raw: object):
-        """The candidate's `raw`, wrapped to check its calls against `original_raw`; None for what is not called."""
+    def _shim(self, key: tuple[str, ...], raw: object, original_raw: object, compare: bool):
+        """The candidate's `raw`, wrapped to count its calls and, with `compare`, to check them against
+        `original_raw` (the same object when the original's code is swapped in); None for what is not called."""
         qualname = ".".join(key)
         tally = self.tallies.setdefault(qualname, Tally())
         method = len(key) == 2 and not isinstance(raw, staticmethod)
-        compare = original_raw is not raw and type(original_raw) is type(raw)
         if isinstance(raw, property):
             if raw.fget is None:
                 return None
