@@ -76,6 +76,7 @@ SQLPARSE = dict(project="sqlparse", version="0.6.1", licence="BSD-3-Clause")
 SQLPARSE_COMMIT = "https://github.com/andialbrecht/sqlparse/commit/"
 TUPLES = "tests/test_dos_prevention.py::TestDoSPrevention::test_reasonable_tuple_list_works"
 NESTED = "tests/test_dos_prevention.py::TestDoSPrevention::test_deeply_nested_groups_limited"
+LARGE = "tests/test_dos_prevention.py::TestDoSPrevention::test_large_tuple_list_performance"
 
 CASES = [
     Case("sqlparse-reindent", **SQLPARSE, commit="a51df6d9e2d31b44be9adb6bc8732517db6bf96b",
@@ -98,7 +99,8 @@ CASES = [
     Case("sqlparse-imt", **SQLPARSE, commit="012c9f10c8ddfa47ccf17ead28122492155cf6fc",
          url=SQLPARSE_COMMIT + "012c9f10c8ddfa47ccf17ead28122492155cf6fc",
          patch="sqlparse-012c9f1-imt.patch", file="sqlparse/utils.py", fix=("imt",),
-         tests=(TUPLES, "tests/test_grouping.py"), key_test=TUPLES,
+         # With LARGE in the selection the gate caught the 1.2x in 5 runs of 7; without it, in 1 of 10.
+         tests=(TUPLES, LARGE, "tests/test_grouping.py"), key_test=TUPLES,
          wrong=("        elif token.ttype in t:\n            return True",
                 "        elif token.ttype in t:\n            return token"),
          wrong_note="returns the token, not True, on a type match (truthy, so callers and tests do not see it)"),
@@ -328,6 +330,11 @@ def run_pytest(repo: Path, args: list[str], env: dict, report: Path | None = Non
     cmd = [sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider"]
     if report:
         cmd += ["--soap-json", str(report), "-p", "soap_bench_clock"]
+    return run_command(repo, cmd, env, report, clock, timeout)
+
+
+def run_command(repo: Path, cmd: list[str], env: dict, report: Path | None, clock: Path | None,
+                timeout: float = RUN_TIMEOUT_S) -> Run:
     start_wall, start = time.time(), time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             errors="replace", start_new_session=True)
@@ -540,11 +547,25 @@ def hostile_case(case: Case, work: Path, tools: Path) -> dict:
     repo = make_repo(case, work / "hostile")
     fixed = fix_code(sh(["git", "show", f"fixed:{case.file}"], repo).stdout, case.fix)
     leak = work / f"{case.key}-leaked.txt"
-    model = Model(fixed, hostile_replies(case, fixed, leak))
-    with MessagesServer([Forever(Choose(model))]) as server:
-        run = run_pytest(repo, gate_args(case, len(HOSTILE)), base_env(tools, server.url),
-                         work / f"{case.key}-hostile.json")
-    return {"case": case, "run": run, "served": model.served, "leaked": leak.exists()}
+    replies = hostile_replies(case, fixed, leak)
+    # The point here is what the loop lets through, not the gate: when the gate misses the slowdown (the 1.2x
+    # case does, now and then), it runs once more.
+    for attempt in (1, 2, 3):
+        model = Model(fixed, replies)
+        with MessagesServer([Forever(Choose(model))]) as server:
+            run = run_pytest(repo, gate_args(case, len(HOSTILE)), base_env(tools, server.url),
+                             work / f"{case.key}-hostile.json")
+        if model.served or run.timed_out or not run.report or case.key_test in run.report.get("regressions", []):
+            break
+    else:  # still missed: the same replies through `soap optimize` on the function the fix rewrote first
+        model = Model(fixed, replies)
+        with MessagesServer([Forever(Choose(model))]) as server:
+            report = work / f"{case.key}-hostile-optimize.json"
+            run = run_command(repo, [sys.executable, "-m", "pytest_soap.cli", "optimize", f"{case.file}::{case.fix[0]}",
+                                     "--tests", *case.tests, "--iterations", str(len(HOSTILE)), "--json", str(report)],
+                              base_env(tools, server.url), report, None)
+        attempt = "optimize"
+    return {"case": case, "run": run, "served": model.served, "leaked": leak.exists(), "attempts": attempt}
 
 
 def print_hostile(rows: list[dict]) -> None:
@@ -570,6 +591,11 @@ def print_hostile(rows: list[dict]) -> None:
                     details.append(f"    {case.key} {o['qualname']} {name}: {c['status']}: {short(c.get('reason') or '', 200)}")
             if not o.get("candidates"):
                 details.append(f"    {case.key} {o['qualname']}: {o['status']}: {short(o.get('reason') or '', 200)}")
+        if row["attempts"] == "optimize":
+            details.append(f"    {case.key}: the gate missed the slowdown in 3 runs; these rounds are from "
+                           f"`soap optimize {case.file}::{case.fix[0]} --tests SELECTION`")
+        elif row["attempts"] > 1:
+            details.append(f"    {case.key}: the gate missed the slowdown in {row['attempts'] - 1} run(s) before this one")
         if run.timed_out:
             details.append(f"    {case.key}: the run was stopped after {RUN_TIMEOUT_S} s")
         elif not run.report:
