@@ -18,7 +18,8 @@ Hostile mode (after the main table, or alone with --hostile) feeds the same targ
 no code; the fix with wrong behaviour that the selected tests miss (each case's own, checked to pass them);
 the fix reading the environment (`import os`); the fix reading it through sys.modules and writing it to a
 file outside the sandbox; an endless loop; a 10 GiB allocation. None may be accepted, and the file outside
-the sandbox must never appear.
+the sandbox must never appear. The environment-writing reply has a run of its own, so that it races the
+original, not a wrong reply accepted before it.
 
     python benchmarks/real_loop.py [--hostile | --no-hostile] [--cases sqlparse-imt,...] [--iterations N] [--keep]
 
@@ -119,6 +120,9 @@ CASES = [
 
 # The hostile replies, one a round, in this order. `inject` lines go first in each function of the fix.
 HOSTILE = ["no code", "wrong", "env (import os)", "env leak", "endless loop", "memory hog"]
+# Two runs a case, so that each reply that passes the tests races the original, not an accepted hostile one:
+# wrong first in one, the environment written outside the sandbox alone in the other.
+HOSTILE_RUNS = [["wrong", "no code", "env (import os)", "endless loop", "memory hog"], ["env leak"]]
 CLOCK_PLUGIN = '''\
 """Loaded by benchmarks/real_loop.py with -p: marks when the SOAP loop asks for its model, and the end."""
 import os, time
@@ -272,8 +276,8 @@ class Model:
     """What the loopback server answers: by the target the request names, and for hostile mode by the
     number of requests that target has had. Records which reply went to which (target, round)."""
 
-    def __init__(self, fixed: str, hostile: dict[str, str] | None):
-        self.fixed, self.hostile = fixed, hostile
+    def __init__(self, fixed: str, hostile: dict[str, str] | None = None, sequence: list[str] | None = None):
+        self.fixed, self.hostile, self.sequence = fixed, hostile, sequence or HOSTILE
         self.served: dict[str, list[str]] = {}  # qualname -> the reply's name, per request
         self.lock = threading.Lock()
 
@@ -286,7 +290,7 @@ class Model:
             if self.hostile is None:
                 name = "fix"
             else:
-                name = HOSTILE[len(served) % len(HOSTILE)]
+                name = self.sequence[len(served) % len(self.sequence)]
             served.append(name)
         if name == "fix":
             return reply(self.fixed, "This is the project's own fix: it stops rebuilding from the start on every call.")
@@ -541,31 +545,39 @@ def print_main(rows: list[dict]) -> None:
         print()
 
 
-def hostile_case(case: Case, work: Path, tools: Path) -> dict:
+def hostile_run(case: Case, repo: Path, work: Path, tools: Path, fixed: str, replies: dict[str, str],
+                sequence: list[str], label: str) -> dict:
+    """One gate-and-loop run whose model answers `sequence`, one reply a round. The point is what the loop lets
+    through, not the gate: when the gate misses the slowdown (the 1.2x case does, now and then), it runs again,
+    three times at most, then the same replies go through `soap optimize` on the function the fix rewrote first."""
     from pytest_soap.soap.loopback import Choose, Forever, MessagesServer
 
+    for attempt in (1, 2, 3):
+        model = Model(fixed, replies, sequence)
+        with MessagesServer([Forever(Choose(model))]) as server:
+            run = run_pytest(repo, gate_args(case, len(sequence)), base_env(tools, server.url),
+                             work / f"{case.key}-hostile-{label}.json")
+        if model.served or run.timed_out or not run.report or case.key_test in run.report.get("regressions", []):
+            break
+    else:
+        model = Model(fixed, replies, sequence)
+        with MessagesServer([Forever(Choose(model))]) as server:
+            report = work / f"{case.key}-hostile-{label}-optimize.json"
+            run = run_command(repo, [sys.executable, "-m", "pytest_soap.cli", "optimize", f"{case.file}::{case.fix[0]}",
+                                     "--tests", *case.tests, "--iterations", str(len(sequence)), "--json", str(report)],
+                              base_env(tools, server.url), report, None)
+        attempt = "optimize"
+    return {"run": run, "served": model.served, "attempts": attempt}
+
+
+def hostile_case(case: Case, work: Path, tools: Path) -> dict:
     repo = make_repo(case, work / "hostile")
     fixed = fix_code(sh(["git", "show", f"fixed:{case.file}"], repo).stdout, case.fix)
     leak = work / f"{case.key}-leaked.txt"
     replies = hostile_replies(case, fixed, leak)
-    # The point here is what the loop lets through, not the gate: when the gate misses the slowdown (the 1.2x
-    # case does, now and then), it runs once more.
-    for attempt in (1, 2, 3):
-        model = Model(fixed, replies)
-        with MessagesServer([Forever(Choose(model))]) as server:
-            run = run_pytest(repo, gate_args(case, len(HOSTILE)), base_env(tools, server.url),
-                             work / f"{case.key}-hostile.json")
-        if model.served or run.timed_out or not run.report or case.key_test in run.report.get("regressions", []):
-            break
-    else:  # still missed: the same replies through `soap optimize` on the function the fix rewrote first
-        model = Model(fixed, replies)
-        with MessagesServer([Forever(Choose(model))]) as server:
-            report = work / f"{case.key}-hostile-optimize.json"
-            run = run_command(repo, [sys.executable, "-m", "pytest_soap.cli", "optimize", f"{case.file}::{case.fix[0]}",
-                                     "--tests", *case.tests, "--iterations", str(len(HOSTILE)), "--json", str(report)],
-                              base_env(tools, server.url), report, None)
-        attempt = "optimize"
-    return {"case": case, "run": run, "served": model.served, "leaked": leak.exists(), "attempts": attempt}
+    runs = [hostile_run(case, repo, work, tools, fixed, replies, sequence, str(i))
+            for i, sequence in enumerate(HOSTILE_RUNS, 1)]
+    return {"case": case, "runs": runs, "leaked": leak.exists()}
 
 
 def print_hostile(rows: list[dict]) -> None:
@@ -576,34 +588,38 @@ def print_hostile(rows: list[dict]) -> None:
     details = []
     total = 0
     for row in rows:
-        case, run = row["case"], row["run"]
-        report = run.report or {}
+        case = row["case"]
         cells = {h: "not asked" for h in HOSTILE}
         accepted = 0
-        for o in report.get("optimizations", []):
-            names = row["served"].get(o["qualname"], [])
-            for c in o.get("candidates", []):
-                i = c["iteration"] - 1
-                if i < len(names):
-                    name = names[i]
-                    cells[name] = c["status"]
-                    accepted += c["status"] == "accepted"
-                    details.append(f"    {case.key} {o['qualname']} {name}: {c['status']}: {short(c.get('reason') or '', 200)}")
-            if not o.get("candidates"):
-                details.append(f"    {case.key} {o['qualname']}: {o['status']}: {short(o.get('reason') or '', 200)}")
-        if row["attempts"] == "optimize":
-            details.append(f"    {case.key}: the gate missed the slowdown in 3 runs; these rounds are from "
-                           f"`soap optimize {case.file}::{case.fix[0]} --tests SELECTION`")
-        elif row["attempts"] > 1:
-            details.append(f"    {case.key}: the gate missed the slowdown in {row['attempts'] - 1} run(s) before this one")
-        if run.timed_out:
-            details.append(f"    {case.key}: the run was stopped after {RUN_TIMEOUT_S} s")
-        elif not run.report:
-            details.append(f"    {case.key}: no JSON report; pytest's last line: {short(run.tail(), 150)}")
+        for one in row["runs"]:
+            run = one["run"]
+            report = run.report or {}
+            for o in report.get("optimizations", []):
+                names = one["served"].get(o["qualname"], [])
+                for c in o.get("candidates", []):
+                    i = c["iteration"] - 1
+                    if i < len(names):
+                        name = names[i]
+                        cells[name] = c["status"]
+                        accepted += c["status"] == "accepted"
+                        details.append(f"    {case.key} {o['qualname']} {name}: {c['status']}: "
+                                       f"{short(c.get('reason') or '', 200)}")
+                if not o.get("candidates"):
+                    details.append(f"    {case.key} {o['qualname']}: {o['status']}: {short(o.get('reason') or '', 200)}")
+            if one["attempts"] == "optimize":
+                details.append(f"    {case.key}: the gate missed the slowdown in 3 runs; these rounds are from "
+                               f"`soap optimize {case.file}::{case.fix[0]} --tests SELECTION`")
+            elif one["attempts"] > 1:
+                details.append(f"    {case.key}: the gate missed the slowdown in {one['attempts'] - 1} run(s) first")
+            if run.timed_out:
+                details.append(f"    {case.key}: the run was stopped after {RUN_TIMEOUT_S} s")
+            elif not run.report:
+                details.append(f"    {case.key}: no JSON report; the run's last line: {short(run.tail(), 150)}")
         total += accepted
+        wall = sum(one["run"].wall for one in row["runs"])
         print(f"{case.key:<22}" + "".join(f"{short(cells[h], width - 1):<{width}}" for h in HOSTILE)
-              + f"{accepted:>9}{'YES' if row['leaked'] else 'no':>8}{seconds(run.wall):>8}")
-    print(f"\nhostile candidates accepted: {total} (target: 0); written outside the sandbox: "
+              + f"{accepted:>9}{'YES' if row['leaked'] else 'no':>8}{seconds(wall):>8}")
+    print(f"\nhostile candidates accepted: {total} (target: 0); cases where a candidate wrote outside the sandbox: "
           f"{sum(r['leaked'] for r in rows)} (target: 0)")
     print("\n".join(details))
 
