@@ -26,7 +26,7 @@ from .candidate import CandidateError, extract_code, splice
 from .llm import ModelError
 from .profile import ProfileError, format_profile, profile_target
 from .sandbox import Sandbox, SandboxError, Verified, memory_limit_mb, scrubbed_env, verify
-from .verify import CHECK_BUDGET_S, MAX_PAIRS, MIN_SAMPLE_S
+from .verify import MAX_PAIRS, MIN_SAMPLE_S
 
 MAX_TOKENS = 8192
 MEMORY_MB = 4096  # a candidate's memory limit: far above a unit test's needs, far below the machine's
@@ -40,6 +40,7 @@ SLACK_S = 5.0
 START_SLACK_S = 30.0
 UNMEASURED_S = 300.0  # the first run's limit when nothing was measured (soap optimize on its own)
 PROFILE_COST = 3.0  # a profiled run (line tracer, then memray) against a plain one
+MIN_CHECK_S = 1.0  # the least time the check may spend on copies and the original's runs
 
 
 @dataclass(frozen=True)
@@ -61,14 +62,20 @@ def first_budget(measured_s: float | None) -> Budget:
                   f"{FACTOR:g}x the {measured_s:.2f} s the gate measured for them, plus {START_SLACK_S:g} s for start-up")
 
 
+def sampling_budget(first_s: float) -> float:
+    """What the check may add to a run in copies and the original's runs: as much as the original's whole run of
+    the covering tests took, at least MIN_CHECK_S, so that a round stays near its cost target."""
+    return max(MIN_CHECK_S, first_s)
+
+
 def check_budget(first_s: float, race_s: float) -> Budget:
     """The check and race: the covering tests' run, the race's samples (each at least MIN_SAMPLE_S) and its
     memory runs, the time the check may add, and slack."""
     race = 2 * MAX_PAIRS * max(race_s, MIN_SAMPLE_S) + 2 * PROFILE_COST * race_s
-    return Budget("the check and race", FACTOR * (first_s + race) + CHECK_BUDGET_S + SLACK_S,
+    return Budget("the check and race", FACTOR * (first_s + race) + sampling_budget(first_s) + SLACK_S,
                   f"{FACTOR:g}x the original's run of the covering tests ({first_s:.2f} s) and the race's "
                   f"{2 * MAX_PAIRS} samples of the regressed tests ({race_s:.3f} s each), plus "
-                  f"{CHECK_BUDGET_S + SLACK_S:g} s")
+                  f"{sampling_budget(first_s) + SLACK_S:.1f} s")
 
 
 def profile_budget(first_s: float) -> Budget:
@@ -214,7 +221,8 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         seconds["model"] = time.perf_counter() - started
         _count(opt, reply)
         started = time.perf_counter()
-        tried = _try(reply.text, iteration, target, box, best_text, best_peak, race, checking, goals, thresholds, opt)
+        tried = _try(reply.text, iteration, target, box, best_text, best_peak, race, first.run.seconds, checking, goals,
+                     thresholds, opt)
         seconds["check_and_race"] = time.perf_counter() - started
         tried.seconds = {stage: round(s, 3) for stage, s in seconds.items()}
         opt.candidates.append(tried)
@@ -255,7 +263,7 @@ def behaviour(functions: dict[str, dict]) -> str:
 
 
 def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: str, best_peak: float | None,
-         race: list[str], budget: Budget,
+         race: list[str], first_s: float, budget: Budget,
          goals: list[str], thresholds: Thresholds, opt: Optimization) -> Tried:
     """Verify and race one reply's candidate; a kept one becomes opt.revised and opt.after."""
     try:
@@ -264,7 +272,8 @@ def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: st
         return Tried(iteration, "rejected", str(e))
     box.write(target.file, candidate)
     v = verify(box, target.file, target.qualname, list(target.tests), opt.original, best_text, race,
-               budget.seconds, MEMORY_MB, thresholds.paired_alpha, champion_peak_mb=best_peak)
+               budget.seconds, MEMORY_MB, thresholds.paired_alpha, champion_peak_mb=best_peak,
+               check_budget_s=sampling_budget(first_s))
     if v.run.status != "passed":
         return Tried(iteration, "rejected", f"tests {v.run.status}: {_run_problem(v, budget)}")
     if v.mismatch:

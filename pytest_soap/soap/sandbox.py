@@ -356,7 +356,7 @@ class Verified:
 
 def verify(sandbox: Sandbox, target_file: str, qualname: str, nodeids: Sequence[str], original: str,
            champion: str | None, race: Sequence[str], timeout_s: float, memory_mb: int, alpha: float = 0.01,
-           compete: bool = True, champion_peak_mb: float | None = None) -> Verified:
+           compete: bool = True, champion_peak_mb: float | None = None, check_budget_s: float | None = None) -> Verified:
     """Run the covering tests with the tree as it is (the candidate) under verify.py: each call of a changed
     function is checked against `original` (the module's text) on copies of its arguments; then, if all is
     well and `compete`, the `race` tests run alternately with `champion` (None: the original) and the tree,
@@ -371,7 +371,8 @@ def verify(sandbox: Sandbox, target_file: str, qualname: str, nodeids: Sequence[
     spec.write_text(json.dumps({"root": str(sandbox.path), "file": target_file, "qualname": qualname,
                                 "original": str(texts["original"]), "champion": str(texts["champion"]) if champion else None,
                                 "race": list(race), "compete": compete, "peak": not compete, "alpha": alpha,
-                                "champion_peak_mb": champion_peak_mb, "out": str(out)}), encoding="utf-8")
+                                "champion_peak_mb": champion_peak_mb, "check_budget_s": check_budget_s,
+                                "out": str(out)}), encoding="utf-8")
     run = run_pytest(sandbox, nodeids, timeout_s, memory_mb, ["-p", "pytest_soap.soap.verify", f"--soap-verify={spec}"])
     try:
         result = json.loads(out.read_text(encoding="utf-8"))

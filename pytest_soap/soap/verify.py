@@ -51,7 +51,10 @@ import pytest
 from ..stats import mann_whitney_greater
 
 MAX_SAMPLED = 200  # every call up to this many is checked, and after them the 256th, 512th, ...: a spread
-CHECK_BUDGET_S = 5.0  # time the check may add to the run (copies, the original's runs); then it samples no more
+# The time the check may add to the run (copies, the original's runs), unless the spec says: then it samples no
+# more. The loop gives it the original's run of the covering tests, so a round stays within its cost target.
+CHECK_BUDGET_S = 5.0
+CONTROLLED = 20  # a function's first sampled calls get a second copy, to tell chance from a difference
 MAX_COPY_OBJECTS = 200_000  # arguments larger than this (or MAX_COPY_MB) are not copied: the call is too big
 MAX_COPY_MB = 64
 MAX_ITEMS = 10_000  # items of a returned iterator that are compared
@@ -528,6 +531,7 @@ class Check:
                  champion_text: str | None, root: Path | None = None):
         self.module = module
         self.shared = shared_objects(root) if root is not None else {}
+        self.budget_s = CHECK_BUDGET_S
         self.target_key = tuple(target.split("."))
         if len(self.target_key) > 2:
             raise TargetError(f"{target} is not a function or a method of a top-level class")
@@ -628,7 +632,7 @@ class Check:
 
     def _sampled(self, tally: Tally) -> bool:
         n = tally.calls
-        return self.mismatch is None and self.spent_s < CHECK_BUDGET_S and (n <= MAX_SAMPLED or n & (n - 1) == 0)
+        return self.mismatch is None and self.spent_s < self.budget_s and (n <= MAX_SAMPLED or n & (n - 1) == 0)
 
     def _copies(self, tally: Tally, args: tuple, kwargs: dict):
         """Two deep copies of the arguments taken before any run, or None (and why, tallied)."""
@@ -638,7 +642,10 @@ class Check:
                 tally.first_problem = tally.first_problem or f"its arguments hold over {MAX_COPY_MB} MiB or " \
                                                              f"{MAX_COPY_OBJECTS} objects"
                 return None
-            return copy.deepcopy((args, kwargs), dict(self.shared)), copy.deepcopy((args, kwargs), dict(self.shared))
+            first = copy.deepcopy((args, kwargs), dict(self.shared))
+            # The second copy, for the control, while the function has not shown it repeats itself.
+            controlled = tally.checked + tally.unreproducible < CONTROLLED or tally.unreproducible
+            return first, copy.deepcopy((args, kwargs), dict(self.shared)) if controlled else None
         except RecursionError:
             reason = "its arguments nest deeper than deepcopy can follow"
         except Exception as exc:
@@ -656,7 +663,8 @@ class Check:
         elif again is not None and difference(expected, again, method) is not None:
             tally.unreproducible += 1  # the original differs from itself: chance, the clock, a counter
         elif self.mismatch is None:
-            self.mismatch = f"call {tally.calls} of {qualname}, {_call_text(qualname, *copies[1], method)}: {found}"
+            shown = copies[1] or copies[0]  # the untouched copy, else the one the original ran on
+            self.mismatch = f"call {tally.calls} of {qualname}, {_call_text(qualname, *shown, method)}: {found}"
 
     def _as_original(self):
         """Run the original's code for a moment: its own calls to the functions it shares go to its versions."""
@@ -702,7 +710,7 @@ class Check:
                 started = time.perf_counter()
                 if copies is not None:
                     again = None
-                    if difference(expected, got, method) is not None:
+                    if difference(expected, got, method) is not None and copies[1] is not None:
                         with check._as_original():
                             again = check._run(original, *copies[1])
                     check._settle(tally, qualname, method, copies, expected, got, again)
@@ -723,7 +731,7 @@ class Check:
                 got = await check._run_async(candidate, args, kwargs)
                 if copies is not None:
                     again = None
-                    if difference(expected, got, method) is not None:
+                    if difference(expected, got, method) is not None and copies[1] is not None:
                         with check._as_original():
                             again = await check._run_async(original, *copies[1])
                     check._settle(tally, qualname, method, copies, expected, got, again)
@@ -803,6 +811,7 @@ class Verifier:
             original = Path(self.spec["original"]).read_text(encoding="utf-8")
             champion = Path(self.spec["champion"]).read_text(encoding="utf-8") if self.spec.get("champion") else None
             self.check = Check(module, self.spec["qualname"], tree_text, original, champion, root.resolve())
+            self.check.budget_s = float(self.spec.get("check_budget_s") or CHECK_BUDGET_S)
         except TargetError as exc:
             self.error = str(exc)
             session.shouldstop = f"soap verify: {exc}"
