@@ -36,6 +36,10 @@ def test_unique_keeps_first_seen_order():
 def test_unique_on_a_large_list():
     data = list(range(1500, 0, -1)) * 2
     assert len(unique(data)) == 1500  # weak: only the length
+
+
+def test_something_else():
+    assert sorted([2, 1]) == [1, 2]
 '''
 
 
@@ -174,6 +178,9 @@ def test_a_revision_is_applied_only_over_the_text_the_loop_started_from(project)
 def test_a_rate_limit_is_retried_and_a_server_that_keeps_failing_ends_the_loop_in_one_line(project):
     opt, server = run_loop(project, [Error(429, "slow down", retry_after=0), FAST], iterations=1)
     assert opt.status == "accepted" and len(server.requests) == 2
+    # The first run took the regressed tests' whole file; the tests that call the target covered it from then on.
+    assert opt.checks["tests"] == ["tests/test_work.py::test_unique_keeps_first_seen_order",
+                                   "tests/test_work.py::test_unique_on_a_large_list"]
     opt, _ = run_loop(project, [Forever(Error(500, "boom"))], iterations=3)
     assert opt.status == "failed" and "500" in opt.reason and "\n" not in opt.reason
     assert len(opt.candidates) == 1 and opt.revised is None

@@ -153,10 +153,12 @@ def optimize(target: Target, provider, model: str, iterations: int, metrics: lis
 def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str, iterations: int,
           goals: list[str], evidence: str, thresholds: Thresholds, progress: Callable[[str], None],
           profile_view: str, task: str) -> None:
-    tests, race = list(target.tests), list(target.race_tests)
+    # The first run takes the regressed tests' whole modules: their other tests exercise the same code, and
+    # those that call the target (or a function the reply may revise) are its covering tests from then on.
+    race = list(target.race_tests)
     budget = first_budget(target.measured_s)
-    first = verify(box, target.file, target.qualname, tests, opt.original, None, race, budget.seconds, MEMORY_MB,
-                   compete=False)
+    first = verify(box, target.file, target.qualname, _modules_of(target.tests), opt.original, None, race,
+                   budget.seconds, MEMORY_MB, compete=False, watch=[target.qualname, *target.revisable])
     if first.run.status != "passed":
         opt.reason = f"the original's tests do not pass in a clean copy of the tree: {_run_problem(first, budget)}"
         return
@@ -170,6 +172,7 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         opt.reason = f"none of the regressed tests ({', '.join(race)}) ran: there is nothing to measure a gain on"
         return
     race = first.raced  # when none were named, the tests that call the target
+    tests = sorted(set(first.callers) | set(race)) if target.tests else []
     best_peak = (first.race or {}).get("peak_mb", {}).get("challenger")  # the original's, then each kept one's
     checking, profiling = check_budget(first.run.seconds, first.tests_s or 0.0), profile_budget(first.run.seconds)
     opt.checks = {"tests": tests, "raced": first.raced, "compared_calls": 0, "rounds": 0,
@@ -221,8 +224,8 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         seconds["model"] = time.perf_counter() - started
         _count(opt, reply)
         started = time.perf_counter()
-        tried = _try(reply.text, iteration, target, box, best_text, best_peak, race, first.run.seconds, checking, goals,
-                     thresholds, opt)
+        tried = _try(reply.text, iteration, target, box, best_text, best_peak, tests, race, first.run.seconds, checking,
+                     goals, thresholds, opt)
         seconds["check_and_race"] = time.perf_counter() - started
         tried.seconds = {stage: round(s, 3) for stage, s in seconds.items()}
         opt.candidates.append(tried)
@@ -240,6 +243,11 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         opt.status, opt.reason = "accepted", ""
     elif opt.status == "rejected" and not opt.reason:
         opt.reason = "no candidate was correct and measurably cheaper"
+
+
+def _modules_of(nodeids) -> list[str]:
+    """The test files of these node ids, in order; none named: none (the whole suite)."""
+    return list(dict.fromkeys(nodeid.split("::")[0] for nodeid in nodeids))
 
 
 def _run_problem(v: Verified, budget: Budget) -> str:
@@ -263,7 +271,7 @@ def behaviour(functions: dict[str, dict]) -> str:
 
 
 def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: str, best_peak: float | None,
-         race: list[str], first_s: float, budget: Budget,
+         tests: list[str], race: list[str], first_s: float, budget: Budget,
          goals: list[str], thresholds: Thresholds, opt: Optimization) -> Tried:
     """Verify and race one reply's candidate; a kept one becomes opt.revised and opt.after."""
     try:
@@ -271,7 +279,7 @@ def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: st
     except CandidateError as e:
         return Tried(iteration, "rejected", str(e))
     box.write(target.file, candidate)
-    v = verify(box, target.file, target.qualname, list(target.tests), opt.original, best_text, race,
+    v = verify(box, target.file, target.qualname, tests, opt.original, best_text, race,
                budget.seconds, MEMORY_MB, thresholds.paired_alpha, champion_peak_mb=best_peak,
                check_budget_s=sampling_budget(first_s))
     if v.run.status != "passed":

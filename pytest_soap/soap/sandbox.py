@@ -348,6 +348,7 @@ class Verified:
     problem: str | None  # why the check or the race could not be done, one line
     tests_s: float | None  # the regressed tests' call time in this run
     raced: list[str]  # the regressed tests found among the tests run
+    callers: list[str]  # the tests that called the target or another function the check wrapped
 
     @property
     def checked(self) -> int:
@@ -356,7 +357,8 @@ class Verified:
 
 def verify(sandbox: Sandbox, target_file: str, qualname: str, nodeids: Sequence[str], original: str,
            champion: str | None, race: Sequence[str], timeout_s: float, memory_mb: int, alpha: float = 0.01,
-           compete: bool = True, champion_peak_mb: float | None = None, check_budget_s: float | None = None) -> Verified:
+           compete: bool = True, champion_peak_mb: float | None = None, check_budget_s: float | None = None,
+           watch: Sequence[str] = ()) -> Verified:
     """Run the covering tests with the tree as it is (the candidate) under verify.py: each call of a changed
     function is checked against `original` (the module's text) on copies of its arguments; then, if all is
     well and `compete`, the `race` tests run alternately with `champion` (None: the original) and the tree,
@@ -372,6 +374,7 @@ def verify(sandbox: Sandbox, target_file: str, qualname: str, nodeids: Sequence[
                                 "original": str(texts["original"]), "champion": str(texts["champion"]) if champion else None,
                                 "race": list(race), "compete": compete, "peak": not compete, "alpha": alpha,
                                 "champion_peak_mb": champion_peak_mb, "check_budget_s": check_budget_s,
+                                "watch": list(watch),
                                 "out": str(out)}), encoding="utf-8")
     run = run_pytest(sandbox, nodeids, timeout_s, memory_mb, ["-p", "pytest_soap.soap.verify", f"--soap-verify={spec}"])
     try:
@@ -380,4 +383,4 @@ def verify(sandbox: Sandbox, target_file: str, qualname: str, nodeids: Sequence[
         result = {}
     problem = result.get("error") or result.get("race_failed")
     return Verified(run, result.get("functions") or {}, result.get("mismatch"), result.get("race"), problem,
-                    result.get("tests_s"), result.get("raced") or [])
+                    result.get("tests_s"), result.get("raced") or [], result.get("callers") or [])

@@ -40,12 +40,14 @@ class LoopRun:
 
 
 def plan(attributions: list[Attribution], verdicts: dict[str, TestVerdict], root: Path,
-         changed: list[tuple[str, str]] = ()) -> list[Planned]:
+         changed: list[tuple[str, str]] = (), module_times: dict[str, float] | None = None) -> list[Planned]:
     """One plan per function that some regressed tests blame most, with those tests. Its alternatives are every
     function their causes name (a nested one as the function that defines it): the changed ones first, then the
     unchanged, each most to blame first. Each target carries the others as its related functions, and every
     function the diff `changed` in its file too: a fix often rewrites a changed function the profiles left
-    out (on sqlparse, TokenList.group_tokens beside the blamed TokenList.__init__)."""
+    out (on sqlparse, TokenList.group_tokens beside the blamed TokenList.__init__). With `module_times` (each
+    test file's time in the gate's run), a target's measured time is its tests' files': the loop's first run
+    takes them whole."""
     groups: dict[tuple[str, str], list[Attribution]] = {}
     blamed = {a.nodeid: _blamed(a) for a in attributions}
     for a in attributions:
@@ -65,6 +67,8 @@ def plan(attributions: list[Attribution], verdicts: dict[str, TestVerdict], root
             if key not in related and key[0].endswith(".py") and "<locals>" not in key[1]:
                 related[key] = Related(*key, 0.0, True)
         measured = [verdicts[t].measurement.figure("time_s") for t in tests]
+        if module_times is not None:
+            measured = [module_times.get(file) for file in dict.fromkeys(t.split("::")[0] for t in tests)]
         targets = [Target(root, file, qualname, tests=tuple(tests), race=tuple(tests),
                           related=tuple(r for k, r in related.items() if k != (file, qualname)
                                         and (k in parts or k[0] == file)),

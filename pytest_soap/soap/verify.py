@@ -528,7 +528,7 @@ class Check:
     """The wrapped functions, the versions and what the check found."""
 
     def __init__(self, module: types.ModuleType, target: str, tree_text: str, original_text: str,
-                 champion_text: str | None, root: Path | None = None):
+                 champion_text: str | None, root: Path | None = None, watch: tuple[str, ...] = ()):
         self.module = module
         self.shared = shared_objects(root) if root is not None else {}
         self.budget_s = CHECK_BUDGET_S
@@ -537,7 +537,8 @@ class Check:
             raise TargetError(f"{target} is not a function or a method of a top-level class")
         originals = overlay(module, original_text, tree_text, "the original")
         champions = originals if champion_text in (None, original_text) else overlay(module, champion_text, tree_text, "the best version")
-        self.keys = sorted(set(originals) | set(champions) | {self.target_key})
+        watch_keys = {tuple(q.split(".")) for q in watch if len(q.split(".")) <= 2} | {self.target_key}
+        self.keys = sorted(set(originals) | set(champions) | watch_keys)
         if len(self.target_key) == 2 and not isinstance(vars(module).get(self.target_key[0]), type):
             raise TargetError(f"{module.__name__} defines no class {self.target_key[0]}")
         self.tree = {key: vars(holder_of(module, key)).get(key[-1], _ABSENT) for key in self.keys}
@@ -552,7 +553,7 @@ class Check:
         self.champion = self._version(champions)
         self.candidate = self._version({})
         # Wrapped: every function the candidate changed that the original has, and the target.
-        watched = [key for key in self.keys if key in originals and self.tree[key] is not _ABSENT] + [self.target_key]
+        watched = [key for key in self.keys if (key in originals or key in watch_keys) and self.tree[key] is not _ABSENT]
         self.tallies: dict[str, Tally] = {}
         self.mismatch: str | None = None
         self.spent_s = 0.0
@@ -810,7 +811,8 @@ class Verifier:
             tree_text = (root / self.spec["file"]).read_text(encoding="utf-8")
             original = Path(self.spec["original"]).read_text(encoding="utf-8")
             champion = Path(self.spec["champion"]).read_text(encoding="utf-8") if self.spec.get("champion") else None
-            self.check = Check(module, self.spec["qualname"], tree_text, original, champion, root.resolve())
+            self.check = Check(module, self.spec["qualname"], tree_text, original, champion, root.resolve(),
+                               tuple(self.spec.get("watch") or ()))
             self.check.budget_s = float(self.spec.get("check_budget_s") or CHECK_BUDGET_S)
         except TargetError as exc:
             self.error = str(exc)
@@ -933,6 +935,7 @@ class Verifier:
         if check is not None:
             check.candidate.apply()
             result.update(mismatch=check.mismatch, race=self.race, check_s=round(check.spent_s, 4),
+                          callers=sorted(c for c in check.callers if c),
                           functions={name: vars(t) for name, t in check.tallies.items()})
         Path(self.spec["out"]).write_text(json.dumps(result), encoding="utf-8")
 
