@@ -240,10 +240,9 @@ class SoapSession:
         except llm.ModelUnavailable as e:
             self.notes.append(str(e))
             return
-        module_times: dict[str, float] = {}  # the loop's first run takes the regressed tests' files whole
-        for m in self.measurements.values():
-            module_times[m.nodeid.split("::")[0]] = module_times.get(m.nodeid.split("::")[0], 0.0) + (m.figure("time_s") or 0.0)
-        planned = loop_session.plan(list(self.attributions.values()), self._regressed(), root, self.changed, module_times)
+        # The session's passing tests: the loop's first run finds those that call a target, its covering tests.
+        passed = {m.nodeid: m.figure("time_s") or 0.0 for m in self.measurements.values() if m.outcome == "passed"}
+        planned = loop_session.plan(list(self.attributions.values()), self._regressed(), root, self.changed, passed)
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         quiet = bool(os.environ.get("CI")) or reporter is None
         progress = (lambda line: None) if quiet else (lambda line: reporter.write_line(f"pytest-soap: {line}"))

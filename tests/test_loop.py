@@ -178,9 +178,6 @@ def test_a_revision_is_applied_only_over_the_text_the_loop_started_from(project)
 def test_a_rate_limit_is_retried_and_a_server_that_keeps_failing_ends_the_loop_in_one_line(project):
     opt, server = run_loop(project, [Error(429, "slow down", retry_after=0), FAST], iterations=1)
     assert opt.status == "accepted" and len(server.requests) == 2
-    # The first run took the regressed tests' whole file; the tests that call the target covered it from then on.
-    assert opt.checks["tests"] == ["tests/test_work.py::test_unique_keeps_first_seen_order",
-                                   "tests/test_work.py::test_unique_on_a_large_list"]
     opt, _ = run_loop(project, [Forever(Error(500, "boom"))], iterations=3)
     assert opt.status == "failed" and "500" in opt.reason and "\n" not in opt.reason
     assert len(opt.candidates) == 1 and opt.revised is None
@@ -260,3 +257,16 @@ def test_every_time_limit_comes_from_what_was_measured():
     assert check_budget(2.0, 0.5).seconds < check_budget(4.0, 0.5).seconds < check_budget(4.0, 1.0).seconds
     assert check_budget(30.0, 30.0).seconds > 30.0 * 2 * 9  # the race's samples of a 30 s test fit
     assert profile_budget(1.0).seconds < profile_budget(10.0).seconds
+
+
+def test_the_covering_tests_are_those_of_the_given_ones_that_call_the_target(project):
+    # From the gate, a target's tests are the session's passing tests; the first run finds which call it.
+    race = ("tests/test_work.py::test_unique_on_a_large_list",)
+    with MessagesServer([FAST]) as server:
+        provider = AnthropicProvider(api_key="sk-test", base_url=server.url, timeout=10, max_retries=2)
+        opt = optimize(Target(project, "pkg/work.py", "unique", ("tests/test_work.py",), race), provider,
+                       "claude-test", 1, ["time_s"], "time 12.0×")
+    assert opt.status == "accepted", (opt.reason, opt.candidates)
+    assert opt.checks["tests"] == ["tests/test_work.py::test_unique_keeps_first_seen_order",
+                                   "tests/test_work.py::test_unique_on_a_large_list"]  # not test_something_else
+    assert opt.checks["raced"] == list(race)

@@ -164,9 +164,9 @@ def test_every_function_the_diff_changed_in_the_target_s_file_is_revisable_with_
     assert p.target.revisable == ("Parser._advance",)
 
 
-def test_with_each_file_s_time_the_measured_time_is_the_regressed_tests_files(root):
+def test_with_the_session_s_passing_tests_they_are_the_covering_tests_and_their_time_is_measured(root):
     a = attribution("t.py::a", cause("Parser.parse", 0.9))
-    b = attribution("u.py::b", cause("Parser.parse", 0.9))
-    verdicts = {"t.py::a": verdict("t.py::a", 0.1), "u.py::b": verdict("u.py::b", 0.2)}
-    [p] = session.plan([a, b], verdicts, root, module_times={"t.py": 1.5, "u.py": 0.5, "v.py": 9.0})
-    assert p.target.measured_s == pytest.approx(2.0)  # the loop's first run takes t.py and u.py whole
+    verdicts = {"t.py::a": verdict("t.py::a", 0.1)}
+    [p] = session.plan([a], verdicts, root, passed={"t.py::a": 0.1, "u.py::b": 0.5, "v.py::c": 1.0})
+    assert p.target.tests == ("t.py::a", "u.py::b", "v.py::c") and p.target.race == ("t.py::a",)
+    assert p.target.measured_s == pytest.approx(1.6)  # the loop's first run takes them all, to find the callers

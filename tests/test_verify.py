@@ -492,3 +492,23 @@ def test_a_registering_decorator_does_not_run_twice_and_calls_through_the_regist
     wrong = REGISTERED.replace("// 300 for", "// 300 + 1 for")
     assert check(tmp_path / "wrong", files, "spread", wrong).mismatch == (
         "call 1 of spread, spread(3): returned 6 where the original returned 3")
+
+
+def test_with_the_calls_counted_the_check_spreads_over_the_whole_run_and_every_test(tmp_path):
+    # The candidate differs only on the last of 3000 calls: the first 200 and the powers of two miss it; a
+    # spread over the counted calls, with each test's first call, does not.
+    original = "def sign(x):\n    return (x > 0) - (x < 0)\n"
+    tests = ("from pkg.calc import sign\n"
+             "def test_many():\n    assert all(sign(i) >= 0 for i in range(2999))\n"
+             "def test_last():\n    assert sign(-5) <= 0\n")
+    files = {**PKG, "pkg/calc.py": original, "tests/test_calc.py": tests}
+    wrong = "def sign(x):\n    return 1 if x > 0 else (0 if x >= -4 else -2)\n"
+    make_repo(tmp_path, files)
+    with Sandbox(tmp_path) as sandbox:
+        sandbox.write("pkg/calc.py", wrong)
+        front = verify(sandbox, "pkg/calc.py", "sign", ["tests"], original, None, [], LIMIT_S, 0)
+        spread = verify(sandbox, "pkg/calc.py", "sign", ["tests"], original, None, [], LIMIT_S, 0,
+                        expected_calls={"sign": 3000})
+    assert front.run.status == spread.run.status == "passed"
+    assert front.mismatch is None and front.functions["sign"]["checked"] == MAX_SAMPLED + 4
+    assert spread.mismatch == "call 3000 of sign, sign(-5): returned -2 where the original returned -1"

@@ -153,11 +153,11 @@ def optimize(target: Target, provider, model: str, iterations: int, metrics: lis
 def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str, iterations: int,
           goals: list[str], evidence: str, thresholds: Thresholds, progress: Callable[[str], None],
           profile_view: str, task: str) -> None:
-    # The first run takes the regressed tests' whole modules: their other tests exercise the same code, and
-    # those that call the target (or a function the reply may revise) are its covering tests from then on.
+    # The first run takes every test it is given (from the gate: the session's passing tests), and those that
+    # call the target, or a function the reply may revise, are its covering tests from then on.
     race = list(target.race_tests)
     budget = first_budget(target.measured_s)
-    first = verify(box, target.file, target.qualname, _modules_of(target.tests), opt.original, None, race,
+    first = verify(box, target.file, target.qualname, list(target.tests), opt.original, None, race,
                    budget.seconds, MEMORY_MB, compete=False, watch=[target.qualname, *target.revisable])
     if first.run.status != "passed":
         opt.reason = f"the original's tests do not pass in a clean copy of the tree: {_run_problem(first, budget)}"
@@ -224,8 +224,8 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         seconds["model"] = time.perf_counter() - started
         _count(opt, reply)
         started = time.perf_counter()
-        tried = _try(reply.text, iteration, target, box, best_text, best_peak, tests, race, first.run.seconds, checking,
-                     goals, thresholds, opt)
+        tried = _try(reply.text, iteration, target, box, best_text, best_peak, tests, race, first.run.seconds,
+                     {name: f["calls"] for name, f in first.functions.items()}, checking, goals, thresholds, opt)
         seconds["check_and_race"] = time.perf_counter() - started
         tried.seconds = {stage: round(s, 3) for stage, s in seconds.items()}
         opt.candidates.append(tried)
@@ -243,11 +243,6 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         opt.status, opt.reason = "accepted", ""
     elif opt.status == "rejected" and not opt.reason:
         opt.reason = "no candidate was correct and measurably cheaper"
-
-
-def _modules_of(nodeids) -> list[str]:
-    """The test files of these node ids, in order; none named: none (the whole suite)."""
-    return list(dict.fromkeys(nodeid.split("::")[0] for nodeid in nodeids))
 
 
 def _run_problem(v: Verified, budget: Budget) -> str:
@@ -271,7 +266,7 @@ def behaviour(functions: dict[str, dict]) -> str:
 
 
 def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: str, best_peak: float | None,
-         tests: list[str], race: list[str], first_s: float, budget: Budget,
+         tests: list[str], race: list[str], first_s: float, expected_calls: dict[str, int], budget: Budget,
          goals: list[str], thresholds: Thresholds, opt: Optimization) -> Tried:
     """Verify and race one reply's candidate; a kept one becomes opt.revised and opt.after."""
     try:
@@ -281,7 +276,7 @@ def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: st
     box.write(target.file, candidate)
     v = verify(box, target.file, target.qualname, tests, opt.original, best_text, race,
                budget.seconds, MEMORY_MB, thresholds.paired_alpha, champion_peak_mb=best_peak,
-               check_budget_s=sampling_budget(first_s))
+               check_budget_s=sampling_budget(first_s), expected_calls=expected_calls)
     if v.run.status != "passed":
         return Tried(iteration, "rejected", f"tests {v.run.status}: {_run_problem(v, budget)}")
     if v.mismatch:

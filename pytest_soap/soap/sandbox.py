@@ -358,7 +358,7 @@ class Verified:
 def verify(sandbox: Sandbox, target_file: str, qualname: str, nodeids: Sequence[str], original: str,
            champion: str | None, race: Sequence[str], timeout_s: float, memory_mb: int, alpha: float = 0.01,
            compete: bool = True, champion_peak_mb: float | None = None, check_budget_s: float | None = None,
-           watch: Sequence[str] = ()) -> Verified:
+           watch: Sequence[str] = (), expected_calls: dict[str, int] | None = None) -> Verified:
     """Run the covering tests with the tree as it is (the candidate) under verify.py: each call of a changed
     function is checked against `original` (the module's text) on copies of its arguments; then, if all is
     well and `compete`, the `race` tests run alternately with `champion` (None: the original) and the tree,
@@ -374,7 +374,7 @@ def verify(sandbox: Sandbox, target_file: str, qualname: str, nodeids: Sequence[
                                 "original": str(texts["original"]), "champion": str(texts["champion"]) if champion else None,
                                 "race": list(race), "compete": compete, "peak": not compete, "alpha": alpha,
                                 "champion_peak_mb": champion_peak_mb, "check_budget_s": check_budget_s,
-                                "watch": list(watch),
+                                "watch": list(watch), "expected_calls": expected_calls or {},
                                 "out": str(out)}), encoding="utf-8")
     run = run_pytest(sandbox, nodeids, timeout_s, memory_mb, ["-p", "pytest_soap.soap.verify", f"--soap-verify={spec}"])
     try:

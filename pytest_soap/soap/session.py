@@ -40,14 +40,15 @@ class LoopRun:
 
 
 def plan(attributions: list[Attribution], verdicts: dict[str, TestVerdict], root: Path,
-         changed: list[tuple[str, str]] = (), module_times: dict[str, float] | None = None) -> list[Planned]:
+         changed: list[tuple[str, str]] = (), passed: dict[str, float] | None = None) -> list[Planned]:
     """One plan per function that some regressed tests blame most, with those tests. Its alternatives are every
     function their causes name (a nested one as the function that defines it): the changed ones first, then the
     unchanged, each most to blame first. Each target carries the others as its related functions, and every
     function the diff `changed` in its file too: a fix often rewrites a changed function the profiles left
-    out (on sqlparse, TokenList.group_tokens beside the blamed TokenList.__init__). With `module_times` (each
-    test file's time in the gate's run), a target's measured time is its tests' files': the loop's first run
-    takes them whole."""
+    out (on sqlparse, TokenList.group_tokens beside the blamed TokenList.__init__). With `passed` (the node ids
+    of the session's tests that passed, and their time in the gate's run), they are the targets' covering tests:
+    the loop's first run finds which of them call the target, and its measured time is theirs. A wrong revision
+    of sqlparse's TokenList.__init__ differed only on calls from another test file than the regressed test's."""
     groups: dict[tuple[str, str], list[Attribution]] = {}
     blamed = {a.nodeid: _blamed(a) for a in attributions}
     for a in attributions:
@@ -67,9 +68,12 @@ def plan(attributions: list[Attribution], verdicts: dict[str, TestVerdict], root
             if key not in related and key[0].endswith(".py") and "<locals>" not in key[1]:
                 related[key] = Related(*key, 0.0, True)
         measured = [verdicts[t].measurement.figure("time_s") for t in tests]
-        if module_times is not None:
-            measured = [module_times.get(file) for file in dict.fromkeys(t.split("::")[0] for t in tests)]
-        targets = [Target(root, file, qualname, tests=tuple(tests), race=tuple(tests),
+        covering = tuple(tests)
+        if passed:
+            covering = tuple(dict.fromkeys([*tests, *passed]))
+            measured = [passed.get(t, verdicts[t].measurement.figure("time_s")) if t in verdicts else passed[t]
+                        for t in covering]
+        targets = [Target(root, file, qualname, tests=covering, race=tuple(tests),
                           related=tuple(r for k, r in related.items() if k != (file, qualname)
                                         and (k in parts or k[0] == file)),
                           measured_s=None if None in measured else sum(measured))
