@@ -528,7 +528,9 @@ def print_main(rows: list[dict]) -> None:
                 print(f"        set-up before round 1: {setup[key]:.1f}s")
             timed = {i: (s, line) for i, s, line in per_round.get(key, [])}
             for c in o.get("candidates", []):
-                s = timed.get(c["iteration"], (None, ""))[0]
+                # The loop's own cost in the round: every stage it timed but the model's answer.
+                stages = {k: v for k, v in (c.get("seconds") or {}).items() if k != "model" and isinstance(v, (int, float))}
+                s = sum(stages.values()) if stages else timed.get(c["iteration"], (None, ""))[0]
                 over = f", {s / budget:.2f}x the round target" if s is not None else ""
                 own = ", ".join(f"{k} {v:.1f}s" for k, v in (c.get("seconds") or {}).items() if isinstance(v, (int, float)))
                 print(f"        round {c['iteration']}: {c['status']} ({seconds(s)}{over}{'; ' + own if own else ''}): "
