@@ -375,6 +375,7 @@ def verify(sandbox: Sandbox, target_file: str, qualname: str, nodeids: Sequence[
                                 "race": list(race), "compete": compete, "peak": not compete, "alpha": alpha,
                                 "champion_peak_mb": champion_peak_mb, "check_budget_s": check_budget_s,
                                 "watch": list(watch), "expected_calls": expected_calls or {},
+                                "tests_count": len(nodeids),
                                 "out": str(out)}), encoding="utf-8")
     run = run_pytest(sandbox, nodeids, timeout_s, memory_mb, ["-p", "pytest_soap.soap.verify", f"--soap-verify={spec}"])
     try:

@@ -562,6 +562,8 @@ class Check:
         self.tallies: dict[str, Tally] = {}
         self.mismatch: str | None = None
         self.spent_s = 0.0
+        self.spent_in: dict[str | None, float] = {}  # by test: a fair share of the budget for each
+        self.tests = 1  # the tests the run covers, to share the budget among
         self.current: str | None = None  # the test running now
         self.callers: set[str | None] = set()  # the tests that called a wrapped function
         self._busy = threading.local()
@@ -638,11 +640,18 @@ class Check:
 
     def _sampled(self, tally: Tally, first_in_test: bool) -> bool:
         n = tally.calls
-        if self.mismatch is not None or self.spent_s >= self.budget_s:
+        if self.mismatch is not None or self.spent_s >= 2 * self.budget_s:
             return False
         if tally.every:
-            return first_in_test or (n - 1) % tally.every == 0
-        return n <= MAX_SAMPLED or n & (n - 1) == 0
+            # Each test's first call, then the spread within the test's share of the budget: a test whose calls
+            # carry a large parse tree (sqlparse's DoS tests) must not use up what every other test's calls need.
+            share = self.spent_in.get(self.current, 0.0) < self.budget_s / self.tests
+            return first_in_test or ((n - 1) % tally.every == 0 and share and self.spent_s < self.budget_s)
+        return self.spent_s < self.budget_s and (n <= MAX_SAMPLED or n & (n - 1) == 0)
+
+    def spend(self, seconds: float) -> None:
+        self.spent_s += seconds
+        self.spent_in[self.current] = self.spent_in.get(self.current, 0.0) + seconds
 
     def _copies(self, tally: Tally, args: tuple, kwargs: dict):
         """Two deep copies of the arguments taken before any run, or None (and why, tallied)."""
@@ -703,7 +712,7 @@ class Check:
                 return False, None
             started = time.perf_counter()
             copies = check._copies(tally, args, kwargs)
-            check.spent_s += time.perf_counter() - started
+            check.spend(time.perf_counter() - started)
             return True, copies
 
         def checked(*args, **kwargs):
@@ -716,7 +725,7 @@ class Check:
                 if copies is not None:
                     with check._as_original():
                         expected = check._run(original, *copies[0])
-                check.spent_s += time.perf_counter() - started
+                check.spend(time.perf_counter() - started)
                 got = check._run(candidate, args, kwargs)
                 started = time.perf_counter()
                 if copies is not None:
@@ -725,7 +734,7 @@ class Check:
                         with check._as_original():
                             again = check._run(original, *copies[1])
                     check._settle(tally, qualname, method, copies, expected, got, again)
-                check.spent_s += time.perf_counter() - started
+                check.spend(time.perf_counter() - started)
             finally:
                 check._busy.active = False
             return got.give()
@@ -824,6 +833,7 @@ class Verifier:
             self.check = Check(module, self.spec["qualname"], tree_text, original, champion, root.resolve(),
                                tuple(self.spec.get("watch") or ()))
             self.check.budget_s = float(self.spec.get("check_budget_s") or CHECK_BUDGET_S)
+            self.check.tests = max(1, int(self.spec.get("tests_count") or 1))
             for name, expected in (self.spec.get("expected_calls") or {}).items():
                 if name in self.check.tallies and expected:
                     self.check.tallies[name].every = math.ceil(expected / MAX_SAMPLED)
