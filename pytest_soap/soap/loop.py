@@ -40,7 +40,7 @@ SLACK_S = 5.0
 START_SLACK_S = 30.0
 UNMEASURED_S = 300.0  # the first run's limit when nothing was measured (soap optimize on its own)
 PROFILE_COST = 3.0  # a profiled run (line tracer, then memray) against a plain one
-MIN_CHECK_S = 1.0  # the least time the check may spend on copies and the original's runs
+MIN_CHECK_S = 2.0  # the least time the check may spend on copies and the original's runs
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,9 @@ def first_budget(measured_s: float | None) -> Budget:
 
 
 def sampling_budget(first_s: float) -> float:
-    """What the check may add to a run in copies and the original's runs: as much as the original's whole run of
-    the covering tests took, at least MIN_CHECK_S, so that a round stays near its cost target."""
-    return max(MIN_CHECK_S, first_s)
+    """What the check may add to a run in copies and the original's runs: twice the original's whole run of the
+    covering tests, at least MIN_CHECK_S, so that a round stays within its cost target (3x that run, plus 2 s)."""
+    return max(MIN_CHECK_S, 2 * first_s)
 
 
 def check_budget(first_s: float, race_s: float) -> Budget:
@@ -230,7 +230,8 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         _count(opt, reply)
         started = time.perf_counter()
         tried = _try(reply.text, iteration, target, box, best_text, best_peak, tests, race, first.run.seconds,
-                     {name: f["calls"] for name, f in first.functions.items()}, checking, goals, thresholds, opt)
+                     {name: f["calls"] for name, f in first.functions.items()}, first.calls_by_test, checking, goals,
+                     thresholds, opt)
         seconds["check_and_race"] = time.perf_counter() - started
         tried.seconds = {stage: round(s, 3) for stage, s in seconds.items()}
         opt.candidates.append(tried)
@@ -271,7 +272,8 @@ def behaviour(functions: dict[str, dict]) -> str:
 
 
 def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: str, best_peak: float | None,
-         tests: list[str], race: list[str], first_s: float, expected_calls: dict[str, int], budget: Budget,
+         tests: list[str], race: list[str], first_s: float, expected_calls: dict[str, int],
+         calls_by_test: dict[str, int], budget: Budget,
          goals: list[str], thresholds: Thresholds, opt: Optimization) -> Tried:
     """Verify and race one reply's candidate; a kept one becomes opt.revised and opt.after."""
     try:
@@ -281,7 +283,7 @@ def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: st
     box.write(target.file, candidate)
     v = verify(box, target.file, target.qualname, tests, opt.original, best_text, race,
                budget.seconds, MEMORY_MB, thresholds.paired_alpha, champion_peak_mb=best_peak,
-               check_budget_s=sampling_budget(first_s), expected_calls=expected_calls)
+               check_budget_s=sampling_budget(first_s), expected_calls=expected_calls, calls_by_test=calls_by_test)
     if v.run.status != "passed":
         return Tried(iteration, "rejected", f"tests {v.run.status}: {_run_problem(v, budget)}")
     if v.mismatch:

@@ -349,6 +349,7 @@ class Verified:
     tests_s: float | None  # the regressed tests' call time in this run
     raced: list[str]  # the regressed tests found among the tests run
     callers: list[str]  # the tests that called the target or another function the check wrapped
+    calls_by_test: dict[str, int]  # how many such calls each made
 
     @property
     def checked(self) -> int:
@@ -358,7 +359,8 @@ class Verified:
 def verify(sandbox: Sandbox, target_file: str, qualname: str, nodeids: Sequence[str], original: str,
            champion: str | None, race: Sequence[str], timeout_s: float, memory_mb: int, alpha: float = 0.01,
            compete: bool = True, champion_peak_mb: float | None = None, check_budget_s: float | None = None,
-           watch: Sequence[str] = (), expected_calls: dict[str, int] | None = None) -> Verified:
+           watch: Sequence[str] = (), expected_calls: dict[str, int] | None = None,
+           calls_by_test: dict[str, int] | None = None) -> Verified:
     """Run the covering tests with the tree as it is (the candidate) under verify.py: each call of a changed
     function is checked against `original` (the module's text) on copies of its arguments; then, if all is
     well and `compete`, the `race` tests run alternately with `champion` (None: the original) and the tree,
@@ -375,7 +377,7 @@ def verify(sandbox: Sandbox, target_file: str, qualname: str, nodeids: Sequence[
                                 "race": list(race), "compete": compete, "peak": not compete, "alpha": alpha,
                                 "champion_peak_mb": champion_peak_mb, "check_budget_s": check_budget_s,
                                 "watch": list(watch), "expected_calls": expected_calls or {},
-                                "tests_count": len(nodeids),
+                                "tests_count": len(nodeids), "calls_by_test": calls_by_test or {},
                                 "out": str(out)}), encoding="utf-8")
     run = run_pytest(sandbox, nodeids, timeout_s, memory_mb, ["-p", "pytest_soap.soap.verify", f"--soap-verify={spec}"])
     try:
@@ -384,4 +386,5 @@ def verify(sandbox: Sandbox, target_file: str, qualname: str, nodeids: Sequence[
         result = {}
     problem = result.get("error") or result.get("race_failed")
     return Verified(run, result.get("functions") or {}, result.get("mismatch"), result.get("race"), problem,
-                    result.get("tests_s"), result.get("raced") or [], result.get("callers") or [])
+                    result.get("tests_s"), result.get("raced") or [], result.get("callers") or [],
+                    result.get("calls_by_test") or {})

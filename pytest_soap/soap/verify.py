@@ -562,8 +562,10 @@ class Check:
         self.tallies: dict[str, Tally] = {}
         self.mismatch: str | None = None
         self.spent_s = 0.0
-        self.spent_in: dict[str | None, float] = {}  # by test: a fair share of the budget for each
+        self.spent_in: dict[str | None, float] = {}  # by test: each spends its share of the budget
         self.tests = 1  # the tests the run covers, to share the budget among
+        self.calls_in: dict[str | None, int] = {}  # by test: the calls of wrapped functions it made
+        self.shares: dict[str, float] = {}  # by test: its part of the calls the original's run counted
         self.current: str | None = None  # the test running now
         self.callers: set[str | None] = set()  # the tests that called a wrapped function
         self._busy = threading.local()
@@ -643,9 +645,11 @@ class Check:
         if self.mismatch is not None or self.spent_s >= 2 * self.budget_s:
             return False
         if tally.every:
-            # Each test's first call, then the spread within the test's share of the budget: a test whose calls
-            # carry a large parse tree (sqlparse's DoS tests) must not use up what every other test's calls need.
-            share = self.spent_in.get(self.current, 0.0) < self.budget_s / self.tests
+            # Each test's first call, then the spread within the test's share of the budget, which follows where
+            # the calls are: a test whose calls carry a large parse tree (sqlparse's DoS tests) must not use up
+            # what the others need, nor be left with a sliver when most calls, and the long lines, are its own.
+            part = self.shares.get(self.current, 1 / self.tests) if self.shares else 1 / self.tests
+            share = self.spent_in.get(self.current, 0.0) < self.budget_s * part
             return first_in_test or ((n - 1) % tally.every == 0 and share and self.spent_s < self.budget_s)
         return self.spent_s < self.budget_s and (n <= MAX_SAMPLED or n & (n - 1) == 0)
 
@@ -707,6 +711,7 @@ class Check:
                 return False, None  # a call made inside a checked one is part of its behaviour
             tally.calls += 1
             check.callers.add(check.current)
+            check.calls_in[check.current] = check.calls_in.get(check.current, 0) + 1
             first_in_test, tally.last_test = tally.last_test != check.current, check.current
             if not compare or not check._sampled(tally, first_in_test):
                 return False, None
@@ -834,6 +839,9 @@ class Verifier:
                                tuple(self.spec.get("watch") or ()))
             self.check.budget_s = float(self.spec.get("check_budget_s") or CHECK_BUDGET_S)
             self.check.tests = max(1, int(self.spec.get("tests_count") or 1))
+            counted = self.spec.get("calls_by_test") or {}
+            total = sum(counted.values())
+            self.check.shares = {test: n / total for test, n in counted.items()} if total else {}
             for name, expected in (self.spec.get("expected_calls") or {}).items():
                 if name in self.check.tallies and expected:
                     self.check.tallies[name].every = math.ceil(expected / MAX_SAMPLED)
@@ -959,6 +967,7 @@ class Verifier:
             check.candidate.apply()
             result.update(mismatch=check.mismatch, race=self.race, check_s=round(check.spent_s, 4),
                           callers=sorted(c for c in check.callers if c),
+                          calls_by_test={t: n for t, n in check.calls_in.items() if t},
                           functions={name: vars(t) for name, t in check.tallies.items()})
         Path(self.spec["out"]).write_text(json.dumps(result), encoding="utf-8")
 
