@@ -384,6 +384,15 @@ def test_a_new_guarded_call_is_refused(expression, name):
     assert refused(SHOP, "apply_discount", code) == f"refused: it calls {name}(), which the original does not use"
 
 
+@pytest.mark.parametrize("code", [
+    "import sys\n\ndef apply_discount(items, rate=0.1):\n    sys.modules['pathlib'].Path('/tmp/x').write_text('')\n    return 0\n",
+    "from sys import modules\n\ndef apply_discount(items, rate=0.1):\n    return modules['os'].environ\n",
+])
+def test_reaching_a_module_through_sys_modules_is_refused(code):
+    assert refused(SHOP, "apply_discount", code) == ("refused: it reaches modules through sys.modules, which the "
+                                                     "original does not use")
+
+
 def test_a_guarded_name_passed_around_is_refused_too():
     code = "def apply_discount(items, rate=0.1):\n    return sum(map(eval, items))\n"
     assert refused(SHOP, "apply_discount", code) == "refused: it refers to eval, which the original does not use"

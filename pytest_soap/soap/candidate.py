@@ -130,6 +130,12 @@ def _capabilities(tree: ast.Module) -> dict[str, str]:
             found.setdefault(name, f"calls {name}()")
         elif name := _guarded_builtin(node):
             found.setdefault(name, f"refers to {name}")
+        # Any module is one subscript away through sys.modules: a real hostile reply wrote a file with
+        # sys.modules["pathlib"] and read the environment with sys.modules["os"], past the import check.
+        if (isinstance(node, ast.Attribute) and node.attr == "modules" and isinstance(node.value, ast.Name)
+                and node.value.id == "sys") or (isinstance(node, ast.ImportFrom) and node.module == "sys"
+                                                and any(a.name == "modules" for a in node.names)):
+            found.setdefault("sys.modules", "reaches modules through sys.modules")
     return found
 
 
