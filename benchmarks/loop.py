@@ -4,9 +4,10 @@
 On the bundled example with its planted regression (examples/demo, examples/demo_regression.patch), each
 regressed function goes through the loop with the scripted replies of examples/demo_replies.json, served
 by the loopback Messages API, so the model answers at once. A round is everything from asking the model
-to the verdict on its candidate: splice, the tests in the sandbox, the differential replay, the race, and
-for a kept revision its new profile. The set-up before the first round (the original's tests, recording
-its calls, its profile) happens once per function and is printed apart.
+to the verdict on its candidate: splice, the covering tests in the sandbox with each call checked against
+the original's, the race on the regressed test, and for a kept revision its new profile. The set-up before
+the first round (the original's tests, counting its calls, its profile) happens once per function and is
+printed apart.
 
     python benchmarks/loop.py
 """
@@ -84,7 +85,7 @@ def main() -> int:
                 worst = max(worst, per_round / target)
                 print(f"{qualname:<14}{tests_s:>10.2f}s{asks[0] - start:>8.2f}s{rounds:>8}{per_round:>10.2f}s"
                       f"{target:>8.2f}s{per_round / target:>7.2f}x  {opt.status}"
-                      + (f", its calls {opt.before['time_s'] * 1e3:.1f} ms -> {opt.after['time_s'] * 1e3:.1f} ms"
+                      + (f", its test {opt.before['time_s'] * 1e3:.1f} ms -> {opt.after['time_s'] * 1e3:.1f} ms"
                          if opt.after else f" ({opt.reason})"))
     print(f"\nworst round cost over its target: {worst:.2f}x (target <= 1)")
     return 0
