@@ -9,12 +9,15 @@ race on, the race's statistics and where to write the result.
 
 After collection, each version other than the tree's is laid over the live module: only the definitions
 that differ from the tree's are compiled, against the module's own globals and classes, so every object the
-tests hold stays one of the tree's (an isinstance check or a registry sees no second class). A version is
-applied by rebinding those names, in the module, on its classes, and wherever another module imported them.
+tests hold stays one of the tree's (an isinstance check or a registry sees no second class). A function's
+new code is swapped into the tree's own function object, so its decorators never run twice and every
+reference to it runs the version applied; what cannot be swapped is rebound, in the module, on its classes
+and wherever another module imported it.
 
-The check: each function the candidate changed (and the target) is wrapped. For a bounded sample of calls,
-the arguments are deep-copied before anything runs; the original runs first on a copy, then the candidate on
-the test's own arguments, so the test sees the candidate. Compared: the return values (floats with a
+The check: each function the candidate changed (and the target) is wrapped. For a bounded sample of calls
+(spread over the run and over the tests, within a time budget), the arguments are deep-copied before anything
+runs; the original runs first on a copy, then the candidate on the test's own arguments, so the test sees the
+candidate. Compared: the return values (floats with a
 tolerance; a generator's items), the exceptions' types and messages, the arguments' state after the call,
 and the module's globals and the class's attributes (a change the candidate makes that the original does
 not). A difference is checked against a second run of the original on a second copy: a call whose result
