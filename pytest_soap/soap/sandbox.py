@@ -72,7 +72,7 @@ class Sandbox:
         return self._folder
 
     def __enter__(self) -> Sandbox:
-        import git  # here: processes that only replay or record never need it
+        import git  # here: the processes that run in a sandbox never need it
 
         try:
             repo = git.Repo(self.root, search_parent_directories=True)
