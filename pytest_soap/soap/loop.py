@@ -291,8 +291,7 @@ def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: st
     if v.problem or not v.race:
         return Tried(iteration, "rejected", f"the race did not run: {v.problem or 'no regressed test was run'}")
     opt.checks["compared_calls"] = max(opt.checks.get("compared_calls", 0), v.checked)
-    race = {"time_s": v.race["time_s"], "peak_mb": v.race["peak_mb"]}
-    verdict = judge_race(race, goals, thresholds)
+    verdict = judge_race(v.race, goals, thresholds)
     tried = Tried(iteration, verdict.status, verdict.reason, verdict.time_ratio, verdict.peak_ratio)
     if opt.before is None:
         opt.before = verdict.champion

@@ -57,8 +57,8 @@ from ..stats import mann_whitney_greater
 # every test's first call (a wrong sqlparse revision differed on 3% of imt's calls, all late in the run);
 # else the first this many, and after them the 256th, 512th, ...
 MAX_SAMPLED = 200
-# The time the check may add to the run (copies, the original's runs), unless the spec says: then it samples no
-# more. The loop gives it the original's run of the covering tests, so a round stays within its cost target.
+# The time the check may add to the run (copies, the original's runs) when the spec does not say: then it
+# samples no more. The loop gives it twice the original's run of the covering tests (see loop.sampling_budget).
 CHECK_BUDGET_S = 5.0
 CONTROLLED = 20  # a function's first sampled calls get a second copy, to tell chance from a difference
 MAX_COPY_OBJECTS = 200_000  # arguments larger than this (or MAX_COPY_MB) are not copied: the call is too big
@@ -828,7 +828,8 @@ class Verifier:
         self.peak: dict[str, int] = {}
         self.race: dict | None = None
         self.race_failed: str | None = None
-        self.seconds: dict[str, float] = {}  # the phases: the tests with the check, the race, the peak runs
+        self.raced: list[str] = []  # the race's tests among those collected
+        self.tests_s: float | None = None  # their call time in the check's run
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -869,27 +870,22 @@ class Verifier:
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtestloop(self, session: pytest.Session):
-        started = time.perf_counter()
         yield
-        self.seconds["tests"] = time.perf_counter() - started
         if self.check is None:
             return
         self.check.candidate.apply()
         race = set(self.spec.get("race") or self.check.callers)  # none named: the tests that call the target
-        self.raced = sorted(i.nodeid for i in session.items if i.nodeid in race)
-        tests_s = sum(self.call_s.get(n, 0.0) for n in self.raced)
-        self.tests_s = tests_s
-        if self.spec.get("compete", True) and not session.testsfailed and self.check.mismatch is None:
-            items = [i for i in session.items if i.nodeid in race]
-            if items:
-                started = time.perf_counter()
+        items = [i for i in session.items if i.nodeid in race]
+        self.raced = sorted(i.nodeid for i in items)
+        self.tests_s = sum(self.call_s.get(n, 0.0) for n in self.raced)
+        if not items or session.testsfailed:
+            return
+        if self.spec.get("compete", True):
+            if self.check.mismatch is None:
                 self._race(items)
-                self.seconds["race"] = time.perf_counter() - started - self.seconds.get("peak", 0.0)
-        elif self.spec.get("peak") and not session.testsfailed:  # the original's first run: its peak, for round one
-            items = [i for i in session.items if i.nodeid in race]
-            if items:
-                self.race = {"peak_mb": {"challenger": self._peak(items, self.check.candidate)}}
-                self.check.candidate.apply()
+        elif self.spec.get("peak"):  # the original's first run: its peak, for round one
+            self.race = {"peak_mb": {"challenger": self._peak(items, self.check.candidate)}}
+            self.check.candidate.apply()
 
     def _race(self, items: list[pytest.Item]) -> None:
         from ..rerun import run_again
@@ -930,7 +926,6 @@ class Verifier:
             if pairs >= MIN_PAIRS and min(mann_whitney_greater(times["champion"], times["challenger"]),
                                           mann_whitney_greater(times["challenger"], times["champion"])) <= alpha:
                 break
-        timed = time.perf_counter()
         peaks = {}
         if self.race_failed is None:
             # The best's peak is known from the round that kept it (or the original's first run): a heap traced
@@ -938,7 +933,6 @@ class Verifier:
             known = self.spec.get("champion_peak_mb")
             peaks = {"champion": known if known is not None else self._peak(items, versions["champion"]),
                      "challenger": self._peak(items, versions["challenger"])}
-        self.seconds["peak"] = time.perf_counter() - timed
         self._end_race(times, repeat, pairs, peaks)
 
     def _peak(self, items: list[pytest.Item], version: Version) -> float:
@@ -964,11 +958,10 @@ class Verifier:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         check = self.check
         result = {"error": self.error, "mismatch": None, "functions": {}, "race": None, "race_failed": self.race_failed,
-                  "tests_s": getattr(self, "tests_s", None), "raced": getattr(self, "raced", []), "check_s": 0.0,
-                  "seconds": {phase: round(s, 3) for phase, s in self.seconds.items()}}
+                  "tests_s": self.tests_s, "raced": self.raced}
         if check is not None:
             check.candidate.apply()
-            result.update(mismatch=check.mismatch, race=self.race, check_s=round(check.spent_s, 4),
+            result.update(mismatch=check.mismatch, race=self.race,
                           callers=sorted(c for c in check.callers if c),
                           calls_by_test={t: n for t, n in check.calls_in.items() if t},
                           functions={name: vars(t) for name, t in check.tallies.items()})
