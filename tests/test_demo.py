@@ -29,7 +29,8 @@ def test_soap_demo_catches_the_planted_regression(tmp_path):
     assert "SOAP loop, pick_list: accepted: its calls took" in out
     assert "SOAP loop, parse_orders: accepted: its calls took" in out
     assert re.search(r"tests/test_orders.py::test_pick_list +unchanged: time \d+\.\d\d×", out)
-    assert re.search(r"tests/test_orders.py::test_parse_orders +unchanged: time", out)
+    assert re.search(r"tests/test_orders.py::test_parse_orders +unchanged: time", out), [
+        line for line in out.splitlines() if "test_parse_orders" in line]  # what step 4 read instead
     assert "The loop's patch undid the planted regression; the gate passes." in out
     assert list(tmp_path.iterdir()) == []  # it works in a temporary directory of its own
     assert "soap demo failed" not in result.stderr
