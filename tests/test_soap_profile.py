@@ -118,7 +118,7 @@ def project(tmp_path_factory):
 
 
 def profile(project, qualname, *nodeids, env=None, timeout_s=60.0):
-    return profile_target(project, env or dict(os.environ), "pkg/calc.py", qualname, list(nodeids), timeout_s)
+    return profile_target(project, "pkg/calc.py", qualname, list(nodeids), timeout_s, env=env)
 
 
 def line(p: OverheadProfile, text: str) -> LineCost:
@@ -174,7 +174,7 @@ def test_a_target_that_is_not_there_is_a_one_line_error(project, qualname, messa
 
 
 def test_a_module_the_tests_import_only_when_they_run_is_imported_by_its_dotted_name(project):
-    p = profile_target(project, dict(os.environ), "pkg/lazy.py", "squares", ["tests/test_more.py::test_lazy"], 60)
+    p = profile_target(project, "pkg/lazy.py", "squares", ["tests/test_more.py::test_lazy"], 60)
     assert (p.calls, [cost.text.strip() for cost in p.lines]) == (1, ["return [i * i for i in range(n)]"])
 
 

@@ -1,7 +1,8 @@
 """The SOAP loop for one target: profile, prompt, reply, candidate, verify, measure; keep the best.
 
 Everything the model writes runs in a sandbox (a separate worktree, a subprocess with a time and a memory
-limit, an environment without keys or tokens), never in the user's tree. A candidate is kept only if the
+limit, an environment without keys or tokens, behind a wall that stops anything of a kind the original's tests
+never do), never in the user's tree. A candidate is kept only if the
 covering tests pass with it, its calls behave as the original's where they happen, and it races the best so
 far on the regressed tests to a significant gain in a goal metric, with no metric made worse.
 
@@ -12,7 +13,6 @@ that first run's time sets the rest (see Budget).
 from __future__ import annotations
 
 import difflib
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -25,7 +25,7 @@ from . import Target, prompt
 from .candidate import CandidateError, extract_code, splice
 from .llm import ModelError
 from .profile import ProfileError, format_profile, profile_target
-from .sandbox import Sandbox, SandboxError, Verified, memory_limit_mb, scrubbed_env, verify
+from .sandbox import Sandbox, SandboxError, Verified, memory_limit_mb, verify
 from .verify import MAX_PAIRS, MIN_SAMPLE_S
 
 MAX_TOKENS = 8192
@@ -106,6 +106,9 @@ class Optimization:
     before: dict | None = None  # the original's figures on the regressed tests: time_s (a run of them), peak_mb
     after: dict | None = None  # the kept revision's, when one was kept
     behaviour: str = ""  # how the kept revision's behaviour was checked: its calls against the original's, or the tests alone
+    sandbox: str = ""  # how the candidates were contained, one line (Sandbox.containment)
+    capabilities: dict = field(default_factory=dict)  # what the original's tests did that the wall watches: key -> first such thing
+    final_check: str = ""  # the kept revision's last check, with the whole patch in one tree (session.final_check)
     candidates: list[Tried] = field(default_factory=list)
     tokens: dict = field(default_factory=lambda: {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0})
     cost_usd: float | None = None
@@ -162,6 +165,7 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
     if first.run.status != "passed":
         opt.reason = f"the original's tests do not pass in a clean copy of the tree: {_run_problem(first, budget)}"
         return
+    opt.capabilities, opt.sandbox = dict(box.capabilities or {}), box.containment()  # the first run recorded them
     if first.problem:
         opt.reason = f"{target.qualname} cannot be checked where it runs: {first.problem}"
         return
@@ -189,8 +193,7 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
             return None, ""
         # On the regressed tests: where the time went in the regression is what the model needs, and the whole
         # covering suite under the line tracer was most of a round's cost on sqlparse (5.0 s of 8.9 s).
-        taken = profile_target(box.path, scrubbed_env(os.environ, box.path), target.file, target.qualname, race,
-                               profiling.seconds, MEMORY_MB)
+        taken = profile_target(box, target.file, target.qualname, race, profiling.seconds, MEMORY_MB)
         return taken, format_profile(taken, view=profile_view)
 
     started = time.perf_counter()
@@ -284,6 +287,8 @@ def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: st
     v = verify(box, target.file, target.qualname, tests, opt.original, best_text, race,
                budget.seconds, MEMORY_MB, thresholds.paired_alpha, champion_peak_mb=best_peak,
                check_budget_s=sampling_budget(first_s), expected_calls=expected_calls, calls_by_test=calls_by_test)
+    if v.run.status == "refused":
+        return Tried(iteration, "rejected", f"the sandbox's wall stopped it: {v.run.reason}")
     if v.run.status != "passed":
         return Tried(iteration, "rejected", f"tests {v.run.status}: {_run_problem(v, budget)}")
     if v.mismatch:

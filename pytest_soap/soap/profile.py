@@ -3,20 +3,23 @@ share per line from line_profiler, and per line the MiB it allocated that were s
 peak (memray), with the peak itself.
 
 `profile_target` runs the project's own tests that exercise the function in a pytest subprocess with the
-`lineprof` plugin, in the tree and environment it is given (a sandbox's, or the project itself).
+`lineprof` plugin, in a sandbox (behind its wall) or in the project itself.
 `format_profile` turns the result into the few lines worth a model's attention.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
+import os
 import sys
 import tempfile
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .sandbox import MIN_MEMORY_MB, run_limited
+from .sandbox import MIN_MEMORY_MB, Sandbox, run_limited
 
 PLUGIN = "pytest_soap.soap.lineprof"
 
@@ -59,22 +62,30 @@ class OverheadProfile:
                       "notes": list(data.get("notes", []))})
 
 
-def profile_target(cwd: Path, env: dict[str, str], file: str, qualname: str, nodeids: list[str],
-                   timeout_s: float, memory_mb: int = MIN_MEMORY_MB) -> OverheadProfile:
-    """Run `nodeids` under the line profiler with `file::qualname` as the target, under the sandbox's limits
-    (it profiles model-written code too). Failing tests still give a profile (with a note); a timeout, a
-    target the tests never call, or no profile at all is a ProfileError."""
+def profile_target(where: Path | Sandbox, file: str, qualname: str, nodeids: list[str], timeout_s: float,
+                   memory_mb: int = MIN_MEMORY_MB, env: dict[str, str] | None = None) -> OverheadProfile:
+    """Run `nodeids` under the line profiler with `file::qualname` as the target, under the sandbox's limits:
+    in a sandbox, behind its wall (it profiles model-written code too); else in the project at `where`, with
+    `env` (default: this process's). Failing tests still give a profile (with a note); a timeout, a target the
+    tests never call, a run the wall stopped, or no profile at all is a ProfileError."""
     key = f"{file}::{qualname}"
-    with tempfile.TemporaryDirectory(prefix="soap-profile-") as tmp:
-        out, log = Path(tmp) / "profile.json", Path(tmp) / "pytest.log"
+    with ExitStack() as stack:
+        if isinstance(where, Sandbox):
+            out, env = where.scratch_file("profile", ".json"), where.env()
+            run = functools.partial(where.run, cwd=where.path)
+        else:
+            out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="soap-profile-"))) / "profile.json"
+            env = env or dict(os.environ)
+            run = functools.partial(run_limited, cwd=where, env=env, log=out.with_suffix(".log"))
         cmd = [sys.executable, "-m", "pytest", *nodeids, "-p", PLUGIN, f"--soap-line-target={key}",
                f"--soap-line-out={out}", "-p", "no:cacheprovider", "-q", *_one_process(env)]
-        finished = run_limited(cmd, cwd, env, log, timeout_s, memory_mb)
+        finished = run(cmd, timeout_s=timeout_s, memory_mb=memory_mb)
+        if finished.refused:
+            raise ProfileError(f"stopped by the sandbox's wall: {finished.refused}")
         if finished.timed_out:
             raise ProfileError(f"the tests took longer than {timeout_s:g} s under the line profiler; stopped")
-        returncode = finished.returncode
+        returncode, output = finished.returncode, finished.output
         data = _read(out)
-        output = log.read_text(encoding="utf-8", errors="replace")
     last_line = _last_line(output)
     if data is not None and "error" in data:
         raise ProfileError(data["error"])

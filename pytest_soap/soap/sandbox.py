@@ -3,7 +3,13 @@
 A Sandbox is a detached git worktree of HEAD with the user's uncommitted state laid over it, in a
 temporary folder that goes away on every way out. Everything that runs there runs in a fresh process,
 in its own session (so a timeout kills the whole group, grandchildren included), under a memory rlimit,
-with an environment scrubbed of every *_KEY, *_TOKEN and *_SECRET.
+with an environment scrubbed of every *_KEY, *_TOKEN and *_SECRET, its temporary files inside the sandbox's folder.
+
+Behind the wall (wall.py): an audit hook, first in each process, records what the first run (the original's
+tests) does of the kinds it watches (network, writes outside the sandbox's folder, programs started, signals,
+native code, environment variables), and stops every later run at the first thing of a kind the original did
+not do. Those later runs also get a network namespace with no interface up, where the system allows one and the
+original's tests use no network (`network_namespace`).
 
 The check and the race run here too: `verify` runs the covering tests once with the candidate in the tree,
 checking its calls against the original's where they happen, then races it on the regressed tests (verify.py).
@@ -11,6 +17,7 @@ checking its calls against the original's where they happen, then races it on th
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -37,6 +44,7 @@ MIN_MEMORY_MB = 2048
 SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET")
 # How much of a process's output is kept to explain what went wrong.
 OUTPUT_TAIL = 20_000
+WALL = Path(__file__).with_name("wall.py")  # run by path: see there
 
 
 class SandboxError(Exception):
@@ -50,8 +58,11 @@ class Sandbox:
     `.path` is the tree; `.scratch` is a private folder beside it (outside the tree, removed with it) for
     the files the sandbox's runs leave to their caller (reports, records)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, capabilities: dict[str, str] | None = None):
         self.root = Path(root)
+        # What the original's tests did of the kinds the wall watches (key -> the first such thing, in words);
+        # None until the first run, which records it: that run must be the original's.
+        self.capabilities = capabilities
         self._folder: Path | None = None  # the temporary folder, while the sandbox is open
         self._cleanup = ExitStack()  # removes the folder and its worktree
         self._repo = None
@@ -87,6 +98,7 @@ class Sandbox:
         try:
             self._folder = self._cleanup.enter_context(temporary_worktree(self.root, "HEAD", "soap-sandbox-")).parent
             self.scratch.mkdir()
+            (self._folder / "tmp").mkdir()
             self._overlay()
         except BaseException as exc:  # Ctrl-C included: nothing is left behind
             self._remove()
@@ -137,6 +149,70 @@ class Sandbox:
         self._files += 1
         return self.scratch / f"{stem}-{self._files}{suffix}"
 
+    def env(self) -> dict[str, str]:
+        """The environment its processes get: no secrets, the tree first on the path, temporary files inside the
+        sandbox's folder (where writing is no escape)."""
+        return {**scrubbed_env(os.environ, self.path), "TMPDIR": str(self._open() / "tmp")}
+
+    def _network_prefix(self) -> tuple[str, ...]:
+        if self.capabilities is None or "network" in self.capabilities:
+            return ()  # the original's run, or a project whose tests use the network: the hook alone watches it
+        return network_namespace()[0]
+
+    def containment(self) -> str:
+        """How the runs after the first are contained, in one line for the report."""
+        if self.capabilities is None:
+            return "not yet known: the original's tests have not run"
+        hook = "an audit hook stops anything of a kind the original's tests do not do"
+        if "network" in self.capabilities:
+            return f"{hook}; the network stays, as the original's tests use it ({self.capabilities['network']})"
+        prefix, why_not = network_namespace()
+        if prefix:
+            return f"{hook}; no network at all (a network namespace without interfaces)"
+        return f"{hook}, network use included; no network namespace here ({why_not})"
+
+    def run(self, cmd: Sequence[str], cwd: Path, timeout_s: float, memory_mb: int) -> _Finished:
+        """`cmd` (`python -m MODULE ...`) in a fresh process behind the wall, under the limits, in the sandbox's
+        environment. The first run records what it does; each later one is stopped at the first thing of a kind
+        the first did not do, and `refused` says what."""
+        log = self.scratch_file("wall", ".jsonl")
+        mode = ["--record"] if self.capabilities is None else [a for key in self.capabilities for a in ("--allow", key)]
+        walled = [*self._network_prefix(), cmd[0], str(WALL), "--home", str(self._open()), "--log", str(log), *mode,
+                  "--", *cmd[1:]]
+        finished = run_limited(walled, cwd, self.env(), self.scratch_file("output", ".txt"), timeout_s, memory_mb)
+        seen = _read_lines(log)
+        if self.capabilities is None:
+            self.capabilities = {record["key"]: record["detail"] for record in seen}
+        elif refused := next((record for record in seen if record.get("refused")), None):
+            finished.refused = f"it {refused['detail']}, which the original does not"
+        return finished
+
+
+def _read_lines(path: Path) -> list[dict]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+@functools.cache
+def network_namespace() -> tuple[tuple[str, ...], str]:
+    """The command prefix that runs a program in a network namespace of its own (no interface up, so no network,
+    loopback included), and ""; or () and why this system allows none. Root gets one directly; anyone else
+    through an unprivileged user namespace, keeping their own user id (util-linux 2.38 or later)."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return (), "the unshare command (util-linux) is not installed"
+    prefix = (unshare, "--net") if os.geteuid() == 0 else (unshare, "--user", "--map-current-user", "--net")
+    try:
+        probe = subprocess.run([*prefix, sys.executable, "-c", ""], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return (), f"{' '.join(prefix[1:])} did not run: {e}"
+    if probe.returncode != 0:
+        return (), f"unshare {' '.join(prefix[1:])} failed: {_last_line(probe.stderr) or f'exit code {probe.returncode}'}"
+    return prefix, ""
+
 
 def scrubbed_env(env: Mapping[str, str], tree: Path) -> dict[str, str]:
     """`env` without secrets, with the sandbox's sources first on PYTHONPATH: before an editable install of
@@ -156,7 +232,7 @@ def memory_limit_mb(memory_mb: int) -> int:
 
 @dataclass
 class RunResult:
-    status: str  # "passed" | "failed" | "timeout" | "memory" | "error"
+    status: str  # "passed" | "failed" | "refused" (by the wall) | "timeout" | "memory" | "error"
     reason: str  # one line, "" when passed
     outcomes: dict[str, str]  # node id (as pytest reports it) -> "passed" | "failed" | "error" | "skipped"
     seconds: float
@@ -170,6 +246,7 @@ class _Finished:
     timed_out: bool
     output: str  # the tail of its stdout and stderr
     seconds: float
+    refused: str | None = None  # what the wall stopped it at, one line
 
     def out_of_memory(self) -> bool:
         # A MemoryError ends most runs over the limit; SIGKILL that we did not send is the kernel's OOM killer.
@@ -189,11 +266,6 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass  # the group is empty: everything in it has exited
-
-
-def _run_sandboxed(sandbox: Sandbox, cmd: list[str], cwd: Path, timeout_s: float, memory_mb: int) -> _Finished:
-    return run_limited(cmd, cwd, scrubbed_env(os.environ, sandbox.path), sandbox.scratch_file("output", ".txt"),
-                       timeout_s, memory_mb)
 
 
 def run_limited(cmd: list[str], cwd: Path, env: Mapping[str, str], log: Path, timeout_s: float,
@@ -253,7 +325,7 @@ def run_pytest(sandbox: Sandbox, nodeids: Sequence[str], timeout_s: float, memor
     junit = sandbox.scratch_file("junit", ".xml")
     cmd = [sys.executable, "-m", "pytest", *nodeids, "-p", "no:cacheprovider", "-q",
            f"--junitxml={junit}", "-o", "junit_family=xunit1", *extra_args]  # xunit1: each case names its file
-    finished = _run_sandboxed(sandbox, cmd, sandbox.path / rootdir_rel, timeout_s, memory_mb)
+    finished = sandbox.run(cmd, sandbox.path / rootdir_rel, timeout_s, memory_mb)
     cases = _read_junit(junit)
     outcomes = {case.nodeid: case.outcome for case in cases}
     problems = [case for case in cases if case.outcome in ("failed", "error")]
@@ -261,6 +333,8 @@ def run_pytest(sandbox: Sandbox, nodeids: Sequence[str], timeout_s: float, memor
     def result(status: str, reason: str) -> RunResult:
         return RunResult(status, reason, outcomes, finished.seconds)
 
+    if finished.refused:
+        return result("refused", finished.refused)
     if finished.timed_out:
         return result("timeout", _timeout_reason(timeout_s))
     if finished.returncode == -signal.SIGKILL or any(_mentions_memory_error(case.text) for case in problems) \

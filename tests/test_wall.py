@@ -1,0 +1,236 @@
+"""The sandbox's wall: real sandboxes of a real git project, a loopback listener and a folder outside, and
+candidates that are correct and escape each in their own way. Nothing gets out, each is stopped with its reason,
+and a clean candidate after them passes; a project whose own tests start programs and write temporary files
+keeps working behind it."""
+
+import socket
+import textwrap
+import threading
+
+import pytest
+
+from pytest_soap.soap import sandbox as sandbox_module
+from pytest_soap.soap.sandbox import Sandbox, run_pytest
+
+from projects import git_project  # tests/projects.py
+
+WORK = '''\
+import sys
+
+
+def unique(items):
+    seen = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen
+'''
+
+TESTS = '''\
+from pkg.work import unique
+
+
+def test_unique():
+    assert unique([3, 1, 3, 2, 1]) == [3, 1, 2]
+'''
+
+CLEAN = '''\
+import sys
+
+
+def unique(items):
+    return list(dict.fromkeys(items))
+'''
+
+# Each is correct (the test passes with it) and reaches outside, hiding its failure where it can.
+ESCAPES = {
+    "urllib": ("""
+        import urllib.request
+        try:
+            urllib.request.urlopen("http://127.0.0.1:{port}/", timeout=2)
+        except Exception:
+            pass
+        """, "it looked up the network address 127.0.0.1:{port}, which the original does not"),
+    "http.client": ("""
+        import http.client
+        try:
+            http.client.HTTPConnection("127.0.0.1", {port}, timeout=2).request("GET", "/")
+        except Exception:
+            pass
+        """, "it looked up the network address 127.0.0.1:{port}, which the original does not"),
+    "raw socket": ("""
+        import socket
+        s = socket.socket()
+        s.settimeout(2)
+        try:
+            s.connect(("127.0.0.1", {port}))
+        except Exception:
+            pass
+        """, "it opened a network connection to 127.0.0.1:{port}, which the original does not"),
+    "pathlib": ("""
+        import pathlib
+        pathlib.Path("{outside}/pathlib.txt").write_text("x")
+        """, "it opened {outside}/pathlib.txt for writing, which the original does not"),
+    "open": ("""
+        with open("{outside}/open.txt", "a") as f:
+            f.write("x")
+        """, "it opened {outside}/open.txt for writing, which the original does not"),
+    "io": ("""
+        import io
+        io.FileIO("{outside}/io.txt", "w").close()
+        """, "it opened {outside}/io.txt for writing, which the original does not"),
+    "a shell through sys.modules": ("""
+        sys.modules["o" + "s"].system("touch {outside}/shell.txt")
+        """, "it started the program sh (os.system), which the original does not"),
+    "a program through multiprocessing": ("""
+        import multiprocessing
+        try:
+            multiprocessing.get_context("spawn").Process(target=print).start()
+        except Exception:
+            pass
+        """, "it started the program python"),
+    "a thread that acts after the call returns": ("""
+        import threading, time
+        threading.Thread(target=lambda: (time.sleep(0.2), open("{outside}/thread.txt", "w"))).start()
+        """, "it started a thread, which the original does not"),
+    "an atexit handler": ("""
+        import atexit
+        atexit.register(lambda: open("{outside}/atexit.txt", "w"))
+        """, "it opened {outside}/atexit.txt for writing, which the original does not"),
+    "the environment": ("""
+        sys.modules["o" + "s"].environ["PATH"] = "{outside}"
+        """, "it changed the environment variable PATH, which the original does not"),
+    "native code": ("""
+        import ctypes
+        ctypes.CDLL("libc.so.6").system(b"touch {outside}/native.txt")
+        """, "it loaded native code from"),
+}
+
+
+class Listener:
+    """A loopback TCP listener that counts the connections it accepts."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.accepted = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.close()
+
+    def close(self):
+        self.server.close()
+
+
+@pytest.fixture
+def listener():
+    listener = Listener()
+    yield listener
+    listener.close()
+
+
+@pytest.fixture
+def hook_alone(monkeypatch):
+    """No network namespace: the audit hook alone must hold."""
+    monkeypatch.setattr(sandbox_module, "network_namespace", lambda: ((), "turned off for this test"))
+
+
+def escaping(code: str, **where) -> str:
+    """The clean revision with `code` run on each call."""
+    body = textwrap.indent(textwrap.dedent(code).format(**where).strip(), "    ")
+    return CLEAN.replace("def unique(items):\n", f"def unique(items):\n{body}\n")
+
+
+@pytest.mark.parametrize("escape", list(ESCAPES))
+def test_each_escape_is_stopped_with_its_reason_and_a_clean_candidate_after_it_passes(tmp_path, listener, hook_alone,
+                                                                                       escape):
+    root, outside = tmp_path / "project", tmp_path / "outside"
+    outside.mkdir()
+    git_project(root, WORK, TESTS)
+    code, reason = ESCAPES[escape]
+    where = {"port": listener.port, "outside": outside}
+    with Sandbox(root) as box:
+        assert run_pytest(box, [], 60, 1024).status == "passed"  # the original's run: what it does is recorded
+        box.write("pkg/work.py", escaping(code, **where))
+        stopped = run_pytest(box, [], 60, 1024)
+        box.write("pkg/work.py", CLEAN)
+        clean = run_pytest(box, [], 60, 1024)
+    assert stopped.status == "refused" and stopped.reason.startswith(reason.format(**where)), stopped.reason
+    assert listener.accepted == 0 and list(outside.iterdir()) == []
+    assert clean.status == "passed", clean.reason
+
+
+def test_the_network_namespace_stops_what_the_hook_cannot_see(tmp_path, listener):
+    """A program the original's tests start too (python) runs without the hook: only the namespace holds it."""
+    if not sandbox_module.network_namespace()[0]:
+        pytest.skip(f"no network namespace on this system: {sandbox_module.network_namespace()[1]}")
+    root = tmp_path / "project"
+    tests = TESTS + textwrap.dedent('''
+        import subprocess, sys
+
+        def test_a_program():
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+        ''')
+    git_project(root, WORK, tests)
+    child = (f"import socket; s = socket.socket(); s.settimeout(2); "
+             f"print('reached' if s.connect_ex(('127.0.0.1', {listener.port})) == 0 else 'no network')")
+    reaching = escaping(f"""
+        import subprocess
+        print(subprocess.run([sys.executable, "-c", {child!r}], capture_output=True, text=True).stdout)
+        assert False, "shown"
+        """)
+    with Sandbox(root) as box:
+        assert run_pytest(box, [], 60, 1024).status == "passed"
+        assert "no network" in box.containment()
+        box.write("pkg/work.py", reaching)
+        run = run_pytest(box, ["tests/test_work.py::test_unique"], 60, 1024)
+    assert run.status == "failed" and listener.accepted == 0, run.reason
+
+
+def test_a_project_that_starts_programs_and_writes_temporary_files_keeps_working(tmp_path, hook_alone):
+    root = tmp_path / "project"
+    tests = TESTS + textwrap.dedent('''
+        import os, subprocess, sys, tempfile, threading
+
+        def test_programs_files_and_threads(tmp_path):
+            (tmp_path / "out.txt").write_text("x")
+            with tempfile.NamedTemporaryFile("w") as f:
+                f.write("y")
+            assert subprocess.run([sys.executable, "-c", "print(1)"], capture_output=True, text=True).stdout == "1\\n"
+            os.environ["WORK_MODE"] = "fast"
+            thread = threading.Thread(target=print)
+            thread.start()
+            thread.join()
+        ''')
+    git_project(root, WORK, tests)
+    with Sandbox(root) as box:
+        assert run_pytest(box, [], 60, 1024).status == "passed"
+        assert {"process:python", "thread", "environment:WORK_MODE"} <= set(box.capabilities)
+        # Its temporary files are in the sandbox's folder: writing them is no escape, for it or for a candidate.
+        assert not [seen for seen in box.capabilities.values() if "out.txt" in seen or "pytest-of-" in seen]
+        box.write("pkg/work.py", CLEAN)
+        assert run_pytest(box, [], 60, 1024).status == "passed"
+        # What the original does, a candidate may do too; something new of the same kind is still refused.
+        box.write("pkg/work.py", escaping("""sys.modules["o" + "s"].environ["OTHER"] = "1" """))
+        other = run_pytest(box, [], 60, 1024)
+    assert other.reason == "it changed the environment variable OTHER, which the original does not"
+
+
+def test_the_report_says_how_candidates_are_contained(tmp_path, monkeypatch):
+    root = tmp_path / "project"
+    git_project(root, WORK, TESTS)
+    with Sandbox(root) as box:
+        assert box.containment().startswith("not yet known")
+        run_pytest(box, [], 60, 1024)
+        monkeypatch.setattr(sandbox_module, "network_namespace", lambda: ((), "unshare --net failed: Operation not permitted"))
+        assert box.containment().endswith("no network namespace here (unshare --net failed: Operation not permitted)")
+        box.capabilities["network"] = "opened a network connection to 127.0.0.1:8080"
+        assert "the network stays, as the original's tests use it" in box.containment()
