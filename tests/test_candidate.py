@@ -360,6 +360,15 @@ def test_an_import_into_a_module_without_any_goes_below_its_docstring():
         ("from ctypes import cdll", "ctypes"),
         ("import importlib", "importlib"),
         ("import importlib.util", "importlib"),
+        *((f"import {name}", name) for name in (
+            "urllib.request", "http.client", "http.server", "ftplib", "smtplib", "poplib", "imaplib", "telnetlib",
+            "socketserver", "ssl", "webbrowser", "multiprocessing", "threading", "_thread", "pty", "signal", "posix",
+            "nt", "_posixsubprocess", "_socket", "_ctypes", "cffi", "mmap", "resource", "runpy", "code", "marshal",
+        )),
+        ("from urllib import request", "urllib.request"),
+        ("from xmlrpc.client import ServerProxy", "xmlrpc"),
+        ("from concurrent.futures import ThreadPoolExecutor", "concurrent"),
+        ("from multiprocessing import Pool", "multiprocessing"),
     ],
 )
 def test_a_new_guarded_import_is_refused(line, module):
@@ -426,6 +435,136 @@ def test_what_the_original_module_uses_is_allowed():
 def test_a_guarded_import_anywhere_in_the_original_allows_it():
     module = "def f():\n    import subprocess\n    return subprocess\n\n\ndef g(x):\n    return x\n"
     assert "subprocess.run" in revise(module, "g", "def g(x):\n    import subprocess\n    return subprocess.run\n")
+
+
+def _reply(statement, imports=""):
+    return f"{imports}\n\ndef apply_discount(items, rate=0.1):\n    {statement}\n    return 0\n"
+
+
+@pytest.mark.parametrize("imports, statement, use", [
+    # builtins reached by name
+    ("", "getattr(__builtins__, 'ev' + 'al')('1')", "reaches builtins through getattr(__builtins__, ...)"),
+    ("import builtins", "getattr(builtins, name)", "reaches builtins through getattr(builtins, ...)"),
+    ("import builtins as b", "vars(b)['len']", "reaches builtins through vars(builtins)"),
+    ("", "__builtins__['len']", "reaches builtins through __builtins__"),
+    ("", "table = __builtins__", "reaches builtins through __builtins__"),
+    ("", "__builtins__.get('len')", "reaches builtins through __builtins__.get"),
+    ("import builtins", "builtins.__dict__['len']", "reaches builtins through builtins.__dict__"),
+    ("import builtins", "builtins.__loader__.load_module('os')", "reaches builtins through builtins.__loader__"),
+    ("from builtins import eval as e", "e('1')", "refers to eval"),
+    ("", "globals()['_rounded'](items)", "calls globals()"),
+    # names in strings
+    ("", "{}.get('__import__')", "names __import__ in a string"),
+    ("", "[b'importlib.util']", "names importlib in a string"),
+    ("", "locals()['__builtins__']", "names __builtins__ in a string"),
+    ("", "f'{items}.__globals__'", "names __globals__ in a string"),
+    ("import operator", "operator.attrgetter('__subclasses__')", "names __subclasses__ in a string"),
+    # an attribute named in a string is the attribute
+    ("import pathlib", "getattr(pathlib, 'os').system('ls')", "reaches os through pathlib"),
+    ("", "getattr(items, 'system')('ls')", "starts processes through items.system"),
+    # modules reached through other modules
+    ("import pathlib", "pathlib.os.system('ls')", "reaches os through pathlib"),
+    ("import random", "random._os.urandom(4)", "reaches os through random"),
+    ("from pathlib import os", "os.environ", "reaches os through pathlib"),
+    ("import urllib.parse", "urllib.request.urlopen('http://x')", "reaches urllib.request through urllib"),
+    ("import collections", "collections._sys.modules['os']", "reaches modules through collections._sys.modules"),
+    ("import sys as s", "s.modules['os']", "reaches modules through sys.modules"),
+    ("import pathlib", "pathlib.os.sys.modules['os']", "reaches os through pathlib"),
+    # processes and the network through asyncio
+    ("import asyncio", "asyncio.run(asyncio.create_subprocess_shell('ls'))",
+     "starts processes through asyncio.create_subprocess_shell"),
+    ("from asyncio import create_subprocess_exec", "create_subprocess_exec('ls')",
+     "starts processes through asyncio.create_subprocess_exec"),
+    ("import asyncio", "asyncio.get_event_loop().subprocess_exec(items, 'ls')",
+     "starts processes through .subprocess_exec"),
+    ("import asyncio", "asyncio.open_connection('localhost', 80)", "connects through asyncio.open_connection"),
+    # files written or opened
+    ("import pathlib", "pathlib.Path('/tmp/x').write_text('')", "writes files through .write_text"),
+    *(("", f"items.{name}()", f"writes files through items.{name}") for name in (
+        "write_bytes", "touch", "mkdir", "unlink", "rmdir", "symlink_to", "hardlink_to", "chmod")),
+    ("", "items.rename('/tmp/y')", "writes files through items.rename"),
+    ("", "items.replace('/tmp/y')", "writes files through items.replace"),
+    ("import io", "io.open('/tmp/x', 'w')", "opens files through io.open"),
+    ("from io import FileIO", "FileIO('/tmp/x', 'w')", "opens files through io.FileIO"),
+    ("import io", "io.open_code('/tmp/x')", "opens files through io.open_code"),
+    ("import codecs", "codecs.open('/tmp/x', 'w')", "opens files through codecs.open"),
+    # interpreter internals
+    ("", "().__class__.__base__.__subclasses__()", "reaches interpreter internals through .__subclasses__"),
+    ("", "apply_discount.__globals__['_rounded']", "reaches interpreter internals through apply_discount.__globals__"),
+    ("", "apply_discount.__code__ = None", "reaches interpreter internals through apply_discount.__code__"),
+    ("import sys", "sys._getframe().f_globals", "reaches interpreter internals through sys._getframe"),
+    ("import inspect", "inspect.currentframe().f_back", "reaches interpreter internals through inspect.currentframe"),
+    ("", "items.gi_frame.f_builtins", "reaches interpreter internals through items.gi_frame.f_builtins"),
+    ("import gc", "gc.get_objects()", "reaches interpreter internals through gc.get_objects"),
+])
+def test_a_capability_reached_a_less_obvious_way_is_refused(imports, statement, use):
+    message = refused(SHOP, "apply_discount", _reply(statement, imports))
+    assert message == f"refused: it {use}, which the original does not use"
+
+
+@pytest.mark.parametrize("original, reply", [
+    ("import builtins\nF = vars(builtins)", ("import builtins", "getattr(builtins, 'len')")),
+    ("G = globals()", ("", "globals()['_rounded'](items)")),
+    ("import importlib\nM = importlib.import_module('json')", ("", "NAME = 'importlib.util'")),
+    ("import os", ("import pathlib", "pathlib.os.getcwd()")),  # os by another way
+    ("import sys\nM = sys.modules", ("from sys import modules", "modules['json']")),
+    ("import threading", ("from threading import Lock", "Lock()")),
+    ("import pathlib\npathlib.Path('x').write_text('')", ("", "items.touch()")),  # another write
+    ("import asyncio\nasyncio.create_subprocess_exec('ls')", ("", "items.create_subprocess_shell('')")),
+    ("import io\nio.open('x')", ("from io import FileIO", "FileIO('x')")),
+    ("import sys\nsys._getframe()", ("", "apply_discount.__globals__")),
+])
+def test_a_less_obvious_use_the_original_has_is_allowed(original, reply):
+    module = f"{original}\n\n\ndef apply_discount(items, rate=0.1):\n    return 1\n"
+    assert "return 0" in revise(module, "apply_discount", _reply(reply[1], reply[0]))
+
+
+def test_a_plain_optimisation_with_the_usual_modules_is_accepted():
+    code = '''import bisect
+import collections
+import dataclasses
+import datetime
+import heapq
+import itertools
+import operator
+import platform
+import re
+from functools import lru_cache
+
+_WORD = re.compile(r"\\w+")
+
+
+class _Pair:
+    __slots__ = ("key", "value")
+
+    def __init__(self, key, value):
+        self.key, self.value = key, value
+
+
+@lru_cache(maxsize=None)
+def _rate(rate):
+    return 1 - rate
+
+
+def apply_discount(items, rate=0.1):
+    counts = collections.defaultdict(int)
+    for item in itertools.chain.from_iterable([items]):
+        counts[item] = counts.get(item, 0) + 1
+    seen = {item for item in items}
+    index = {item: i for i, item in enumerate(sorted(seen))}
+    top = heapq.nlargest(3, index.items(), key=operator.itemgetter(1))
+    where = bisect.bisect_left(sorted(seen), 0)
+    label = " ".join(str(k) for k, _ in top).replace("-", "_").strip()
+    words = _WORD.findall(label)
+    pair = _Pair(len(words), where)
+    state = vars(pair) if hasattr(pair, "__dict__") else {s: getattr(pair, s) for s in pair.__slots__}
+    assert locals() and state is not None
+    when = datetime.datetime(2024, 1, 1).replace(tzinfo=None)
+    if platform.system() == "Windows" and dataclasses.is_dataclass(items):
+        items = dataclasses.replace(items)
+    return _rounded(sum(items) * _rate(rate))
+'''
+    assert "heapq.nlargest" in revise(SHOP, "apply_discount", code)
 
 
 # --- the rest of the module, byte for byte ----------------------------------------------------------------

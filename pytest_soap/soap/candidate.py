@@ -17,14 +17,31 @@ part of the regression) is refused, unless it is the same code. The rest of the 
 __main__ block) is not part of the revision and is left out. Every other byte of the module stays as it was.
 Nested functions are revised through the function that defines them (see `enclosing`).
 
-Before that, the reply is refused if it uses a capability the original module does not: importing os,
-subprocess, socket, shutil, ctypes or importlib, or naming open, exec, eval, compile or __import__. This is a
-tripwire against the obvious, checked over the whole reply; the sandbox is what contains the rest.
+Before that, the reply is refused if it uses a capability the original module does not (in any of the forms
+below; the first such use in the text is named). The capabilities, each as the whole reply shows it:
+- importing os, subprocess, socket, shutil, ctypes, importlib, what lies under them (posix, nt, _socket...),
+  the network's modules (urllib.request, http.client, ssl, ...), processes and threads (multiprocessing,
+  threading, concurrent), signal, resource, mmap, runpy, code, marshal; or reaching one of the first ones
+  through another module (pathlib.os, random._os, or `from pathlib import os`);
+- naming open, exec, eval, compile, __import__ or globals, also as builtins.X or `from builtins import X`;
+- reaching builtins by name: __builtins__ itself, getattr(builtins, ...), vars(builtins), builtins.__dict__;
+- reaching modules through sys.modules (also through collections._sys, or `from sys import modules`);
+- starting processes through os's names (.system, .popen, .fork, .exec*, .spawn*) or asyncio's
+  (create_subprocess_exec, .subprocess_shell, ...), connecting through asyncio (open_connection, ...) or urlopen;
+- writing files through a Path's methods (.write_text, .touch, .mkdir, .unlink, .rename(target), ...), opening
+  them through io.open, io.FileIO, open_code or codecs.open;
+- reaching interpreter internals: .__subclasses__, .__globals__, .__code__, frames (sys._getframe,
+  inspect.currentframe, .f_globals, .f_back, ...), gc.get_objects;
+- naming __import__, importlib, __builtins__, __subclasses__ or __globals__ in a string; getattr(x, "name")
+  counts as x.name.
+This is a tripwire against the simple tricks, not a wall: a name built at run time gets past it. The wall is
+the audit hook of `wall.py`, in every process that runs a candidate.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 import copy
 import io
 import textwrap
@@ -40,9 +57,6 @@ class CandidateError(Exception):
 
 
 _PYTHON_LABELS = frozenset({"python", "py", "python3", "py3"})
-_GUARDED_MODULES = frozenset({"os", "subprocess", "socket", "shutil", "ctypes", "importlib"})
-_GUARDED_BUILTINS = frozenset({"open", "exec", "eval", "compile", "__import__"})
-_BUILTINS_MODULES = frozenset({"builtins", "__builtins__"})
 
 
 @dataclass
@@ -110,51 +124,166 @@ def _parse_cst(source: str, what: str) -> cst.Module:
 
 
 # --- the capability tripwire ------------------------------------------------------------------------------
+# A tripwire against the obvious, not a wall: what it cannot see (a name built at run time, say) is for the
+# audit hook in wall.py. Each use found is keyed by its capability, and a capability the original module
+# has is allowed in any form.
+
+_GUARDED_MODULES = frozenset({  # imported, or reached as an attribute (urllib.request); keyed by the name
+    "os", "subprocess", "socket", "shutil", "ctypes", "importlib",
+    "posix", "nt", "_posixsubprocess", "_socket", "_ctypes", "cffi", "mmap", "pty", "signal", "resource",
+    "urllib.request", "urllib.robotparser", "http.client", "http.server", "ftplib", "smtplib", "poplib",
+    "imaplib", "telnetlib", "socketserver", "xmlrpc", "ssl", "webbrowser",  # not urllib.parse, http.HTTPStatus
+    "multiprocessing", "threading", "_thread", "concurrent",  # processes, and threads racing the measurement
+    "runpy", "code", "marshal",  # code run by a module's name or from bytes
+})
+# Modules that other modules hold under their own name (pathlib.os, random._os): reached through them.
+_HELD_MODULES = frozenset({"os", "posix", "subprocess", "socket", "shutil", "ctypes", "importlib"})
+# globals() holds __builtins__. Not so locals() nor vars(): in a function they give what it could name anyway
+# (vars(obj) is obj.__dict__) and a model uses them now and then; at the top of a reply they are the globals,
+# and a "__builtins__" looked up there is caught as a string.
+_GUARDED_BUILTINS = frozenset({"open", "exec", "eval", "compile", "__import__", "globals"})
+_BUILTINS_MODULES = frozenset({"builtins", "__builtins__"})
+_FILE_MODULES = frozenset({"io", "_io", "codecs"})
+_ATTRIBUTES = {  # capability -> (how to say it, the attributes that use it whatever they are read from)
+    "processes": ("starts processes through", {
+        "system", "popen", "fork", "forkpty", "posix_spawn", "posix_spawnp",
+        *(f"{verb}{form}" for verb in ("exec", "spawn") for form in ("l", "le", "lp", "lpe", "v", "ve", "vp", "vpe")),
+        "create_subprocess_exec", "create_subprocess_shell", "subprocess_exec", "subprocess_shell",  # asyncio's
+    }),
+    "network": ("connects through", {
+        "urlopen", "open_connection", "open_unix_connection", "start_server", "start_unix_server",
+        "create_connection", "create_server", "create_unix_connection", "create_unix_server",
+        "create_datagram_endpoint",
+    }),
+    "writes": ("writes files through", {  # a Path's; rename and replace count in _call_uses
+        "write_text", "write_bytes", "touch", "mkdir", "unlink", "rmdir", "symlink_to", "hardlink_to", "chmod",
+    }),
+    "internals": ("reaches interpreter internals through", {
+        "__subclasses__", "__globals__", "__code__", "f_globals", "f_builtins", "f_locals", "f_back",
+        "_getframe", "currentframe", "_current_frames", "get_objects", "get_referrers", "get_referents",
+    }),
+}
+_NAMED_IN_STRINGS = {  # a word in a string literal -> the capability it names (a dynamic import's, mostly)
+    "__import__": "__import__", "importlib": "importlib", "__builtins__": "builtins",
+    "__subclasses__": "internals", "__globals__": "internals",
+}
 
 
 def _capabilities(tree: ast.Module) -> dict[str, str]:
-    """Each guarded module or builtin the code uses -> how to say so, in the order they first appear."""
+    """Each capability the code uses -> how to say so, in the order they first appear."""
+    aliases = {a.asname: a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names if a.asname}
+    attribute_values = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     found: dict[str, str] = {}
     for node in sorted(ast.walk(tree), key=_position):  # a stable sort: a call still comes before its name
-        if isinstance(node, ast.Import):
-            modules = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            modules = [node.module or ""]
-        else:
-            modules = []
-        for module in modules:
-            top = module.split(".")[0]
-            if top in _GUARDED_MODULES:
-                found.setdefault(top, f"imports {top}")
-        if isinstance(node, ast.Call) and (name := _guarded_builtin(node.func)):
-            found.setdefault(name, f"calls {name}()")
-        elif name := _guarded_builtin(node):
-            found.setdefault(name, f"refers to {name}")
-        # Any module is one subscript away through sys.modules: a real hostile reply wrote a file with
-        # sys.modules["pathlib"] and read the environment with sys.modules["os"], past the import check.
-        if (isinstance(node, ast.Attribute) and node.attr == "modules" and isinstance(node.value, ast.Name)
-                and node.value.id == "sys") or (isinstance(node, ast.ImportFrom) and node.module == "sys"
-                                                and any(a.name == "modules" for a in node.names)):
-            found.setdefault("sys.modules", "reaches modules through sys.modules")
+        for key, use in _uses(node, aliases, attribute_values):
+            found.setdefault(key, use)
     return found
 
 
+def _uses(node: ast.AST, aliases: dict[str, str], attribute_values: set[int]):
+    """(capability, how to say so) for each use this node makes by itself."""
+    if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0):
+        yield from _import_uses(node)
+    elif isinstance(node, ast.Call):
+        yield from _call_uses(node, aliases)
+    elif name := _guarded_builtin(node, aliases):
+        yield name, f"refers to {name}"
+    elif isinstance(node, ast.Attribute) and (use := _attribute_use(_dotted(node.value, aliases), node.attr)):
+        yield use
+    elif isinstance(node, ast.Name) and node.id == "__builtins__" and id(node) not in attribute_values:
+        yield "builtins", "reaches builtins through __builtins__"  # __builtins__.X is judged as the attribute
+    elif isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
+        text = node.value if isinstance(node.value, str) else node.value.decode("latin-1")
+        yield from ((key, f"names {word} in a string") for word, key in _NAMED_IN_STRINGS.items() if word in text)
+
+
+def _import_uses(node: ast.Import | ast.ImportFrom):
+    if isinstance(node, ast.Import):
+        modules = [alias.name for alias in node.names]
+    else:  # from urllib import request imports urllib.request
+        modules = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+    for module in modules:
+        parts = module.split(".")
+        guarded = [name for i in range(len(parts)) if (name := ".".join(parts[: i + 1])) in _GUARDED_MODULES]
+        if guarded:
+            yield guarded[0], f"imports {guarded[0]}"
+    if isinstance(node, ast.ImportFrom):  # `from sys import modules` reads sys.modules
+        yield from filter(None, (_attribute_use(node.module, alias.name) for alias in node.names))
+
+
+def _call_uses(node: ast.Call, aliases: dict[str, str]):
+    if name := _guarded_builtin(node.func, aliases):
+        yield name, f"calls {name}()"
+        return
+    function = _dotted(node.func, aliases)
+    first = _dotted(node.args[0], aliases) if node.args else None
+    if function in ("getattr", "vars") and first in _BUILTINS_MODULES:
+        yield "builtins", f"reaches builtins through {function}({first}{', ...' if function == 'getattr' else ''})"
+    elif function in ("getattr", "setattr") and len(node.args) > 1 and isinstance(node.args[1], ast.Constant):
+        if isinstance(node.args[1].value, str) and (use := _attribute_use(first, node.args[1].value)):
+            yield use  # getattr(x, "system") is x.system
+    elif isinstance(node.func, ast.Attribute) and node.func.attr in ("rename", "replace"):
+        # Only as a Path's, with one argument: str.replace takes two, datetime's takes keywords, and
+        # dataclasses.replace(obj) copies obj.
+        value = _dotted(node.func.value, aliases)
+        one = len(node.args) == 1 and not node.keywords and not isinstance(node.args[0], ast.Starred)
+        if one and value not in ("dataclasses", "copy"):
+            yield "writes", f"writes files through {_through(value, node.func.attr)}"
+
+
+def _attribute_use(value: str | None, attr: str) -> tuple[str, str] | None:
+    """Reading `attr` of `value` (a dotted name, None when it is not one): (capability, how to say so), or None."""
+    through = _through(value, attr)
+    if value in _BUILTINS_MODULES and attr in _GUARDED_BUILTINS:  # from builtins import eval
+        return attr, f"refers to {attr}"
+    held = attr.lstrip("_") in _HELD_MODULES and (value or "").rpartition(".")[2] != attr  # not socket.socket
+    if through in _GUARDED_MODULES or held:
+        module = through if through in _GUARDED_MODULES else attr.lstrip("_")
+        return module, f"reaches {module} through {value or 'another object'}"
+    # Any module is one subscript away through sys.modules: a real hostile reply wrote a file with
+    # sys.modules["pathlib"] and read the environment with sys.modules["os"], past the import check.
+    if attr == "modules" and value and value.split(".")[-1].lstrip("_") == "sys":
+        return "sys.modules", f"reaches modules through {through}"
+    # builtins.len is len; its __dict__, its __loader__, or a get when __builtins__ is the dict, are not.
+    if value in _BUILTINS_MODULES and (attr.startswith("_") or attr not in vars(builtins)) or attr == "__builtins__":
+        return "builtins", f"reaches builtins through {through}"
+    if value in _FILE_MODULES and attr == "open" or attr in ("FileIO", "open_code"):
+        return "opens files", f"opens files through {through}"
+    for capability, (say, names) in _ATTRIBUTES.items():
+        if attr in names and through != "platform.system":  # that one names the OS
+            return capability, f"{say} {through}"
+    return None
+
+
+def _through(value: str | None, attr: str) -> str:
+    return f"{value}.{attr}" if value else f".{attr}"
+
+
+def _dotted(node: ast.AST, aliases: dict[str, str]) -> str | None:
+    """`a.b.c` for a chain of names, an imported module's alias read as its name; None for anything else."""
+    if isinstance(node, ast.Name):
+        return aliases.get(node.id, node.id)
+    if isinstance(node, ast.Attribute) and (value := _dotted(node.value, aliases)):
+        return f"{value}.{node.attr}"
+    return None
+
+
 def _position(node: ast.AST) -> tuple[int, int]:
+    """Where a use shows in the text: an attribute at its name (sys.modules[...].write_text names sys.modules
+    first), a call where what it calls does."""
+    if isinstance(node, ast.Call):
+        return _position(node.func)
+    if isinstance(node, ast.Attribute):
+        return node.end_lineno or 0, (node.end_col_offset or 0) - len(node.attr)
     return getattr(node, "lineno", 0), getattr(node, "col_offset", 0)
 
 
-def _guarded_builtin(node: ast.AST) -> str | None:
+def _guarded_builtin(node: ast.AST, aliases: dict[str, str]) -> str | None:
     """`eval` or `builtins.eval` read as a value: the name, else None."""
-    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in _GUARDED_BUILTINS:
-        return node.id
-    if (
-        isinstance(node, ast.Attribute)
-        and node.attr in _GUARDED_BUILTINS
-        and isinstance(node.value, ast.Name)
-        and node.value.id in _BUILTINS_MODULES
-    ):
-        return node.attr
-    return None
+    if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+        return None
+    module, _, name = (_dotted(node, aliases) or "").rpartition(".")
+    return name if name in _GUARDED_BUILTINS and module in ("", *_BUILTINS_MODULES) else None
 
 
 def _refuse_new_capabilities(reply: ast.Module, original: ast.Module) -> None:
