@@ -261,6 +261,14 @@ def test_a_program_that_ends_the_interpreter_is_reported_as_such():
     assert not result.passed and result.reason.startswith("the scorer exited with code 3"), result.reason
 
 
+def test_a_program_that_writes_outside_its_folder_is_stopped_behind_the_wall(tmp_path):
+    fast = program(DUPLICATES["canonical_solution"], DUPLICATES["test_case"])
+    leak = program(DUPLICATES["canonical_solution"], f"open({str(tmp_path / 'leak.txt')!r}, 'w')\n")
+    scores = score_all([fast, leak], 30, 2048)
+    assert scores[0].passed and not scores[1].passed and not (tmp_path / "leak.txt").exists()
+    assert scores[1].reason == f"it opened {tmp_path / 'leak.txt'} for writing, which no program scored here may do"
+
+
 def test_the_program_runs_without_the_secrets_of_the_environment(monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-secret")
     monkeypatch.setenv("GITHUB_TOKEN", "ghs-secret")

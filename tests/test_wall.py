@@ -3,14 +3,20 @@ candidates that are correct and escape each in their own way. Nothing gets out, 
 and a clean candidate after them passes; a project whose own tests start programs and write temporary files
 keeps working behind it."""
 
+import json
 import socket
 import textwrap
 import threading
 
 import pytest
 
+from pytest_soap.soap import Target
 from pytest_soap.soap import sandbox as sandbox_module
+from pytest_soap.soap.llm import AnthropicProvider
+from pytest_soap.soap.loop import optimize
+from pytest_soap.soap.loopback import MessagesServer
 from pytest_soap.soap.sandbox import Sandbox, run_pytest
+from pytest_soap.soap.session import final_check
 
 from projects import git_project  # tests/projects.py
 
@@ -234,3 +240,91 @@ def test_the_report_says_how_candidates_are_contained(tmp_path, monkeypatch):
         assert box.containment().endswith("no network namespace here (unshare --net failed: Operation not permitted)")
         box.capabilities["network"] = "opened a network connection to 127.0.0.1:8080"
         assert "the network stays, as the original's tests use it" in box.containment()
+
+
+# The original already uses each of these, so the static tripwire lets the escapes below through: the wall is
+# what stops them.
+CAPABLE = '''\
+import pathlib
+import sys
+import threading
+import urllib.request
+
+
+def fetch(url):
+    return urllib.request.urlopen(url).read()
+
+
+def save(path, text):
+    pathlib.Path(path).write_text(text)
+
+
+def shell(command):
+    return sys.modules["os"].system(command)
+
+
+def later(work):
+    threading.Thread(target=work).start()
+
+
+def unique(items):
+    seen = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen
+'''
+
+LARGE_TESTS = TESTS + '''
+
+def test_unique_on_a_large_list():
+    assert unique(list(range(1500, 0, -1)) * 2) == list(range(1500, 0, -1))
+'''
+
+
+def revision(body: str) -> str:
+    code = "def unique(items):\n" + textwrap.indent(textwrap.dedent(body).strip(), "    ") + "\n    return list(dict.fromkeys(items))\n"
+    return f"Faster.\n\n```python\n{code}```\n"
+
+
+def test_the_loop_rejects_escapes_with_the_walls_reason_and_the_patch_is_checked_once_more(tmp_path, listener, hook_alone):
+    root, outside = tmp_path / "project", tmp_path / "outside"
+    outside.mkdir()
+    git_project(root, CAPABLE, LARGE_TESTS)
+    script = [
+        revision(f"""
+            try:
+                urllib.request.urlopen("http://127.0.0.1:{listener.port}/", timeout=2)
+            except Exception:
+                pass"""),
+        revision(f'pathlib.Path("{outside}/loop.txt").write_text("x")'),
+        revision(f'sys.modules["os"].system("touch {outside}/shell.txt")'),
+        revision(f'threading.Thread(target=lambda: save("{outside}/thread.txt", "x")).start()'),
+        revision(""),
+    ]
+    target = Target(root, "pkg/work.py", "unique", ("tests/test_work.py::test_unique",
+                                                    "tests/test_work.py::test_unique_on_a_large_list"),
+                    race=("tests/test_work.py::test_unique_on_a_large_list",))
+    with MessagesServer(script) as server:
+        provider = AnthropicProvider(api_key="sk-test", base_url=server.url, timeout=10, max_retries=0)
+        opt = optimize(target, provider, "claude-test", len(script), ["time_s"], "time 100×")
+    rounds = [(c.status, c.reason) for c in opt.candidates]
+    assert [status for status, _ in rounds] == ["rejected"] * 4 + ["accepted"], rounds
+    assert [reason for _, reason in rounds[:4]] == [
+        f"the sandbox's wall stopped it: it looked up the network address 127.0.0.1:{listener.port}, which the original does not",
+        f"the sandbox's wall stopped it: it opened {outside}/loop.txt for writing, which the original does not",
+        "the sandbox's wall stopped it: it started the program sh (os.system), which the original does not",
+        "the sandbox's wall stopped it: it started a thread, which the original does not"]
+    assert listener.accepted == 0 and list(outside.iterdir()) == []
+    assert "the sandbox's wall stopped it: it started the program sh" in json.dumps(server.requests[-1].body)
+    assert opt.sandbox.startswith("an audit hook stops anything of a kind the original's tests do not do")
+
+    final_check(root, [opt])
+    assert opt.status == "accepted" and opt.final_check.startswith("passed: its covering tests ran again")
+    # A revision that slipped past the loop is dropped by the final check, with the wall's reason.
+    opt.revised = opt.revised.replace("    return list(dict.fromkeys(items))",
+                                      f'    open("{outside}/late.txt", "w")\n    return list(dict.fromkeys(items))')
+    final_check(root, [opt])
+    assert (opt.status, opt.revised, opt.diff()) == ("rejected", None, "")
+    assert opt.reason == f"the final check failed: it opened {outside}/late.txt for writing, which the original does not"
+    assert list(outside.iterdir()) == []

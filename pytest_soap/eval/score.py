@@ -38,7 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..measure.heap import track_heap
-from ..soap.sandbox import _crash_reason, memory_limit_mb, run_limited, scrubbed_env
+from ..soap.sandbox import (_crash_reason, behind_wall, memory_limit_mb, network_namespace, read_wall_log, refusal,
+                            run_limited, scrubbed_env)
 
 REPEAT = 3
 SAMPLE_S = 0.01  # the least time a timed sample takes: a shorter program runs several times in it
@@ -81,7 +82,15 @@ def _run_scorer(programs: list[str], timeout_s: float, memory_mb: int, repeat: i
         out = work / "result.json"
         cmd = [sys.executable, "-m", "pytest_soap.eval.score", *names, "--out", str(out), "--repeat", str(repeat),
                "--memory-mb", str(memory_limit_mb(memory_mb))]
-        finished = run_limited(cmd, work, scrubbed_env(os.environ, work), work / "output.txt", timeout_s, memory_mb)
+        # Behind the sandbox's wall: the scorer loads, then closes it (see main), and a program that then does
+        # anything the scorer did not (reach the network, write outside this folder, start a program or a
+        # thread) is stopped there.
+        wall_log = work / "wall.jsonl"
+        cmd = behind_wall(cmd, work, wall_log, None, network_namespace()[0], until_closed=True)
+        env = {**scrubbed_env(os.environ, work), "TMPDIR": str(work)}
+        finished = run_limited(cmd, work, env, work / "output.txt", timeout_s, memory_mb)
+        if refused := refusal(read_wall_log(wall_log), "no program scored here may do"):
+            return Score(False, refused)
         if finished.timed_out:
             return Score(False, f"timed out after {timeout_s:.1f} s")
         try:
@@ -178,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))  # as deep as a LeetCode-style recursion goes
     sources = {str(path): path.read_text(encoding="utf-8") for path in options.programs}
+    sys.audit("soap.wall.close")  # behind the wall, from here on only what the scorer did so far is allowed
     scores = measure(sources, options.repeat, options.memory_mb)
     options.out.write_text(json.dumps([s.to_dict() for s in scores.values()]), encoding="utf-8")
     return 0

@@ -225,8 +225,9 @@ def _optimization(o: dict) -> list[str]:
     if rows:
         parts.append(table(["Metric", "Before", "After", "Ratio"], rows))
         parts.append("Figures of one run of the regressed tests, the median of the race's samples.")
-    if o.get("behaviour"):
-        parts.append(f"Behaviour: {_prose(o['behaviour'])}.")
+    for label, key in (("Behaviour", "behaviour"), ("Final check", "final_check"), ("Sandbox", "sandbox")):
+        if o.get(key):
+            parts.append(f"{label}: {_prose(o[key])}.")
     candidates = o.get("candidates") or []
     if candidates:
         rounds = "\n".join(f"- round {c.get('iteration')}: {_prose(c.get('status'))}"

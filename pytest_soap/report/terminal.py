@@ -144,6 +144,10 @@ def loop_lines(loop) -> list[str]:
             lines.append(f"    {o.reason}")
         if o.behaviour:
             lines.append(f"    behaviour: {o.behaviour}")
+        if o.final_check:
+            lines.append(f"    final check: {o.final_check}")
+        if o.sandbox:
+            lines.append(f"    sandbox: {o.sandbox}")
         lines += [f"    round {c.iteration}: {c.status}{': ' + c.reason if c.reason else ''}" for c in o.candidates]
         if o.tokens["input"] or o.tokens["output"]:
             cost = f", about ${o.cost_usd:.2f}" if o.cost_usd is not None else ""

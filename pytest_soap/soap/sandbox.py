@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,19 +176,34 @@ class Sandbox:
         environment. The first run records what it does; each later one is stopped at the first thing of a kind
         the first did not do, and `refused` says what."""
         log = self.scratch_file("wall", ".jsonl")
-        mode = ["--record"] if self.capabilities is None else [a for key in self.capabilities for a in ("--allow", key)]
-        walled = [*self._network_prefix(), cmd[0], str(WALL), "--home", str(self._open()), "--log", str(log), *mode,
-                  "--", *cmd[1:]]
+        walled = behind_wall(cmd, self._open(), log, self.capabilities, self._network_prefix())
         finished = run_limited(walled, cwd, self.env(), self.scratch_file("output", ".txt"), timeout_s, memory_mb)
-        seen = _read_lines(log)
+        seen = read_wall_log(log)
         if self.capabilities is None:
             self.capabilities = {record["key"]: record["detail"] for record in seen}
-        elif refused := next((record for record in seen if record.get("refused")), None):
-            finished.refused = f"it {refused['detail']}, which the original does not"
+        else:
+            finished.refused = refusal(seen)
         return finished
 
 
-def _read_lines(path: Path) -> list[dict]:
+def behind_wall(cmd: Sequence[str], home: Path, log: Path, allowed: Collection[str] | None,
+                network_prefix: Sequence[str] = (), until_closed: bool = False) -> list[str]:
+    """`cmd` (`python -m MODULE ...`) as run behind the wall (wall.py), with `home` the folder it may write in
+    and `log` where the wall writes: recording what it does when `allowed` is None (`until_closed`: until it
+    raises "soap.wall.close"), else stopped at the first thing whose key is not allowed. `network_prefix`
+    (network_namespace's) takes its network away."""
+    mode = ["--record"] if allowed is None else [arg for key in allowed for arg in ("--allow", key)]
+    mode += ["--until-closed"] * until_closed
+    return [*network_prefix, cmd[0], str(WALL), "--home", str(home), "--log", str(log), *mode, "--", *cmd[1:]]
+
+
+def refusal(seen: list[dict], rule: str = "the original does not") -> str | None:
+    """What the wall stopped a run at, one line, from its log's records; None when it stopped nothing."""
+    refused = next((record for record in seen if record.get("refused")), None)
+    return f"it {refused['detail']}, which {rule}" if refused else None
+
+
+def read_wall_log(path: Path) -> list[dict]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from itertools import chain
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from ..report.units import LABEL, ratio
 from ..store import atomic_write
 from . import Related, Target
 from .candidate import CandidateError, enclosing, locate
-from .loop import Optimization, optimize
+from .loop import MEMORY_MB, UNMEASURED_S, Optimization, optimize
+from .sandbox import Sandbox, SandboxError, run_pytest
 
 PATCH = Path(".soap") / "optimized.patch"
 
@@ -133,6 +135,9 @@ def run(planned: list[Planned], provider, model: str, iterations: int, threshold
             if o.status != "skipped":
                 break
             progress(f"{target.key}: skipped: {o.reason}")
+    if any(o.revised is not None for o in result.optimizations):
+        progress("the final check: the kept revisions' covering tests, all revisions in one tree, behind the wall")
+        final_check(root, result.optimizations)
     patch = "".join(o.diff() for o in result.optimizations)
     if patch:
         result.patch = root / PATCH
@@ -154,7 +159,7 @@ def apply_revision(root: Path, o: Optimization, applied: dict[str, str] | None =
     if current == o.original:
         text = o.revised
     elif current == applied.get(o.file):
-        text = _merged(root, o)
+        text = _merged(current, o)
         if text is None:
             return f"{o.file}: the revision of {o.qualname} overlaps an earlier one: it is in {PATCH} only"
     else:
@@ -164,15 +169,15 @@ def apply_revision(root: Path, o: Optimization, applied: dict[str, str] | None =
     return None
 
 
-def _merged(root: Path, o: Optimization) -> str | None:
-    """The file with o's diff (made against the original) applied by git, which allows for the lines
-    earlier revisions moved; None when it does not apply. The file itself is left as it was."""
+def _merged(text: str, o: Optimization) -> str | None:
+    """`text` (o's file with earlier revisions in it) with o's diff (made against the original) applied by git,
+    which allows for the lines earlier revisions moved; None when it does not apply."""
     import git
 
     with tempfile.TemporaryDirectory(prefix="soap-apply-") as scratch:
         copy = Path(scratch) / o.file
         copy.parent.mkdir(parents=True)
-        copy.write_text((root / o.file).read_text(encoding="utf-8"), encoding="utf-8")
+        copy.write_text(text, encoding="utf-8")
         diff = Path(scratch) / "revision.patch"
         diff.write_text(o.diff(), encoding="utf-8")
         try:
@@ -180,3 +185,48 @@ def _merged(root: Path, o: Optimization) -> str | None:
         except git.GitCommandError:
             return None
         return copy.read_text(encoding="utf-8")
+
+
+def final_check(root: Path, optimizations: list[Optimization]) -> None:
+    """Before anything is written to the patch: the kept revisions, all in one tree as the patch will put them,
+    run their covering tests once more behind the sandbox's wall, allowed only what the originals' tests do.
+    Each loop checked its revision alone; together they have not run. If they fail together, each is added in
+    turn to those that passed, and one that fails is dropped with its reason."""
+    kept = [o for o in optimizations if o.revised is not None]
+    problem = _recheck(root, kept) if kept else None
+    passed = kept if problem is None else []
+    if problem is not None:
+        for o in kept:
+            problem = _recheck(root, [*passed, o]) if len(kept) > 1 else problem
+            if problem is None:
+                passed.append(o)
+            else:
+                o.status, o.reason, o.revised, o.after = "rejected", f"the final check failed: {problem}", None, None
+                o.final_check = f"failed: {problem}"
+    for o in passed:
+        o.final_check = (f"passed: its covering tests ran again with {'every revision of the patch' if len(passed) > 1 else 'the revision'} "
+                         "in the tree, behind the sandbox's wall")
+
+
+def _recheck(root: Path, revised: list[Optimization]) -> str | None:
+    """Why the covering tests of `revised` fail with all of them in one sandbox, behind the wall; None if they pass."""
+    texts: dict[str, str] = {}
+    for o in revised:
+        text = o.revised if o.file not in texts else _merged(texts[o.file], o)
+        if text is None:
+            return f"the revision of {o.qualname} does not apply over the others in {o.file}"
+        texts[o.file] = text
+    every = [o.checks.get("tests", list(o.tests)) for o in revised]
+    tests = [] if any(not t for t in every) else sorted({t for t in chain.from_iterable(every)})  # []: the whole suite
+    limit = sum(o.checks.get("limits", {}).get("check_and_race", UNMEASURED_S) for o in revised)
+    capabilities = {key: seen for o in revised for key, seen in o.capabilities.items()}
+    try:
+        with Sandbox(root, capabilities) as box:
+            for file, text in texts.items():
+                box.write(file, text)
+            run = run_pytest(box, tests, limit, MEMORY_MB)
+    except SandboxError as e:
+        return str(e)
+    if run.status == "passed":
+        return None
+    return run.reason if run.status == "refused" else f"tests {run.status}: {run.reason}"

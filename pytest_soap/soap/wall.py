@@ -1,7 +1,7 @@
 """The sandbox's wall: an audit hook, first in every sandboxed process, that stops a candidate the moment it
 does something of a kind the original's tests never do.
 
-    python wall.py --home DIR --log FILE (--record | --allow KEY ...) -- -m pytest ARGS...
+    python wall.py --home DIR --log FILE (--record [--until-closed] | --allow KEY ...) -- -m pytest ARGS...
 
 It is run as a script, by path, and installs the hook before anything of the project's is imported (neither
 the project nor a candidate runs first), then runs `-m MODULE` as `python -m` would. It uses the standard
@@ -18,7 +18,9 @@ What it watches (`sys.addaudithook` events), each as a key compared with the ori
 - "native code:LIBRARY" or "native code:EVENT": ctypes loading a library, or calling or reading through it;
 - "environment:NAME": an environment variable set or unset (pytest's own aside).
 
-With --record (the original's run), each key's first event is written to the log as a JSON line. Otherwise an
+With --record (the original's run), each key's first event is written to the log as a JSON line; with
+--until-closed too, only until the process raises the event "soap.wall.close", from which on what was recorded
+is all it may do (a trusted harness that loads first, then runs programs: `soap eval`'s scorer). Otherwise an
 event whose key is not --allow'ed is written to the log, marked refused, and the process ends there with
 REFUSED_EXIT: nothing can catch that, in any thread or in an atexit handler, and a candidate's later effects
 never happen. An audit hook is not a security boundary (PEP 578): code that reaches native memory can remove
@@ -38,10 +40,11 @@ WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
 class Wall:
-    def __init__(self, home, log_fd, allowed):
+    def __init__(self, home, log_fd, allowed, closes=False):
         self.home = [os.path.realpath(home), "/dev/null"]
         self.log_fd = log_fd
         self.allowed = allowed  # None: record
+        self.closes = closes  # whether "soap.wall.close" ends the recording
         self.seen = set()
         self.local = _thread._local()  # what the hook itself does raises events too
 
@@ -136,6 +139,12 @@ def _fork(wall, event, args):
     return "process:fork", f"forked the process ({event})"
 
 
+def _close(wall, event, args):
+    if wall.closes and wall.allowed is None:
+        wall.allowed = frozenset(wall.seen)
+    return None
+
+
 def _thread_started(wall, event, args):
     return "thread", "started a thread"
 
@@ -172,7 +181,7 @@ HANDLERS = {
     "socket.gethostbyaddr": _lookup,
     "subprocess.Popen": _process(0), "os.system": _process(0, "shell"), "os.exec": _process(0),
     "os.posix_spawn": _process(0), "os.spawn": _process(1), "soap.fork_exec": _process(0), "pty.spawn": _process(0),
-    "os.fork": _fork, "os.forkpty": _fork, "soap.start_thread": _thread_started,
+    "os.fork": _fork, "os.forkpty": _fork, "soap.start_thread": _thread_started, "soap.wall.close": _close,
     "os.kill": _signal, "os.killpg": _signal,
     "os.putenv": _environment, "os.unsetenv": _environment,
     **{f"ctypes.{name}": _native for name in ("dlopen", "dlsym", "dlsym/handle", "addressof", "call_function",
@@ -213,7 +222,7 @@ def main(argv):
         raise SystemExit("wall.py runs `-m MODULE ARGS...`")
     log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # before the hook: the hook only appends
     _audit_starts()
-    sys.addaudithook(Wall(home, log_fd, allowed).hook)
+    sys.addaudithook(Wall(home, log_fd, allowed, closes="--until-closed" in options).hook)
     # Everything this script needs was imported above, while its own folder led sys.path; `python -m` puts the
     # working directory there instead, and so does this, only now: a module of the tree named like one of the
     # standard library's imports after the hook is in place, never before.
