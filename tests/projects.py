@@ -10,6 +10,16 @@ import git
 
 ACTOR = git.Actor("t", "t@example.com")
 INI = '[tool.pytest.ini_options]\ntestpaths = ["tests"]\npythonpath = ["."]\n'
+# A function many tests optimise: a list scan where a dict would do, correct and slow on a large list.
+UNIQUE = '''\
+def unique(items):
+    """The distinct items, in first-seen order."""
+    seen = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen
+'''
 
 
 def write(path: Path, text: str) -> None:

@@ -14,18 +14,11 @@ from github_server import GitHubServer  # tests/github_server.py
 from pytest_soap.report.markdown import MARKER
 from pytest_soap.soap.loopback import Forever, MessagesServer
 
+from projects import UNIQUE as ORIGINAL  # tests/projects.py
+
 TOKEN, KEY = "ghs_SECRETtoken0123456789", "sk-ant-SECRETkey0123456789"
 REPO = "octo/shop"
 
-ORIGINAL = '''\
-def unique(items):
-    """The distinct items, in first-seen order."""
-    seen = []
-    for item in items:
-        if item not in seen:
-            seen.append(item)
-    return seen
-'''
 TESTS = '''\
 from pkg.work import unique
 

@@ -15,15 +15,7 @@ from pytest_soap.soap import Target
 from pytest_soap.soap.llm import AnthropicProvider
 from pytest_soap.soap.loop import optimize
 
-ORIGINAL = '''\
-def unique(items):
-    """The distinct items, in first-seen order."""
-    seen = []
-    for item in items:
-        if item not in seen:
-            seen.append(item)
-    return seen
-'''
+from projects import UNIQUE as ORIGINAL  # tests/projects.py
 
 TESTS = '''\
 from pkg.work import unique

@@ -18,19 +18,9 @@ from pytest_soap.soap.loopback import MessagesServer
 from pytest_soap.soap.sandbox import Sandbox, run_pytest
 from pytest_soap.soap.session import final_check
 
-from projects import git_project  # tests/projects.py
+from projects import UNIQUE, git_project  # tests/projects.py
 
-WORK = '''\
-import sys
-
-
-def unique(items):
-    seen = []
-    for item in items:
-        if item not in seen:
-            seen.append(item)
-    return seen
-'''
+WORK = "import sys\n\n\n" + UNIQUE
 
 TESTS = '''\
 from pkg.work import unique
@@ -267,13 +257,7 @@ def later(work):
     threading.Thread(target=work).start()
 
 
-def unique(items):
-    seen = []
-    for item in items:
-        if item not in seen:
-            seen.append(item)
-    return seen
-'''
+''' + UNIQUE
 
 LARGE_TESTS = TESTS + '''
 
