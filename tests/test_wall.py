@@ -13,7 +13,7 @@ import pytest
 from pytest_soap.soap import Target
 from pytest_soap.soap import sandbox as sandbox_module
 from pytest_soap.soap.llm import AnthropicProvider
-from pytest_soap.soap.loop import optimize
+from pytest_soap.soap.loop import Optimization, optimize
 from pytest_soap.soap.loopback import MessagesServer
 from pytest_soap.soap.sandbox import Sandbox, run_pytest
 from pytest_soap.soap.session import final_check
@@ -312,3 +312,24 @@ def test_the_loop_rejects_escapes_with_the_walls_reason_and_the_patch_is_checked
     assert (opt.status, opt.revised, opt.diff()) == ("rejected", None, "")
     assert opt.reason == f"the final check failed: it opened {outside}/late.txt for writing, which the original does not"
     assert list(outside.iterdir()) == []
+
+
+def test_the_final_check_keeps_the_revisions_that_pass_together_and_drops_the_one_that_escapes(tmp_path, hook_alone):
+    root, outside = tmp_path / "project", tmp_path / "outside"
+    outside.mkdir()
+    git_project(root, WORK, TESTS)
+    (root / "pkg" / "other.py").write_text("def total(xs):\n    return sum(x for x in xs)\n")
+    (root / "tests" / "test_other.py").write_text("from pkg.other import total\n\ndef test_total():\n    assert total([1, 2]) == 3\n")
+    with Sandbox(root) as box:  # what the originals' tests do, as each loop's first run records it
+        run_pytest(box, [], 60, 1024)
+    escaping_total = f"def total(xs):\n    open({str(outside / 'total.txt')!r}, 'w')\n    return sum(xs)\n"
+    kept = [Optimization("pkg/work.py", "unique", "accepted", tests=["tests/test_work.py"], original=WORK, revised=CLEAN,
+                         capabilities=box.capabilities, checks={"tests": ["tests/test_work.py"]}),
+            Optimization("pkg/other.py", "total", "accepted", tests=["tests/test_other.py"],
+                         original=(root / "pkg" / "other.py").read_text(), revised=escaping_total,
+                         capabilities=box.capabilities, checks={"tests": ["tests/test_other.py"]})]
+    final_check(root, kept)
+    assert [o.status for o in kept] == ["accepted", "rejected"]
+    assert kept[0].final_check == "passed: its covering tests ran again with the revision in the tree, behind the sandbox's wall"
+    assert kept[1].reason == f"the final check failed: it opened {outside / 'total.txt'} for writing, which the original does not"
+    assert kept[1].diff() == "" and list(outside.iterdir()) == []

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import tempfile
-from itertools import chain
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 from ..attribute import Attribution
@@ -195,14 +195,13 @@ def final_check(root: Path, optimizations: list[Optimization]) -> None:
     kept = [o for o in optimizations if o.revised is not None]
     problem = _recheck(root, kept) if kept else None
     passed = kept if problem is None else []
-    if problem is not None:
-        for o in kept:
-            problem = _recheck(root, [*passed, o]) if len(kept) > 1 else problem
-            if problem is None:
-                passed.append(o)
-            else:
-                o.status, o.reason, o.revised, o.after = "rejected", f"the final check failed: {problem}", None, None
-                o.final_check = f"failed: {problem}"
+    for o in kept if problem is not None else ():
+        alone = problem if len(kept) == 1 else _recheck(root, [*passed, o])
+        if alone is None:
+            passed.append(o)
+        else:
+            o.status, o.reason, o.revised, o.after = "rejected", f"the final check failed: {alone}", None, None
+            o.final_check = f"failed: {alone}"
     for o in passed:
         o.final_check = (f"passed: its covering tests ran again with {'every revision of the patch' if len(passed) > 1 else 'the revision'} "
                          "in the tree, behind the sandbox's wall")
