@@ -151,6 +151,9 @@ def test_a_regressing_pull_request_gets_one_comment_and_one_optimisation_pr_upda
         assert writes.count(("POST", f"/repos/{REPO}")) == 1 and ("PATCH", f"/repos/{REPO}/pulls") in writes
         body = github.pulls[0]["body"]
         assert "| before | after |" in body and "accepted" in body and "How to apply" in body
+        # The pushed code was checked once more behind the sandbox's wall, and the body says so.
+        assert "  - final check: passed: its covering tests ran again with the revision in the tree, behind the " \
+               "sandbox's wall" in body and "  - sandbox: an audit hook stops anything" in body
         assert TOKEN not in job.printed() and KEY not in job.printed()
     # The pushed branch holds the faster code, and its tests pass.
     assert "soap/feature" in branches(bare)

@@ -191,35 +191,6 @@ def test_the_network_namespace_stops_what_the_hook_cannot_see(tmp_path, listener
     assert run.status == "failed" and listener.accepted == 0, run.reason
 
 
-def test_a_project_that_starts_programs_and_writes_temporary_files_keeps_working(tmp_path, hook_alone):
-    root = tmp_path / "project"
-    tests = TESTS + textwrap.dedent('''
-        import os, subprocess, sys, tempfile, threading
-
-        def test_programs_files_and_threads(tmp_path):
-            (tmp_path / "out.txt").write_text("x")
-            with tempfile.NamedTemporaryFile("w") as f:
-                f.write("y")
-            assert subprocess.run([sys.executable, "-c", "print(1)"], capture_output=True, text=True).stdout == "1\\n"
-            os.environ["WORK_MODE"] = "fast"
-            thread = threading.Thread(target=print)
-            thread.start()
-            thread.join()
-        ''')
-    git_project(root, WORK, tests)
-    with Sandbox(root) as box:
-        assert run_pytest(box, [], 60, 1024).status == "passed"
-        assert {"process:python", "thread", "environment:WORK_MODE"} <= set(box.capabilities)
-        # Its temporary files are in the sandbox's folder: writing them is no escape, for it or for a candidate.
-        assert not [seen for seen in box.capabilities.values() if "out.txt" in seen or "pytest-of-" in seen]
-        box.write("pkg/work.py", CLEAN)
-        assert run_pytest(box, [], 60, 1024).status == "passed"
-        # What the original does, a candidate may do too; something new of the same kind is still refused.
-        box.write("pkg/work.py", escaping("""sys.modules["o" + "s"].environ["OTHER"] = "1" """))
-        other = run_pytest(box, [], 60, 1024)
-    assert other.reason == "it changed the environment variable OTHER, which the original does not"
-
-
 def test_the_report_says_how_candidates_are_contained(tmp_path, monkeypatch):
     root = tmp_path / "project"
     git_project(root, WORK, TESTS)
@@ -333,3 +304,37 @@ def test_the_final_check_keeps_the_revisions_that_pass_together_and_drops_the_on
     assert kept[0].final_check == "passed: its covering tests ran again with the revision in the tree, behind the sandbox's wall"
     assert kept[1].reason == f"the final check failed: it opened {outside / 'total.txt'} for writing, which the original does not"
     assert kept[1].diff() == "" and list(outside.iterdir()) == []
+
+
+def test_a_project_that_starts_programs_and_writes_temporary_files_keeps_working(tmp_path, hook_alone):
+    root = tmp_path / "project"
+    programs = textwrap.dedent('''
+        import os, subprocess, sys, tempfile, threading
+
+        def test_programs_files_and_threads(tmp_path):
+            assert unique([2, 2]) == [2]
+            (tmp_path / "out.txt").write_text("x")
+            with tempfile.NamedTemporaryFile("w") as f:
+                f.write("y")
+            assert subprocess.run([sys.executable, "-c", "print(1)"], capture_output=True, text=True).stdout == "1\\n"
+            os.environ["WORK_MODE"] = "fast"
+            thread = threading.Thread(target=print)
+            thread.start()
+            thread.join()
+        ''')
+    git_project(root, WORK, LARGE_TESTS + programs)
+    target = Target(root, "pkg/work.py", "unique", ("tests/test_work.py::test_programs_files_and_threads",
+                                                    "tests/test_work.py::test_unique_on_a_large_list"),
+                    race=("tests/test_work.py::test_unique_on_a_large_list",))
+    with MessagesServer([revision("")]) as server:
+        provider = AnthropicProvider(api_key="sk-test", base_url=server.url, timeout=10, max_retries=0)
+        opt = optimize(target, provider, "claude-test", 1, ["time_s"], "time 100×")
+    assert opt.status == "accepted", [(c.status, c.reason) for c in opt.candidates]
+    assert {"process:python", "thread", "environment:WORK_MODE"} <= set(opt.capabilities)
+    # Its temporary files are in the sandbox's folder: writing them is no escape, for it or for a candidate.
+    assert not [seen for seen in opt.capabilities.values() if "out.txt" in seen or "pytest-of-" in seen]
+    # What the original does, a candidate may do too; something new of the same kind is still refused.
+    with Sandbox(root, opt.capabilities) as box:
+        box.write("pkg/work.py", escaping("""sys.modules["o" + "s"].environ["OTHER"] = "1" """))
+        other = run_pytest(box, [], 60, 1024)
+    assert other.reason == "it changed the environment variable OTHER, which the original does not"
