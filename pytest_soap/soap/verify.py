@@ -436,19 +436,28 @@ def shared_objects(root: Path) -> dict[int, object]:
     return shared
 
 
-def _too_big(value: object, shared: dict[int, object]) -> bool:
-    """Whether copying `value` means more than MAX_COPY_OBJECTS objects or MAX_COPY_MB: a bounded walk."""
-    seen, stack, size = set(), [value], 0
-    while stack:
-        item = stack.pop()
-        if id(item) in seen or id(item) in shared or \
-                isinstance(item, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType)):
-            continue
-        seen.add(id(item))
-        size += sys.getsizeof(item, 0)
-        if len(seen) > MAX_COPY_OBJECTS or size > MAX_COPY_MB << 20:
-            return True
-        stack.extend(gc.get_referents(item))
+_NOT_COPIED = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType)
+_address = object.__hash__  # an object's address, as id() is, but no audit event (see _too_big)
+
+
+def _too_big(value: object, shared: frozenset[int]) -> bool:
+    """Whether copying `value` means more than MAX_COPY_OBJECTS objects or MAX_COPY_MB: a bounded walk, level by
+    level. `shared` holds the _address of each shared object. Behind the sandbox's wall, every id() call and every
+    gc.get_referents call is an audit event, which runs Python code: an object at a time, the walk of a large
+    parse tree cost more than its copy, and the check sampled too few calls to find a wrong one."""
+    seen, level, size = set(shared), [value], 0
+    while level:
+        fresh = []
+        for item in level:
+            address = _address(item)
+            if address in seen or isinstance(item, _NOT_COPIED):
+                continue
+            seen.add(address)
+            fresh.append(item)
+            size += sys.getsizeof(item, 0)
+            if len(seen) - len(shared) > MAX_COPY_OBJECTS or size > MAX_COPY_MB << 20:
+                return True
+        level = gc.get_referents(*fresh) if fresh else []
     return False
 
 
@@ -539,6 +548,10 @@ class Check:
                  champion_text: str | None, root: Path | None = None, watch: tuple[str, ...] = ()):
         self.module = module
         self.shared = shared_objects(root) if root is not None else {}
+        self.shared_addresses = frozenset(map(_address, self.shared.values()))
+        # The memo each copy starts from: the shared objects under their id (for a __deepcopy__ that looks itself
+        # up in the memo by id()) and under their _address (for the copy module: see pytest_configure).
+        self.shared_memo = {**self.shared, **{_address(v): v for v in self.shared.values()}}
         self.budget_s = CHECK_BUDGET_S
         self.target_key = tuple(target.split("."))
         if len(self.target_key) > 2:
@@ -663,15 +676,15 @@ class Check:
     def _copies(self, tally: Tally, args: tuple, kwargs: dict):
         """Two deep copies of the arguments taken before any run, or None (and why, tallied)."""
         try:
-            if _too_big((args, kwargs), self.shared):
+            if _too_big((args, kwargs), self.shared_addresses):
                 tally.too_big += 1
                 tally.first_problem = tally.first_problem or f"its arguments hold over {MAX_COPY_MB} MiB or " \
                                                              f"{MAX_COPY_OBJECTS} objects"
                 return None
-            first = copy.deepcopy((args, kwargs), dict(self.shared))
+            first = copy.deepcopy((args, kwargs), dict(self.shared_memo))
             # The second copy, for the control, while the function has not shown it repeats itself.
             controlled = tally.checked + tally.unreproducible < CONTROLLED or tally.unreproducible
-            return first, copy.deepcopy((args, kwargs), dict(self.shared)) if controlled else None
+            return first, copy.deepcopy((args, kwargs), dict(self.shared_memo)) if controlled else None
         except RecursionError:
             reason = "its arguments nest deeper than deepcopy can follow"
         except Exception as exc:
@@ -976,4 +989,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     spec = config.getoption("soap_verify")
     if spec:
+        # Behind the sandbox's wall every id() call is an audit event that runs Python code, and deepcopy makes
+        # two a copied object: copies of a parse tree took twice as long, and the check sampled too few calls to
+        # find a wrong one. The copy module keys its memo by the object's address through _address instead (the
+        # same bijection of the address id() gives, with no event); the shared objects are in the memo under both.
+        copy.id = _address
         config.pluginmanager.register(Verifier(config, json.loads(Path(spec).read_text(encoding="utf-8"))), "soap-verify")
