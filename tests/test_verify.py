@@ -443,6 +443,35 @@ def test_module_level_objects_are_shared_by_the_copies_not_copied(tmp_path):
     assert result.mismatch is None and result.functions["keywords"]["checked"] == 1
 
 
+def test_a_deepcopy_that_registers_itself_by_id_keeps_its_cycles_and_the_shared_objects(tmp_path):
+    # As PyTorch's tensors do, a __deepcopy__ that puts its copy in the memo under id(self); the check's copies
+    # key the memo by address without id() (see verify.pytest_configure): both must meet, in a parent-linked
+    # tree, and a module-level object reached through copy.deepcopy must stay itself.
+    original = ("import copy\n\nclass Kind:\n    pass\n\nKEYWORD, NAME = Kind(), Kind()\n\n"
+                "class Node:\n"
+                "    def __init__(self, kind, children=()):\n"
+                "        self.kind, self.children, self.parent = kind, list(children), None\n"
+                "        for child in self.children:\n"
+                "            child.parent = self\n\n"
+                "    def __deepcopy__(self, memo):\n"
+                "        if id(self) in memo:\n"
+                "            return memo[id(self)]\n"
+                "        twin = memo[id(self)] = Node.__new__(Node)\n"
+                "        twin.kind = copy.deepcopy(self.kind, memo)\n"
+                "        twin.children = [copy.deepcopy(child, memo) for child in self.children]\n"
+                "        twin.parent = copy.deepcopy(self.parent, memo)\n"
+                "        return twin\n\n"
+                "def keywords(node):\n    return sum(1 for child in node.children if child.kind is KEYWORD)\n")
+    tests = ("from pkg.calc import KEYWORD, NAME, Node, keywords\n"
+             "def test_keywords():\n"
+             "    assert keywords(Node(NAME, [Node(KEYWORD), Node(NAME, [Node(KEYWORD)])])) == 1\n")
+    files = {**PKG, "pkg/calc.py": original, "tests/test_calc.py": tests}
+    result = check(tmp_path, files, "keywords", original.replace(
+        "return sum(1 for child in node.children if child.kind is KEYWORD)",
+        "return [KEYWORD is child.kind for child in node.children].count(True)"))
+    assert result.mismatch is None and result.functions["keywords"]["checked"] == 1, result.functions
+
+
 # A decorator that registers what it wraps and refuses a second function of a name, as networkx's
 # @_dispatchable does: the original runs as the tree's own function with its code swapped in, so no
 # decorator runs twice, and calls through the registry run whichever version is in.
