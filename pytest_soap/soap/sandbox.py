@@ -204,11 +204,18 @@ def refusal(seen: list[dict], rule: str = "the original does not") -> str | None
 
 
 def read_wall_log(path: Path) -> list[dict]:
+    """The wall's records (one JSON line each, written whole); none when the process never got to write."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return []
-    return [json.loads(line) for line in lines if line.strip()]
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut short by a kill: the lines around it still count
+    return records
 
 
 @functools.cache
