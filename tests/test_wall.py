@@ -338,3 +338,16 @@ def test_a_project_that_starts_programs_and_writes_temporary_files_keeps_working
         box.write("pkg/work.py", escaping("""sys.modules["o" + "s"].environ["OTHER"] = "1" """))
         other = run_pytest(box, [], 60, 1024)
     assert other.reason == "it changed the environment variable OTHER, which the original does not"
+
+
+def test_the_profile_behind_the_wall_works_with_plugin_autoloading_off(tmp_path, monkeypatch):
+    # Then our plugin is not autoloaded: the profiler's own imports (memray, line_profiler, which load ctypes)
+    # must still be among what the original's run did, through the check's own plugin.
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    root = tmp_path / "project"
+    git_project(root, WORK, LARGE_TESTS)
+    target = Target(root, "pkg/work.py", "unique", ("tests/test_work.py::test_unique_on_a_large_list",))
+    with MessagesServer([revision("")]) as server:
+        provider = AnthropicProvider(api_key="sk-test", base_url=server.url, timeout=10, max_retries=0)
+        opt = optimize(target, provider, "claude-test", 1, ["time_s"], "time 100×")
+    assert opt.status == "accepted" and "profile" in opt.checks["seconds"], opt.reason
