@@ -1,15 +1,19 @@
 """Attribution: each regressed test named with the function that caused it, on real git repositories
 and real pytest sessions, and the blame rules on synthetic profiles (no timing)."""
 
+import gc
 import json
 import re
+import weakref
+
 import pytest
-from projects import commit, git_project, package_project, write  # tests/projects.py
 
 from pytest_soap.attribute import attribute
-from pytest_soap.report.terminal import cause_lines
 from pytest_soap.changes import ChangeSet, FunctionChange
-from pytest_soap.measure.functions import Edge, FunctionCost, Profile
+from pytest_soap.measure.functions import Edge, FunctionCost, Namer, Profile
+from pytest_soap.report.terminal import cause_lines
+
+from projects import commit, git_project, package_project, write  # tests/projects.py
 
 # commit A: process() calls the unchanged helper 5 times; build() asks allocate() for 8 MiB.
 # commit B changes only process() (50 calls) and build() (40 MiB): the time is spent in helper(),
@@ -339,3 +343,15 @@ def test_with_one_side_only_a_caller_and_its_callee_never_hold_the_same_time():
     assert a.causes[0].share == pytest.approx(1.0) and a.causes[1].within == "outer"
     assert_adds_up(a)
     assert "+" not in "".join(cause_lines(a))  # costs in this run, not rises
+
+
+def test_a_namer_and_the_files_it_read_are_freed_with_it(tmp_path):
+    # one Namer per profiled test: its caches must not outlive it
+    (tmp_path / "m.py").write_text("def f():\n    return 1\n")
+    namer = Namer(tmp_path)
+    cost = namer.name(str(tmp_path / "m.py"), 2, "")
+    assert (cost.file, cost.qualname) == ("m.py", "f")
+    alive = weakref.ref(namer)
+    del namer
+    gc.collect()
+    assert alive() is None

@@ -16,7 +16,7 @@ import pstats
 import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from ..changes import definitions, qualname_at
@@ -89,9 +89,12 @@ class Namer:
 
     def __init__(self, root: Path):
         self.root = root.resolve()
+        # caches per Namer: a cache on the method would key on self and keep every Namer, with every file it
+        # parsed, alive for the whole session
+        self.place = cache(self._place)
+        self._definitions = cache(self._read_definitions)
 
-    @lru_cache(maxsize=None)
-    def place(self, filename: str) -> tuple[str | None, str]:
+    def _place(self, filename: str) -> tuple[str | None, str]:
         """(path relative to the root, kind) for a code object's filename."""
         if not filename or filename.startswith("<") or filename == "~":
             return None, "external"
@@ -103,8 +106,7 @@ class Namer:
         relative = path.relative_to(self.root).as_posix()
         return relative, "test" if is_test_file(relative) else "project"
 
-    @lru_cache(maxsize=None)
-    def _definitions(self, relative: str):
+    def _read_definitions(self, relative: str):
         try:
             return definitions((self.root / relative).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError):
