@@ -34,9 +34,8 @@ import tracemalloc
 from collections import Counter
 from pathlib import Path
 
-from common import pkg_version, run_pytest, why  # next to this file
-
 from accuracy_project import BODY, ORDER, PLANTED, Plant, generate, load_function  # next to this file
+from common import pkg_version, run_pytest, why  # next to this file
 
 TARGETS = {"time_s": 1.15, "peak_mb": 1.1}  # the smallest factors the gate must catch (stretch: time 1.1x)
 COST_TARGET = 3.0  # the gate's wall time over a plain run, at most

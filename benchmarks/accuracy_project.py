@@ -75,9 +75,9 @@ def module_source(name: str, commit: str, per_ms: float) -> str:
         length = UNCHANGED[name.removeprefix("unchanged_")]
         n = round(length * per_ms)
         if name == "unchanged_random":
-            return ("import random\n\nfrom planted._work import spin\n\nN = {n}\n\n\n"
+            return (f"import random\n\nfrom planted._work import spin\n\nN = {n}\n\n\n"
                     "def run():\n    # unseeded: a different length every call, by design\n"
-                    "    return spin(round(N * random.uniform(0.5, 1.5)))\n").format(n=n)
+                    "    return spin(round(N * random.uniform(0.5, 1.5)))\n")
         return f"from planted._work import spin\n\nN = {n}\n\n\ndef run():\n    return spin(N)\n"
     plant = next(p for p in PLANTED if p.name == name)
     # B changes run() itself, so attribution has a changed function to find; the time is still spent in

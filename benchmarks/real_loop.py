@@ -179,7 +179,7 @@ def make_repo(case: Case, where: Path) -> Path:
     (top,) = list(unpacked.iterdir())
     repo = where / case.key
     top.rename(repo)
-    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True, text=True)  # noqa: E731
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True, text=True)
     git("init", "-q")
     git("config", "user.name", "real-loop bench")
     git("config", "user.email", "bench@pytest-soap.invalid")
@@ -560,7 +560,7 @@ def hostile_run(case: Case, repo: Path, work: Path, tools: Path, fixed: str, rep
     three times at most, then the same replies go through `soap optimize` on the function the fix rewrote first."""
     from pytest_soap.soap.loopback import Choose, Forever, MessagesServer
 
-    for attempt in (1, 2, 3):
+    for attempt in (1, 2, 3):  # noqa: B007 - returned below: the attempt that got through
         model = Model(fixed, replies, sequence)
         with MessagesServer([Forever(Choose(model))]) as server:
             run = run_pytest(repo, gate_args(case, len(sequence)), base_env(tools, server.url),

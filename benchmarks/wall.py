@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from real_loop import CASES, ensure_needs, make_repo  # noqa: E402
+from pytest_soap.soap.sandbox import Sandbox, network_namespace, run_limited
 
-from pytest_soap.soap.sandbox import Sandbox, network_namespace, run_limited  # noqa: E402
+from real_loop import CASES, ensure_needs, make_repo
 
 SUITES = {"sqlparse-imt": ["tests"], "networkx-is-reachable": None}  # None: the case's own selection
 

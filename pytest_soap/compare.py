@@ -19,8 +19,8 @@ import math
 import statistics
 from dataclasses import dataclass, field, replace
 
-from .stats import mann_whitney_greater, ratio_interval, sign_test_p
 from .records import GATED_METRICS, JUDGED_OUTCOMES, MEMORY_METRICS, Measurement
+from .stats import mann_whitney_greater, ratio_interval, sign_test_p
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ def suspect_metrics(m: Measurement, baseline: dict | None, thresholds: Threshold
         if not m.values(metric) or (at := line(metric, m, baseline, t)) is None:
             continue
         at = Line(at.base, 1 + (at.limit - 1) * margin, at.floor * margin)
-        if at.crossed_by(m.figure(metric)) or improvements and at.undercut_by(m.figure(metric)):
+        if at.crossed_by(m.figure(metric)) or (improvements and at.undercut_by(m.figure(metric))):
             suspects.append(metric)
     return suspects
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import statistics
-from functools import lru_cache
+from functools import cache
 from math import comb
 
 
@@ -13,7 +13,7 @@ def sign_test_p(above: int, runs: int) -> float:
     return sum(comb(runs, k) for k in range(above, runs + 1)) / 2**runs
 
 
-@lru_cache(maxsize=None)
+@cache
 def _arrangements(n: int, m: int, u: int) -> int:
     """How many orderings of n x-values and m y-values give exactly u (x, y) pairs with x > y."""
     if u < 0 or u > n * m:

@@ -9,11 +9,11 @@ import time
 
 import git
 import pytest
-from github_server import GitHubServer  # tests/github_server.py
 
 from pytest_soap.report.markdown import MARKER
 from pytest_soap.soap.loopback import Forever, MessagesServer
 
+from github_server import GitHubServer  # tests/github_server.py
 from projects import UNIQUE as ORIGINAL  # tests/projects.py
 
 TOKEN, KEY = "ghs_SECRETtoken0123456789", "sk-ant-SECRETkey0123456789"

@@ -3,14 +3,16 @@
 import json
 import site
 import sys
+
 import git
 import pytest
-from projects import commit, git_project, write  # tests/projects.py
 
 from pytest_soap.against import side_arguments
 from pytest_soap.compare import Thresholds, judge_paired
 from pytest_soap.records import Measurement, Sample
 from pytest_soap.stats import mann_whitney_greater, ratio_interval
+
+from projects import commit, git_project, write  # tests/projects.py
 
 WORK = """
     import time

@@ -3,8 +3,8 @@
 import pytest
 
 from pytest_soap.compare import Line, Thresholds, judge, judge_metric, suspect_metrics, undecided
-from pytest_soap.stats import sign_test_p
 from pytest_soap.records import Measurement, Sample
+from pytest_soap.stats import sign_test_p
 
 T = Thresholds()
 

@@ -304,7 +304,7 @@ def test_a_bad_record_is_a_one_line_error(tmp_path, content, message):
 def test_tests_that_never_call_the_solution_name_no_target():
     problem = Problem(5, "nothing", "", "", "assert True", "assert True")
     with pytest.raises(DatasetError, match=r"problem 5 \(nothing\): its tests never call solution.<method>"):
-        problem.method
+        problem.method  # noqa: B018 - the property raises
 
 
 # ---- the metrics, on synthetic scores (no timing) -------------------------------------------------------------

@@ -8,9 +8,10 @@ import urllib.request
 from datetime import datetime, timezone
 
 import pytest
-from github_server import GitHubServer
 
 from pytest_soap.github.api import GitHub, GitHubError
+
+from github_server import GitHubServer
 
 TOKEN = "ghs_s3cretTOKENvalue123"
 MARKER = "<!-- pytest-soap -->"

@@ -16,7 +16,6 @@ import urllib.request
 import anthropic
 import pytest
 from anthropic.resources.messages.messages import DEPRECATED_MODELS
-from pytest_soap.soap.loopback import EMPTY, Error, Forever, MessagesServer, Raw, Slow, token_count
 
 from pytest_soap.soap import DEFAULT_MODEL
 from pytest_soap.soap.llm import (
@@ -28,6 +27,7 @@ from pytest_soap.soap.llm import (
     cached_system_blocks,
     provider_for,
 )
+from pytest_soap.soap.loopback import EMPTY, Error, Forever, MessagesServer, Raw, Slow, token_count
 
 SYSTEM = "You make Python functions cheaper without changing what they do."
 CONTEXT = "def total(xs):\n    return sum([x for x in xs])\n"

@@ -10,10 +10,10 @@ import textwrap
 import git
 import pytest
 
-from pytest_soap.soap.loopback import EMPTY, Error, Forever, MessagesServer
 from pytest_soap.soap import Target
 from pytest_soap.soap.llm import AnthropicProvider
 from pytest_soap.soap.loop import optimize
+from pytest_soap.soap.loopback import EMPTY, Error, Forever, MessagesServer
 
 from projects import UNIQUE as ORIGINAL  # tests/projects.py
 

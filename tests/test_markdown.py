@@ -2,11 +2,13 @@
 
 import json
 import re
+
 import pytest
-from projects import commit, git_project, write  # tests/projects.py
 
 from pytest_soap.report.markdown import MARKER, render
 from pytest_soap.soap.loop import Optimization, Tried
+
+from projects import commit, git_project, write  # tests/projects.py
 
 WORK = """
     import time

@@ -2,12 +2,14 @@
 
 import copy
 import json
+
 import git
 import pytest
-from projects import commit, git_project, write  # tests/projects.py
 
 from pytest_soap.merge import MergeError, merge, merge_files, merge_into
 from pytest_soap.report.markdown import render
+
+from projects import commit, git_project, write  # tests/projects.py
 
 WORK = """
     import time

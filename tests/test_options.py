@@ -6,10 +6,11 @@ import sys
 
 import git
 import pytest
-from projects import INI, commit, package_project, write  # tests/projects.py
 
 from pytest_soap.config import OPTIONS
 from pytest_soap.report.markdown import render
+
+from projects import INI, commit, package_project, write  # tests/projects.py
 
 WORK = """
     import time

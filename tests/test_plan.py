@@ -3,8 +3,8 @@ the run that goes on to the next one while a target is skipped."""
 
 import pytest
 
-from pytest_soap.attribute import Attribution, Cause
 from pytest_soap import compare
+from pytest_soap.attribute import Attribution, Cause
 from pytest_soap.records import Measurement, Sample
 from pytest_soap.soap import Related, Target, session
 from pytest_soap.soap.loop import Optimization

@@ -3,7 +3,6 @@ run in it are in test_verify.py."""
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path

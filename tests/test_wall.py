@@ -10,8 +10,7 @@ import threading
 
 import pytest
 
-from pytest_soap.soap import Target
-from pytest_soap.soap import sandbox as sandbox_module
+from pytest_soap.soap import Target, sandbox as sandbox_module
 from pytest_soap.soap.llm import AnthropicProvider
 from pytest_soap.soap.loop import Optimization, optimize
 from pytest_soap.soap.loopback import MessagesServer

@@ -97,8 +97,8 @@ def svg(rows: list[RoundRow], title: str) -> str:
     values = [getattr(row, key) for row in rows for key, _, _ in SERIES if getattr(row, key) is not None]
     high = max([1.0, *values]) * 1.1
     last = max(len(rows) - 1, 1)
-    x = lambda k: left + (width - left - right) * k / last  # noqa: E731
-    y = lambda v: top + (height - top - bottom) * (1 - v / high)  # noqa: E731
+    x = lambda k: left + (width - left - right) * k / last
+    y = lambda v: top + (height - top - bottom) * (1 - v / high)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
              f'<rect width="{width}" height="{height}" fill="white"/>',

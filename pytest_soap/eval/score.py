@@ -38,8 +38,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..measure.heap import track_heap
-from ..soap.sandbox import (_crash_reason, behind_wall, memory_limit_mb, network_namespace, read_wall_log, refusal,
-                            run_limited, scrubbed_env)
+from ..soap.sandbox import (
+    _crash_reason,
+    behind_wall,
+    memory_limit_mb,
+    network_namespace,
+    read_wall_log,
+    refusal,
+    run_limited,
+    scrubbed_env,
+)
 
 REPEAT = 3
 SAMPLE_S = 0.01  # the least time a timed sample takes: a shorter program runs several times in it
@@ -125,7 +133,7 @@ def _attempt(code, label: str, memory_mb: int) -> tuple[str, float]:
         _run(code, label)
     except MemoryError:
         return f"exceeded the {memory_mb} MiB memory limit", 0.0
-    except Exception as e:  # noqa: BLE001 - the program's own failure is the result
+    except Exception as e:  # the program's own failure is the result
         return _failure(e, label), 0.0
     return "", time.perf_counter() - started
 

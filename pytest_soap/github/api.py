@@ -14,9 +14,10 @@ import math
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 PER_PAGE = 100  # GitHub's largest page

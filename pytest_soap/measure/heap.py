@@ -12,7 +12,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
-
 from .rss import MIB, trapezoid
 
 

@@ -15,6 +15,7 @@ import ctypes
 import os
 import threading
 import time
+from itertools import pairwise
 
 MIB = 2**20
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -41,7 +42,7 @@ def _malloc_trim():
 
 def trapezoid(points: list[tuple[float, float]]) -> float:
     """Area under a (time, value) curve by the trapezoid rule, as the SOAP paper computes TMU."""
-    return sum((t1 - t0) * (v0 + v1) / 2 for (t0, v0), (t1, v1) in zip(points, points[1:]))
+    return sum((t1 - t0) * (v0 + v1) / 2 for (t0, v0), (t1, v1) in pairwise(points))
 
 
 def _high_water_mark() -> int:

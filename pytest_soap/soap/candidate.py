@@ -245,9 +245,9 @@ def _attribute_use(value: str | None, attr: str) -> tuple[str, str] | None:
     if attr == "modules" and value and value.split(".")[-1].lstrip("_") == "sys":
         return "sys.modules", f"reaches modules through {through}"
     # builtins.len is len; its __dict__, its __loader__, or a get when __builtins__ is the dict, are not.
-    if value in _BUILTINS_MODULES and (attr.startswith("_") or attr not in vars(builtins)) or attr == "__builtins__":
+    if (value in _BUILTINS_MODULES and (attr.startswith("_") or attr not in vars(builtins))) or attr == "__builtins__":
         return "builtins", f"reaches builtins through {through}"
-    if value in _FILE_MODULES and attr == "open" or attr in ("FileIO", "open_code"):
+    if (value in _FILE_MODULES and attr == "open") or attr in ("FileIO", "open_code"):
         return "opens files", f"opens files through {through}"
     for capability, (say, names) in _ATTRIBUTES.items():
         if attr in names and through != "platform.system":  # that one names the OS

@@ -15,7 +15,6 @@ from typing import Any, Protocol
 
 import anthropic
 
-
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MAX_RETRIES = 3
 

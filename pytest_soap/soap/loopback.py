@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import count
-from typing import Any, Callable, Union
+from typing import Any
 from urllib.parse import urlsplit
 
 
@@ -63,7 +64,7 @@ class _Empty:
 
 EMPTY = _Empty()  # a 200 whose content list is empty
 
-Step = Union[str, Error, Raw, Slow, Choose, _Empty]
+Step = str | Error | Raw | Slow | Choose | _Empty
 
 _ERROR_TYPES = {
     400: "invalid_request_error",

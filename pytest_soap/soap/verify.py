@@ -381,7 +381,7 @@ def find_module(root: Path, file: str) -> types.ModuleType:
     path = (root / file).resolve()
     if not path.is_file():
         raise TargetError(f"{file} does not exist in {root}")
-    for name, module in list(sys.modules.items()):
+    for module in list(sys.modules.values()):
         if module_file(module) == path:
             return module
     names = []
