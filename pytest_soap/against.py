@@ -93,6 +93,8 @@ def resolve(path: Path, name: str) -> Ref:
             raise AgainstError(f"{name!r} is not in this shallow clone: fetch it with `git fetch --unshallow` "
                                "(on GitHub Actions, `fetch-depth: 0` in actions/checkout)") from None
         raise AgainstError(f"unknown git ref {name!r}: no branch, tag or commit of that name") from None
+    if repo.working_tree_dir is None:
+        raise AgainstError(f"the git repository at {repo.git_dir} is bare: there is no tree to compare")
     try:
         head = repo.head.commit.hexsha
     except ValueError:
@@ -226,8 +228,9 @@ class SideRun:
     def rerun(self, runs: dict[str, int]) -> tuple[dict[str, Measurement], str | None]:
         """A warm process's further runs of each test in `runs`, that many times each."""
         try:
-            self.asks.write(json.dumps({"runs": runs}) + "\n")
-            self.asks.flush()
+            if self.asks:  # None once closed
+                self.asks.write(json.dumps({"runs": runs}) + "\n")
+                self.asks.flush()
         except (OSError, ValueError):
             pass  # it has gone: the answer below is empty
         measured = self._answer()
@@ -239,10 +242,11 @@ class SideRun:
     def ask_profiles(self, wanted: dict[str, bool]) -> None:
         """Ask a warm process to profile these tests ({nodeid: memory?}); read_profiles() has the answer."""
         try:
-            self.asks.write(json.dumps({"profile": wanted}) + "\n")
-            self.asks.flush()
-        except (OSError, ValueError, AttributeError):
-            pass  # it has gone, or was closed: read_profiles() says so
+            if self.asks:  # None once closed: read_profiles() says so
+                self.asks.write(json.dumps({"profile": wanted}) + "\n")
+                self.asks.flush()
+        except (OSError, ValueError):
+            pass  # it has gone: read_profiles() says so
 
     def read_profiles(self) -> dict[str, Profile] | None:
         """The answer to ask_profiles(); None when the process has gone."""
@@ -253,8 +257,8 @@ class SideRun:
             return None
 
     def _answer(self) -> dict[str, Measurement] | None:
-        """The next answer of a warm process; None when it has gone (no line, or half of one)."""
-        line = self.answers.readline()
+        """The next answer of a warm process; None when it has gone (no line, or half of one) or was closed."""
+        line = self.answers.readline() if self.answers else ""
         try:
             return {d["nodeid"]: Measurement.from_dict(d) for d in json.loads(line)} if line else None
         except (ValueError, KeyError, TypeError):
@@ -369,11 +373,12 @@ class RefRun:
         self.head_side = Side.head(self.invocation_dir, self.rootdir)
         self.run.seconds["worktree"] = round(time.perf_counter() - clock, 3)
 
-    def start_base(self) -> None:
+    def start_base(self) -> SideRun:
         """The base's first pass, in the background from now. Started while the head's tests run (on a
         machine with a core to spare), it costs little wall time; it only picks suspects, and the rounds
         that judge them run alone."""
         self._base_pass = self.base_side.start(self.args, self.work, warm=self.warm)
+        return self._base_pass
 
     def close(self) -> None:
         if self._base_pass and self._base_pass.proc.poll() is None:
@@ -389,7 +394,8 @@ class RefRun:
         ({nodeid: memory?}; without it, a fresh process does)."""
         run = self._measure(head, rerun_head if self.warm else None, profile_head if self.warm else None)
         # Done with the warm base: let it finish its session. On Ctrl-C this is skipped, and close() kills it.
-        self._base_pass.close()
+        if self._base_pass:  # _measure has started it
+            self._base_pass.close()
         return run
 
     def _measure(self, head: dict[str, Measurement], rerun_head, profile_head) -> PairedRun:
@@ -402,11 +408,10 @@ class RefRun:
             run.seconds[stage] = round(run.seconds.get(stage, 0.0) + now - clock, 3)
             clock = now
 
-        if self._base_pass is None:
-            self.start_base()
-        run.base, problem = self._base_pass.finish()
+        base_pass = self._base_pass or self.start_base()
+        run.base, problem = base_pass.finish()
         lap("waited")
-        run.seconds["base"] = round(self._base_pass.seconds, 3)
+        run.seconds["base"] = round(base_pass.seconds, 3)
         if problem:
             run.problem = f"the tests at {self.ref.name} did not run ({problem})"
             return run
@@ -421,7 +426,7 @@ class RefRun:
             suspects = affordable_suspects(head, run.base, thresholds, cost, budget, runs=RECHECK_RUNS, start_ups=False)
             run.suspects = len(suspects)
             if suspects:
-                fresh, problem = self._base_pass.rerun(suspects)
+                fresh, problem = base_pass.rerun(suspects)
                 if problem:
                     run.problem = f"a recheck on {self.ref.name} failed ({problem})"
                     return run
@@ -460,9 +465,9 @@ class RefRun:
         if regressed and profile_head is not None:
             # Both first passes' processes are still up: each profiles its side with no start-up, no imports
             # and no collection (two fresh processes cost 2 to 4 s of a planted benchmark's 30).
-            self._base_pass.ask_profiles(regressed)
+            base_pass.ask_profiles(regressed)
             head_profiles = profile_head(regressed) if core_to_spare() else None  # else after the base's
-            base_profiles = self._base_pass.read_profiles()
+            base_profiles = base_pass.read_profiles()
             if head_profiles is None:
                 head_profiles = profile_head(regressed)
             if base_profiles is None:  # it has gone: a fresh process, as under xdist
@@ -470,12 +475,12 @@ class RefRun:
             run.profiles = {n: (head_profiles[n], base_profiles[n]) for n in head_profiles if n in base_profiles}
             lap("profiles")
         elif regressed:
-            sides, regressed = (self.head_side, self.base_side), _only_lines(regressed)
+            sides, only = (self.head_side, self.base_side), _only_lines(regressed)
             if core_to_spare():
-                started = [side.start_profile(self.round_args, self.work, regressed) for side in sides]
+                started = [side.start_profile(self.round_args, self.work, only) for side in sides]
                 head_profiles, base_profiles = (profile_run.profiles() for profile_run in started)
             else:
-                head_profiles, base_profiles = (side.start_profile(self.round_args, self.work, regressed).profiles()
+                head_profiles, base_profiles = (side.start_profile(self.round_args, self.work, only).profiles()
                                                 for side in sides)
             run.profiles = {n: (head_profiles[n], base_profiles[n]) for n in head_profiles if n in base_profiles}
             lap("profiles")

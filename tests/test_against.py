@@ -2,6 +2,7 @@
 
 import json
 import site
+import subprocess
 import sys
 
 import git
@@ -519,3 +520,13 @@ def test_a_warm_side_runs_tests_again_when_asked_and_one_that_dies_is_one_clear_
     finally:
         run.close()
     assert run.proc.returncode is not None
+
+
+def test_a_recheck_asked_of_a_warm_side_already_closed_says_why_instead_of_crashing(tmp_path):
+    from pytest_soap.against import SideRun
+
+    (tmp_path / "base-1.out").write_text("E   RuntimeError: its session broke\n")
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    run = SideRun(proc, tmp_path / "base-1.json", 0.0)  # no pipes, as close() leaves a warm side
+    assert run.rerun({"t.py::test": 2}) == ({}, "pytest exited 0: RuntimeError: its session broke")
