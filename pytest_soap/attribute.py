@@ -181,7 +181,7 @@ def _blame_time(head: Profile, base: Profile, functions, is_changed, result: Att
         for changed, part in explained.items():
             kept.setdefault(changed, [0.0, 0.0])[changed != key] += rise * part
         if explained and not is_changed(key):
-            passed[key] = max(explained, key=explained.get), rise * sum(explained.values())
+            passed[key] = max(explained, key=explained.__getitem__), rise * sum(explained.values())
         left = rise * (1 - sum(explained.values()))
         owner = key if f.kind != "external" else blame.project_caller(key, functions)
         if left > 0 and owner:

@@ -22,7 +22,7 @@ class Definition:
     fingerprint: str  # the def's AST without docstrings and nested defs' bodies: equal means no change to it
 
 
-def _drop_docstring(node: ast.AST) -> None:
+def _drop_docstring(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
     if ast.get_docstring(node, clean=False) is not None:
         del node.body[0]
 
@@ -53,7 +53,7 @@ def _fingerprint(node: ast.AST) -> str:
 
 
 class _Collector(ast.NodeVisitor):
-    def __init__(self):
+    def __init__(self) -> None:
         self.prefix = ""
         self.found: list[Definition] = []
 
@@ -141,7 +141,7 @@ def _hunks(patch: bytes) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
 def _touched(defs: list[Definition], ranges: list[tuple[int, int]]) -> set[str]:
     """The defs a range of lines falls in. A range of 0 lines is a cut after `start`: the defs around it count.
     Loose on purpose: every candidate is confirmed by its fingerprint."""
-    names = set()
+    names: set[str] = set()
     for start, count in ranges:
         low, high = (start, start + count - 1) if count else (start, start + 1)
         names.update(d.qualname for d in defs if d.first_lineno <= high and low <= d.end_lineno)
@@ -149,7 +149,7 @@ def _touched(defs: list[Definition], ranges: list[tuple[int, int]]) -> set[str]:
 
 
 def _by_qualname(defs: list[Definition]) -> dict[str, list[Definition]]:
-    grouped = {}
+    grouped: dict[str, list[Definition]] = {}
     for d in defs:
         grouped.setdefault(d.qualname, []).append(d)
     return grouped

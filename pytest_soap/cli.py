@@ -92,17 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "eval":
-        from .eval.command import run
+        from .eval.command import run as run_eval
 
-        return run(args)
+        return run_eval(args)
     if args.command == "demo":
         from .demo import run_demo
 
         return run_demo()
     if args.command == "action":
-        from .github.action import run
+        from .github.action import run as run_action
 
-        return run()
+        return run_action()
     if args.command == "report":
         return report_command(args)
     if args.command == "merge":

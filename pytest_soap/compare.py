@@ -186,8 +186,8 @@ def judge(m: Measurement, baseline: dict | None, thresholds: Thresholds) -> Test
         at = line(metric, m, baseline, t)
         verdict = metrics[metric] = judge_metric(metric, m.values(metric), at, t.alpha)
         worse = verdict.verdict == "regressed"
-        if (worse or verdict.verdict == "improved") and metric in MEMORY_METRICS and _heap_disagrees(
-                metric, m, baseline, at, t, worse):
+        if (at is not None and (worse or verdict.verdict == "improved") and metric in MEMORY_METRICS
+                and _heap_disagrees(metric, m, baseline, at, t, worse)):
             verdict.verdict, verdict.reason = "unchanged", f"resident memory {'grew' if worse else 'shrank'}, memray's heap did not"
     return _overall(m, baseline, metrics)
 
@@ -202,24 +202,26 @@ def suspect_metrics(m: Measurement, baseline: dict | None, thresholds: Threshold
     t = thresholds.for_test(m)
     suspects = []
     for metric in GATED_METRICS:
-        if not m.values(metric) or (at := line(metric, m, baseline, t)) is None:
+        if (current := m.figure(metric)) is None or (at := line(metric, m, baseline, t)) is None:
             continue
         at = Line(at.base, 1 + (at.limit - 1) * margin, at.floor * margin)
-        if at.crossed_by(m.figure(metric)) or (improvements and at.undercut_by(m.figure(metric))):
+        if at.crossed_by(current) or (improvements and at.undercut_by(current)):
             suspects.append(metric)
     return suspects
 
 
-def undecided(m: Measurement, baseline: dict, thresholds: Thresholds, max_runs: int) -> bool:
+def undecided(m: Measurement, baseline: dict | None, thresholds: Thresholds, max_runs: int) -> bool:
     """Would another run change a suspect's verdict, either way? No once it is significant, or can no
     longer become so."""
     runs = len(m.samples)
-    if runs >= max_runs:
+    if runs >= max_runs or baseline is None:  # without a baseline nothing is a suspect
         return False
     t = thresholds.for_test(m)
     for metric in suspect_metrics(m, baseline, thresholds, improvements=True):
-        at = line(metric, m, baseline, t)
-        worse = at.crossed_by(m.figure(metric))
+        at, current = line(metric, m, baseline, t), m.figure(metric)
+        if at is None or current is None:  # never: a suspect has both
+            continue
+        worse = at.crossed_by(current)
         beyond = sum(at.beyond(v, worse) for v in m.values(metric))
         decided = sign_test_p(beyond, runs) <= t.alpha
         reachable = sign_test_p(beyond + max_runs - runs, max_runs) <= t.alpha
@@ -262,6 +264,8 @@ def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds) -> T
         if not head_values or not base_values:
             continue
         at = line(metric, m, figures | {metric: statistics.median(base_values)}, t)
+        if at is None:  # never: the base's figure is given
+            continue
         current = statistics.median(head_values)
         v = metrics[metric] = MetricVerdict(metric, "unchanged", at.base, current, runs=len(head_values),
                                             ratio=current / at.base if at.base > 0 else None,

@@ -17,7 +17,7 @@ class Option:
     flag: str
     help: str
     default: object = None
-    kind: type = str  # bool, int, float, str, Path, or a tuple of allowed strings
+    kind: type | tuple[str, ...] = str  # bool, int, float, str, Path, or a tuple of allowed strings
     metavar: str | None = None
 
     @property
@@ -112,6 +112,14 @@ def _value(config: pytest.Config, opt: Option):
     return number
 
 
+def _pipes(given: str | None) -> tuple[int, int] | None:
+    """--soap-serve R,W, which only --soap-against writes."""
+    if not given:
+        return None
+    read, write = (int(fd) for fd in given.split(","))
+    return read, write
+
+
 @dataclass(frozen=True)
 class Settings:
     enabled: bool
@@ -147,7 +155,7 @@ class Settings:
             side=v["soap_side"],
             only=v["soap_only"],
             profile=v["soap_profile"],
-            serve=tuple(int(fd) for fd in v["soap_serve"].split(",")) if v["soap_serve"] else None,
+            serve=_pipes(v["soap_serve"]),
             optimize=v["soap_optimize"],
             apply=v["soap_apply"],
             model=v["soap_model"],

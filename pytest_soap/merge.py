@@ -87,7 +87,9 @@ def _same(key: str, fields: tuple[str, ...], reports: list[tuple[str, dict]]) ->
         if (a is None) != (b is None):
             with_it, without = (first_name, name) if a else (name, first_name)
             raise MergeError(f"{with_it} has {key} and {without} has none: the shards were not compared alike")
-        for field in fields if a else ():
+        if not a or b is None:  # b is None only when a is (checked above)
+            continue
+        for field in fields:
             if a.get(field) != b.get(field):
                 raise MergeError(f"{first_name} and {name} differ in {key}.{field} "
                                  f"({a.get(field)} and {b.get(field)}): the shards were not compared alike")

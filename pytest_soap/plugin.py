@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -23,6 +25,9 @@ from .measure.heap import track_heap
 from .records import Measurement
 from .report import json_report, terminal
 from .rerun import confirm, measure_heaps, profile_each, repeat, run_more, serve
+
+if TYPE_CHECKING:
+    from .soap.session import LoopRun
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -86,7 +91,7 @@ class SoapSession:
         self.profile_memory: set[str] = set()
         self.runs: dict[str, int] = {}  # a round of --soap-against: how many times to run each test
         self.attributions: dict[str, Attribution] = {}
-        self.loop = None  # the SOAP loop's run (soap.session.LoopRun), with --soap-optimize
+        self.loop: LoopRun | None = None  # the SOAP loop's run, with --soap-optimize
         self.changed: list[tuple[str, str]] = []  # the functions the diff added or modified: (file, qualname)
         self.notes: list[str] = []
         self.verdicts: list[compare.TestVerdict] = []
@@ -177,7 +182,7 @@ class SoapSession:
         elif self.settings.save:
             # The baseline keeps memray's exact heap of each test long enough to hold memory that
             # matters; under the time floor a test cannot touch more than a few MiB.
-            if m.figure("time_s") >= self.settings.thresholds.min_time_s:
+            if (m.figure("time_s") or 0.0) >= self.settings.thresholds.min_time_s:  # a judged test has a time
                 self.heap_queue.append(item)
         elif self.baseline and confirm(item, nextitem, self):
             self.heap_queue.append(item)
@@ -213,8 +218,9 @@ class SoapSession:
             rerun = None if _is_controller(self.config) else (lambda runs: run_more(items, runs, self))
             profile = None if _is_controller(self.config) else (lambda wanted: profile_each(items, wanted, self))
             self.paired = ref_run.measure(self.measurements, rerun, profile)
-            self._attribute(self.paired.profiles, lambda: changed_functions(self.ref.repo_root, self.ref.sha))
-            self._optimize(self.ref.repo_root)
+            ref = ref_run.ref
+            self._attribute(self.paired.profiles, lambda: changed_functions(ref.repo_root, ref.sha))
+            self._optimize(ref.repo_root)
         elif self.baseline and not _is_worker(self.config) and not _is_controller(self.config) and not session.shouldfail:
             # Against a saved baseline there is one side to profile: this one, in this process.
             regressed = self._regressed()
@@ -244,15 +250,16 @@ class SoapSession:
         passed = {m.nodeid: m.figure("time_s") or 0.0 for m in self.measurements.values() if m.outcome == "passed"}
         planned = loop_session.plan(list(self.attributions.values()), self._regressed(), root, self.changed, passed)
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        quiet = bool(os.environ.get("CI")) or reporter is None
-        progress = (lambda line: None) if quiet else (lambda line: reporter.write_line(f"pytest-soap: {line}"))
+        quiet = bool(os.environ.get("CI"))
+        progress = ((lambda line: None) if quiet or reporter is None
+                    else (lambda line: reporter.write_line(f"pytest-soap: {line}")))
         self.loop = loop_session.run(planned, provider, self.settings.model, self.settings.iterations,
                                      self.settings.thresholds, root, self.settings.apply, progress)
 
     def _regressed(self) -> dict[str, compare.TestVerdict]:
         return {v.nodeid: v for v in self._judge(list(self.measurements.values())) if v.verdict == "regressed"}
 
-    def _attribute(self, profiles: dict[str, tuple[Profile, Profile | None]], changes,
+    def _attribute(self, profiles: Mapping[str, tuple[Profile, Profile | None]], changes,
                    regressed: dict[str, compare.TestVerdict] | None = None) -> None:
         """Attribute each profiled regressed test; `changes` is called for the diff only when there is one."""
         if not profiles:
@@ -271,8 +278,8 @@ class SoapSession:
             dump = [m.to_dict() for m in self.measurements.values()]
             profiles = {nodeid: p.to_dict() for nodeid, p in self.profiles.items()}
             if _is_worker(self.config):
-                self.config.workeroutput["soap"] = dump
-                self.config.workeroutput["soap_profiles"] = profiles
+                output = self.config.workeroutput  # type: ignore[attr-defined]  # pytest-xdist sets it on a worker
+                output["soap"], output["soap_profiles"] = dump, profiles
             elif self.settings.side:
                 store.atomic_write(self.settings.side, json.dumps(dump))
             if self.settings.profile and not _is_worker(self.config):
@@ -303,9 +310,9 @@ class SoapSession:
         if self.settings.save:
             return None
         if self.paired is not None:
-            known = {} if self.paired.problem else self.paired.base
-            where = f"the run of {self.ref.name}"
-            remedy = f"if the tests moved, there is nothing on {self.ref.name} to compare them with"
+            known: Mapping[str, object] = {} if self.paired.problem else self.paired.base
+            where = f"the run of {self.paired.ref.name}"
+            remedy = f"if the tests moved, there is nothing on {self.paired.ref.name} to compare them with"
         else:
             known = self.baseline.tests if self.baseline else {}
             where = f"the baseline {self._shown(self.settings.baseline)}"

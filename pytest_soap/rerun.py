@@ -25,11 +25,12 @@ if TYPE_CHECKING:
     from .plugin import SoapSession
 
 
-def run_again(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
+def run_again(item: pytest.Item, nextitem: pytest.Item | pytest.Collector | None) -> bool:
     """Run one test once more (setup, call, teardown); True when every phase passed."""
     if hasattr(item, "_initrequest"):
         item._initrequest()  # drop the fixture values of the earlier run
-    reports = runtestprotocol(item, nextitem=nextitem, log=False)
+    # pytest tears down to any node's chain, though it annotates nextitem as an Item
+    reports = runtestprotocol(item, nextitem=nextitem, log=False)  # type: ignore[arg-type]
     return all(r.passed for r in reports)
 
 

@@ -52,7 +52,8 @@ def warm_bytecode(trees: Iterable[Path]) -> None:
     for tree in trees:
         listed = git.Repo(tree).git.ls_files("-z", "--cached", "--others", "--exclude-standard", "--", "*.py")
         for name in filter(None, listed.split("\0")):
-            compileall.compile_file(tree / name, quiet=2, optimize=levels,
+            # a list of levels is documented (3.9+); typeshed knows only an int
+            compileall.compile_file(tree / name, quiet=2, optimize=levels,  # type: ignore[arg-type]
                                     invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
 
 

@@ -104,7 +104,7 @@ def evaluate_problem(problem: Problem, provider, settings: Settings,
         initial, why = write_initial(problem, provider, settings.model, result)
         public = (score_all([program(initial, problem.public_tests)], settings.timeout_s, settings.memory_mb, repeat=1)[0]
                   if initial is not None else Score(False, why))
-    if not public.passed:
+    if not public.passed or initial is None:  # no initial code has failed already
         result.status, result.reason = "failing", f"the initial code fails its public tests: {public.reason}"
         result.rounds = [Score(False, public.reason)] * (settings.iterations + 1)
         return result

@@ -137,10 +137,10 @@ def _from_cprofile(stats: dict, namer: Namer) -> Profile:
     edges: dict[tuple[str, str], Edge] = {}
     for code, (*_, callers) in stats.items():
         for caller, (_, _, own, cum) in callers.items():
-            pair = keys.get(caller), keys[code]
-            if pair[0] is None or pair[0] == pair[1]:
+            source, target = keys.get(caller), keys[code]
+            if source is None or source == target:
                 continue
-            edge = edges.setdefault(pair, Edge(pair[0], pair[1], 0.0, 0.0))
+            edge = edges.setdefault((source, target), Edge(source, target, 0.0, 0.0))
             edge.own_s += own
             edge.cum_s += cum
     profile.edges = list(edges.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Sequence
 
 from . import units
 from .terminal import ORDER
@@ -19,7 +20,7 @@ MAX_CHART_TESTS = 12
 FEW_REGRESSIONS = 6  # below this, the chart shows improvements too
 
 
-def render(report: dict, *, title: str = "pytest-soap", pr_url: str | None = None, notes: list[str] = ()) -> str:
+def render(report: dict, *, title: str = "pytest-soap", pr_url: str | None = None, notes: Sequence[str] = ()) -> str:
     tests = report.get("tests") or []
     parts = [MARKER, f"### {title}", _verdict(report, tests)]
     parts += _regressions(tests)
@@ -284,7 +285,8 @@ def _chart(report: dict, tests: list[dict]) -> list[str]:
     if not bars:
         return []
     limit = 1 + ((report.get("thresholds") or {}).get("time_pct") or 10.0) / 100
-    labels, seen = [], Counter()
+    labels: list[str] = []
+    seen: Counter[str] = Counter()
     for t, _ in bars:
         label = _label(t["nodeid"])
         seen[label] += 1
@@ -302,8 +304,8 @@ def _chart(report: dict, tests: list[dict]) -> list[str]:
 # 7. What the figures mean
 
 def _footer(report: dict) -> str:
-    memory = {"off": "memory: not measured",
-              "mixed": "memory: measured on some shards only"}.get(
+    notes: dict[str | None, str] = {"off": "memory: not measured", "mixed": "memory: measured on some shards only"}
+    memory = notes.get(
         report.get("memory"), "memory: growth of resident memory during the call (peak, TMU), memray's exact heap "
                               "for memory suspects")
     return (f"<sub>time: wall clock of each test's call, less its wait for a CPU, no tracer running; {memory}; "

@@ -109,7 +109,7 @@ def write(reporter, verdicts: list[TestVerdict], compared_with: str, settings, n
                     write(f"    {line}")
 
     measured = [t for t in verdicts if t.measurement.samples and t.measurement.outcome in JUDGED_OUTCOMES]
-    slowest = sorted(measured, key=lambda t: t.measurement.figure("time_s"), reverse=True)[:settings.slowest]
+    slowest = sorted(measured, key=lambda t: t.measurement.figure("time_s") or 0.0, reverse=True)[:settings.slowest]
     if slowest:
         write("")
         write(f"slowest {len(slowest)}:")

@@ -45,6 +45,7 @@ import builtins
 import copy
 import io
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -200,8 +201,8 @@ def _uses(node: ast.AST, aliases: dict[str, str], attribute_values: set[int]):
 def _import_uses(node: ast.Import | ast.ImportFrom):
     if isinstance(node, ast.Import):
         modules = [alias.name for alias in node.names]
-    else:  # from urllib import request imports urllib.request
-        modules = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+    else:  # from urllib import request imports urllib.request (never relative here: module is set)
+        modules = [node.module or "", *(f"{node.module}.{alias.name}" for alias in node.names)]
     for module in modules:
         parts = module.split(".")
         guarded = [name for i in range(len(parts)) if (name := ".".join(parts[: i + 1])) in _GUARDED_MODULES]
@@ -304,7 +305,7 @@ def enclosing(qualname: str) -> str:
     return qualname.split(".<locals>.", 1)[0]
 
 
-def _members(node) -> tuple:
+def _members(node) -> Sequence[cst.BaseStatement]:
     """The statements of a class's or function's body; a one-line body (`class A: pass`) holds no defs."""
     return node.body.body if isinstance(node.body, cst.IndentedBlock) else ()
 
@@ -337,7 +338,9 @@ def _near_miss(scope, statements, name: str) -> str:
               if isinstance(s, cst.ClassDef) and _defined_at(_members(s), name) is not None]
     if isinstance(scope, cst.Module) and owners:
         return f" (did you mean {owners[0]}.{name}?)"
-    if any(n is not scope and n.name.value == name for n in m.findall(scope, m.FunctionDef() | m.ClassDef())):
+    # the matcher finds only defs and classes, which have a name
+    if any(n is not scope and n.name.value == name  # type: ignore[attr-defined]
+           for n in m.findall(scope, m.FunctionDef() | m.ClassDef())):
         return f" where soap optimize can reach it (a {name} inside a function or an if, try or with block)"
     return ""
 
@@ -352,7 +355,9 @@ def _find_original(module: cst.Module, qualname: str, where: str | None = None) 
     def named(q: str) -> str:
         return f"{where}::{q}" if where else q
 
-    scope, statements, chain, path = module, module.body, [], []
+    scope: cst.Module | cst.BaseStatement = module
+    statements: Sequence[cst.BaseStatement] = module.body
+    chain, path = [], []
     for part in parts:
         at = _defined_at(statements, part)
         if at is None:
@@ -400,8 +405,10 @@ def _comments_on_first_statement(reply: cst.Module) -> cst.Module:
 def _as_member(function: cst.FunctionDef, module: cst.Module, cls: cst.ClassDef) -> cst.FunctionDef:
     """A bare def taken into its class, indented as text: it most likely came out of a class by a dedent (the
     model's, or extract_code's), so its docstring, other multi-line strings and continuation lines go back too."""
-    text = textwrap.indent(module.code_for_node(function), cls.body.indent or module.default_indent)
-    return cst.parse_module("class _:\n" + text).body[0].body.body[0]
+    indent = cls.body.indent if isinstance(cls.body, cst.IndentedBlock) else None  # a class with members has one
+    text = textwrap.indent(module.code_for_node(function), indent or module.default_indent)
+    # the parsed module is a class holding one def, which mypy cannot follow through libcst's unions
+    return cst.parse_module("class _:\n" + text).body[0].body.body[0]  # type: ignore[union-attr,return-value]
 
 
 def _signature(function: cst.FunctionDef) -> str:
@@ -680,7 +687,8 @@ def _positions(module: cst.Module):
 def _span(module: cst.Module, positions, qualname: str) -> tuple[int, int]:
     top, member = _find_original(module, qualname)
     node = module.body[top] if member is None else _members(module.body[top])[member]
-    first = positions[node.decorators[0] if node.decorators else node].start.line
+    # node is a def or a class (_find_original's), both of which have decorators
+    first = positions[node.decorators[0] if node.decorators else node].start.line  # type: ignore[attr-defined]
     length = len(_lines(module.code_for_node(node.with_changes(leading_lines=()))))
     return first, first + length - 1
 

@@ -22,6 +22,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 from types import CodeType, FunctionType
+from typing import TYPE_CHECKING
 
 import line_profiler
 import memray
@@ -29,6 +30,9 @@ import pytest
 
 from ..rerun import run_again
 from .profile import LineCost, OverheadProfile
+
+if TYPE_CHECKING:
+    from pluggy import HookCaller
 
 MIB = 2**20
 
@@ -78,7 +82,7 @@ class LineProfiling:
         self.peak_bytes = 0
         self.in_target_file: dict[str, bool] = {}
         self.tmp = Path()
-        self.call_test = None
+        self.call_test: HookCaller | None = None  # set for the memory pass
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         # After collection the test modules have imported the target's module, so this is the function
@@ -131,7 +135,7 @@ class LineProfiling:
     def pytest_pyfunc_call(self, pyfuncitem: pytest.Function):
         # Here and not in the pytest_runtest_call wrapper: memray follows Python's frames, and a generator
         # suspended inside its Tracker leaves it without stacks.
-        if not self.memory_pass:
+        if not self.memory_pass or self.call_test is None:
             return None
         path = self.tmp / "call.memray"
         try:
@@ -175,7 +179,7 @@ class LineProfiling:
         for entries in stats.timings.values():
             for lineno, count, time in entries:
                 hits[lineno] += count
-                seconds[lineno] += time * stats.unit
+                seconds[lineno] += time * stats.unit  # type: ignore[assignment]  # a Counter adds floats too
         total = sum(seconds.values())
         linenos = sorted(n for n in set(hits) | set(self.allocated)
                          if 0 <= n - self.first_lineno < len(self.source))

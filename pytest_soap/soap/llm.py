@@ -14,6 +14,7 @@ from http import HTTPStatus
 from typing import Any, Protocol
 
 import anthropic
+from anthropic.types import TextBlockParam
 
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MAX_RETRIES = 3
@@ -156,10 +157,10 @@ class AnthropicProvider:
         return f"the model API at {self._client.base_url} answered with something that is not a Messages API reply"
 
 
-def cached_system_blocks(system: str, cached_context: str) -> list[dict[str, Any]]:
+def cached_system_blocks(system: str, cached_context: str) -> list[TextBlockParam]:
     """The fixed part of the prompt as system blocks, the last marked for the API's prompt cache so
     later rounds read it instead of paying for it again. The API rejects empty text blocks."""
-    blocks: list[dict[str, Any]] = [{"type": "text", "text": text} for text in (system, cached_context) if text]
+    blocks: list[TextBlockParam] = [{"type": "text", "text": text} for text in (system, cached_context) if text]
     if blocks:
         blocks[-1]["cache_control"] = {"type": "ephemeral"}
     return blocks

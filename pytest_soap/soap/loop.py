@@ -239,9 +239,10 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         tried.seconds = {stage: round(s, 3) for stage, s in seconds.items()}
         opt.candidates.append(tried)
         progress(f"{target.key}: round {iteration}: {tried.status}{': ' + tried.reason if tried.reason else ''}")
-        if tried.status == "accepted":
-            best_text, best_code, best_profile, stale = opt.revised, extract_code(reply.text), None, 0
-            best_peak = opt.after["peak_mb"]
+        if tried.status == "accepted":  # _try has set opt.revised and opt.after, which mypy cannot see
+            best_text, best_code, best_profile, stale = (opt.revised, extract_code(reply.text),  # type: ignore[assignment]
+                                                         None, 0)
+            best_peak = opt.after["peak_mb"]  # type: ignore[index]
         else:
             rejected.append(prompt.Rejected(iteration, f"{tried.status}: {tried.reason}"))
             stale = stale + 1 if tried.status == "no gain" else 0

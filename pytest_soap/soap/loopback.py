@@ -106,8 +106,7 @@ class MessagesServer:
 
     @property
     def url(self) -> str:
-        host, port = self._http.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._http.server_port}"
 
     def __enter__(self) -> MessagesServer:
         self._thread.start()
@@ -123,9 +122,11 @@ class MessagesServer:
         with self._lock:
             if not self._script:
                 return None
-            if isinstance(self._script[0], Forever):
-                return self._script[0].step
-            return self._script.pop(0)
+            first = self._script[0]
+            if isinstance(first, Forever):
+                return first.step
+            self._script.pop(0)
+            return first
 
     def usage(self, body: dict[str, Any], reply_text: str) -> dict[str, int]:
         """Token counts as the API reports them: the prefix up to the block marked cache_control is
@@ -200,7 +201,7 @@ def _handler_for(server: MessagesServer) -> type[BaseHTTPRequestHandler]:
                 return self._send_error(step)
             if isinstance(step, Raw):
                 return self._send(200, step.body.encode(), step.content_type)
-            text = "" if step is EMPTY else step
+            text = "" if isinstance(step, _Empty) else step
             content = [{"type": "text", "text": text}] if text else []
             self._send_json(
                 200,

@@ -40,6 +40,7 @@ HOT_LINE = 0.10  # a line holding this part of the target's time: what it calls 
 # A class used by the code shown is shown whole when shorter than this many lines (a NamedTuple's fields).
 SHORT_CLASS = 20
 FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+Def = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 
 
 @dataclass
@@ -70,16 +71,14 @@ class _Source:
         self.text, self.tree = text, ast.parse(text)
         self.lines = [line.rstrip("\r\n") for line in io.StringIO(text, newline="").readlines()]  # Python's breaks
         starts = {_first_line(n): n for n in ast.walk(self.tree) if isinstance(n, FUNCTIONS)}
-        reachable = [f"{c.name}.{m.name}" if c is not m else m.name for c in self.tree.body
-                     for m in (c.body if isinstance(c, ast.ClassDef) else [c]) if isinstance(m, FUNCTIONS)]
-        self.spans = function_spans(text, reachable)
+        self.spans = function_spans(text, _reachable(self.tree))
         self.nodes = {q: starts[first] for q, (first, _) in self.spans.items() if first in starts}
 
     def whole(self, qualname: str, note: str | None = None) -> str:
         first, last = self.spans[qualname]
         return _noted(self.nodes[qualname], "\n".join(self.lines[first - 1:last]), note)
 
-    def segment(self, node: ast.AST) -> str:
+    def segment(self, node: ast.stmt) -> str:
         return "\n".join(self.lines[node.lineno - 1:node.end_lineno])
 
     def context(self, qualname: str, whole: set[str], notes: dict[str, str]) -> str:
@@ -122,12 +121,14 @@ class _Source:
                    and isinstance(n.value, ast.Name) and n.value.id in ("self", "cls", cls.name)}
         out = [_header(cls, self.lines)]
         for member in cls.body:
-            qualname = f"{cls.name}.{member.name}" if isinstance(member, FUNCTIONS) else None
             if isinstance(member, (ast.Assign, ast.AnnAssign)) and reached & _assigned(member):
                 out.append(self.segment(member))
-            elif qualname and self.nodes.get(qualname) is member and member in inside:
+            if not isinstance(member, FUNCTIONS):
+                continue
+            qualname = f"{cls.name}.{member.name}"
+            if self.nodes.get(qualname) is member and member in inside:
                 out.append("\n" + self.whole(qualname, notes.get(qualname)))
-            elif qualname and (member in noted or member.name in reached):
+            elif member in noted or member.name in reached:
                 out.append("\n" + _noted(member, _outline(member, self.lines), notes.get(qualname)))
         return "\n".join(out)
 
@@ -141,16 +142,18 @@ class _Source:
         owner = next((c for c in self.tree.body if isinstance(c, ast.ClassDef) and target in c.body), None)
         functions = {n.name for n in self.tree.body if isinstance(n, FUNCTIONS)}
         methods = {n.name for n in owner.body if isinstance(n, FUNCTIONS)} if owner else set()
+        owner_name = owner.name if owner else ""  # unused without an owner: it has no methods
         found: dict[str, float] = {}
         for node in ast.walk(target):
             if isinstance(node, ast.Name) and node.id in functions:
                 callee = node.id
             elif (isinstance(node, ast.Attribute) and node.attr in methods and isinstance(node.value, ast.Name)
-                  and node.value.id in ("self", "cls", owner.name)):
-                callee = f"{owner.name}.{node.attr}"
+                  and node.value.id in ("self", "cls", owner_name)):
+                callee = f"{owner_name}.{node.attr}"
             else:
                 continue
-            share = max((hot.get(n, 0.0) for n in range(node.lineno, node.end_lineno + 1)), default=0.0)
+            end = node.end_lineno or node.lineno  # always set by ast.parse
+            share = max((hot.get(n, 0.0) for n in range(node.lineno, end + 1)), default=0.0)
             if share and callee != qualname:
                 found[callee] = max(found.get(callee, 0.0), share)
         return found
@@ -256,16 +259,27 @@ def build(file: str, qualname: str, module_source: str, tests: list[str], origin
     return fixed, request
 
 
-def _first_line(node: ast.AST) -> int:
+def _reachable(tree: ast.Module) -> list[str]:
+    """The module's functions and its classes' methods, in the order they are written."""
+    names = []
+    for c in tree.body:
+        if isinstance(c, FUNCTIONS):
+            names.append(c.name)
+        elif isinstance(c, ast.ClassDef):
+            names += [f"{c.name}.{m.name}" for m in c.body if isinstance(m, FUNCTIONS)]
+    return names
+
+
+def _first_line(node: ast.stmt) -> int:
     return min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
 
 
-def _noted(node: ast.AST, text: str, note: str | None) -> str:
+def _noted(node: ast.stmt, text: str, note: str | None) -> str:
     """The text with its note as a comment line above it, at its indentation."""
     return f"{' ' * node.col_offset}# {note}\n{text}" if note else text
 
 
-def _header(node: ast.AST, lines: list[str]) -> str:
+def _header(node: Def, lines: list[str]) -> str:
     """A function's or class's decorators and header lines, and the first line of its docstring."""
     end = max(node.body[0].lineno - 1, node.lineno)  # a one-line def is its own header
     header = "\n".join(lines[_first_line(node) - 1:end]).rstrip()
@@ -274,10 +288,10 @@ def _header(node: ast.AST, lines: list[str]) -> str:
     return header + (f'\n{indent}"""{doc.splitlines()[0]}"""' if doc else "")
 
 
-def _outline(node: ast.AST, lines: list[str]) -> str:
+def _outline(node: Def, lines: list[str]) -> str:
     """A function's or class's header lines and the first line of its docstring: what calling it needs."""
     indent = " " * (node.col_offset + 4)
-    if isinstance(node, ast.ClassDef) and node.end_lineno - _first_line(node) < SHORT_CLASS:
+    if isinstance(node, ast.ClassDef) and (node.end_lineno or node.lineno) - _first_line(node) < SHORT_CLASS:
         return "\n".join(lines[_first_line(node) - 1:node.end_lineno])  # its fields matter, and it is short
     if isinstance(node, ast.ClassDef):
         methods = [m for m in node.body if isinstance(m, FUNCTIONS)]

@@ -32,8 +32,12 @@ from collections.abc import Collection, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..worktree import temporary_worktree
+
+if TYPE_CHECKING:
+    import git
 
 # RLIMIT_AS caps virtual memory, not the heap: a plain pytest process maps about 70 MiB, one that imports a
 # numerical stack several hundred (each thread reserves an 8 MiB stack and glibc a 64 MiB malloc arena).
@@ -65,7 +69,7 @@ class Sandbox:
         self.capabilities = capabilities
         self._folder: Path | None = None  # the temporary folder, while the sandbox is open
         self._cleanup = ExitStack()  # removes the folder and its worktree
-        self._repo = None
+        self._repo: git.Repo | None = None
         self._files = 0
 
     @property
@@ -99,7 +103,7 @@ class Sandbox:
             self._folder = self._cleanup.enter_context(temporary_worktree(self.root, "HEAD", "soap-sandbox-")).parent
             self.scratch.mkdir()
             (self._folder / "tmp").mkdir()
-            self._overlay()
+            self._overlay(repo)
         except BaseException as exc:  # Ctrl-C included: nothing is left behind
             self._remove()
             if isinstance(exc, git.CommandError):
@@ -110,11 +114,11 @@ class Sandbox:
     def __exit__(self, *exc_info) -> None:
         self._remove()
 
-    def _overlay(self) -> None:
+    def _overlay(self, repo: git.Repo) -> None:
         """Lay the user's uncommitted state over the worktree: every path that differs from HEAD (staged or
         not) and every untracked file that is not ignored is copied as it is on disk, or deleted if gone."""
-        changed = self._repo.git.diff("HEAD", "--name-only", "--no-renames", "--ignore-submodules", "-z")
-        untracked = self._repo.git.ls_files("--others", "--exclude-standard", "-z")
+        changed = repo.git.diff("HEAD", "--name-only", "--no-renames", "--ignore-submodules", "-z")
+        untracked = repo.git.ls_files("--others", "--exclude-standard", "-z")
         for relpath in filter(None, (changed + "\0" + untracked).split("\0")):
             source, copy = self.root / relpath, self.path / relpath
             if source.is_dir() and not source.is_symlink():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -42,7 +43,7 @@ class LoopRun:
 
 
 def plan(attributions: list[Attribution], verdicts: dict[str, TestVerdict], root: Path,
-         changed: list[tuple[str, str]] = (), passed: dict[str, float] | None = None) -> list[Planned]:
+         changed: Sequence[tuple[str, str]] = (), passed: dict[str, float] | None = None) -> list[Planned]:
     """One plan per function that some regressed tests blame most, with those tests. Its alternatives are every
     function their causes name (a nested one as the function that defines it): the changed ones first, then the
     unchanged, each most to blame first. Each target carries the others as its related functions, and every
@@ -75,10 +76,12 @@ def plan(attributions: list[Attribution], verdicts: dict[str, TestVerdict], root
             covering = tuple(dict.fromkeys([*tests, *passed]))
             measured = [passed.get(t, verdicts[t].measurement.figure("time_s")) if t in verdicts else passed[t]
                         for t in covering]
+        known = [s for s in measured if s is not None]
+        measured_s = sum(known) if len(known) == len(measured) else None
         targets = [Target(root, file, qualname, tests=covering, race=tuple(tests),
                           related=tuple(r for k, r in related.items() if k != (file, qualname)
                                         and (k in parts or k[0] == file)),
-                          measured_s=None if None in measured else sum(measured))
+                          measured_s=measured_s)
                    for file, qualname in order]
         metrics = sorted({m for t in tests for m in verdicts[t].regressed_metrics})
         evidence = "; ".join(f"{t}: " + ", ".join(f"{LABEL[m]} {ratio(verdicts[t].metrics[m].ratio)}"
@@ -153,15 +156,18 @@ def apply_revision(root: Path, o: Optimization, applied: dict[str, str] | None =
     """Write a kept revision into the working tree, atomically, and only over the text the loop started
     from (or, for a second function of the same file, over that text with the earlier revisions of this
     run, which each loop started from too: the revision is then merged by `git apply`); a note otherwise."""
+    if o.revised is None:
+        return f"{o.file}: no revision of {o.qualname} was kept"
     applied = {} if applied is None else applied
     path = root / o.file
     current = path.read_text(encoding="utf-8")
     if current == o.original:
         text = o.revised
     elif current == applied.get(o.file):
-        text = _merged(current, o)
-        if text is None:
+        merged = _merged(current, o)
+        if merged is None:
             return f"{o.file}: the revision of {o.qualname} overlaps an earlier one: it is in {PATCH} only"
+        text = merged
     else:
         return f"{o.file} changed while the loop ran: its revision is in {PATCH} only"
     atomic_write(path, text)

@@ -46,8 +46,10 @@ import threading
 import time
 import tracemalloc
 import types
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeGuard
 
 import pytest
 
@@ -102,7 +104,7 @@ def same(a: object, b: object) -> bool:
         return short(a, 10**6) == short(b, 10**6)
 
 
-def _same(a: object, b: object, seen: set) -> bool:
+def _same(a: Any, b: Any, seen: set) -> bool:
     if a is b:
         return True
     if isinstance(a, float) and isinstance(b, float):
@@ -250,7 +252,7 @@ def _bound(node: ast.stmt) -> list[str]:
     return []
 
 
-def _dump(nodes: list[ast.stmt]) -> str:
+def _dump(nodes: Sequence[ast.AST]) -> str:
     return "\n".join(ast.dump(n) for n in nodes)
 
 
@@ -314,9 +316,12 @@ def _swap(module: types.ModuleType, key: tuple[str, ...], nodes: list[ast.stmt],
           lines: list[str], filename: str) -> Swap | None:
     """The new code for the tree's own function, when the tree defines it as one def with the same decorators
     and the same free variables; None otherwise."""
-    if base is None or len(nodes) != 1 or len(base) != 1 or not all(
-            isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in (*nodes, *base)) \
-            or _dump(nodes[0].decorator_list) != _dump(base[0].decorator_list):
+    if base is None or len(nodes) != 1 or len(base) != 1:
+        return None
+    node, original = nodes[0], base[0]
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or \
+            not isinstance(original, (ast.FunctionDef, ast.AsyncFunctionDef)) or \
+            _dump(node.decorator_list) != _dump(original.decorator_list):
         return None
     raw = vars(module if len(key) == 1 else vars(module)[key[0]]).get(key[-1], _ABSENT)
     found = _innermost(raw, key[-1], module_file(module))
@@ -332,7 +337,9 @@ def _swap(module: types.ModuleType, key: tuple[str, ...], nodes: list[ast.stmt],
 
 def _innermost(raw: object, name: str, path: Path | None) -> tuple[types.FunctionType, tuple] | None:
     """The function the module's def made, inside whatever decorators wrap it, and the caches on the way."""
-    caches, queue, seen = [], [raw], set()
+    caches: list[Callable[[], None]] = []
+    seen: set[int] = set()
+    queue = [raw]
     while queue and len(seen) < 16:
         item = queue.pop(0)
         if item is None or id(item) in seen:
@@ -341,21 +348,23 @@ def _innermost(raw: object, name: str, path: Path | None) -> tuple[types.Functio
         if isinstance(item, types.FunctionType) and item.__code__.co_name == name and \
                 Path(item.__code__.co_filename).resolve() == path:
             return item, tuple(caches)
-        if callable(getattr(item, "cache_clear", None)):
-            caches.append(item.cache_clear)
+        clear = getattr(item, "cache_clear", None)
+        if callable(clear):
+            caches.append(clear)
         queue += [getattr(item, attr, None) for attr in ("__func__", "fget", "__wrapped__", "orig_func", "func")]
     return None
 
 
-def _rehome(raw: object, cls: type) -> object:
+def _rehome(raw: Any, cls: type) -> Any:  # whatever a class body holds
     """A method compiled in a stand-in class, its `__class__` cell (zero-argument super()) pointed at `cls`."""
     if isinstance(raw, (staticmethod, classmethod)):
         return type(raw)(_rehome(raw.__func__, cls))
     if isinstance(raw, property):
-        return property(*(_rehome(f, cls) if f else None for f in (raw.fget, raw.fset, raw.fdel)), raw.__doc__)
+        fget, fset, fdel = (_rehome(f, cls) if f else None for f in (raw.fget, raw.fset, raw.fdel))
+        return property(fget, fset, fdel, raw.__doc__)
     if isinstance(raw, types.FunctionType) and "__class__" in raw.__code__.co_freevars:
         cells = tuple(types.CellType(cls) if name == "__class__" else cell
-                      for name, cell in zip(raw.__code__.co_freevars, raw.__closure__))
+                      for name, cell in zip(raw.__code__.co_freevars, raw.__closure__ or ()))
         function = types.FunctionType(raw.__code__, raw.__globals__, raw.__name__, raw.__defaults__, cells)
         function.__kwdefaults__, function.__qualname__ = raw.__kwdefaults__, raw.__qualname__
         function.__dict__.update(raw.__dict__)
@@ -461,7 +470,7 @@ def _too_big(value: object, shared: frozenset[int]) -> bool:
     return False
 
 
-def _is_iterator(value: object) -> bool:
+def _is_iterator(value: object) -> TypeGuard[Iterator[Any]]:
     return isinstance(value, (types.GeneratorType, map, filter, zip, enumerate)) or (
         type(value).__module__ == "itertools" and hasattr(value, "__next__"))
 
@@ -514,16 +523,16 @@ def difference(original: Outcome, candidate: Outcome, method: bool) -> str | Non
     """How the candidate's run differs from the original's, in a few words; None when it does not."""
     if (original.items is None) != (candidate.items is None):
         return f"returned {short(candidate.result)} where the original returned {short(original.result)}"
-    if original.items is not None:
+    if original.items is not None and candidate.items is not None:  # both or neither, as checked above
         mine, theirs = candidate.items[:MAX_ITEMS], original.items[:MAX_ITEMS]
         if not same(mine, theirs) or original.more != candidate.more:
             return (f"yielded {short(mine)}{' and more' * candidate.more} where the original yielded "
                     f"{short(theirs)}{' and more' * original.more}")
-    if original.raised is not None or candidate.raised is not None:
-        if original.raised is None:
-            return f"raised {exception_text(candidate.raised)} where the original returned {short(original.result)}"
-        if candidate.raised is None:
-            return f"returned {short(candidate.result)} where the original raised {exception_text(original.raised)}"
+    if original.raised is None and candidate.raised is not None:
+        return f"raised {exception_text(candidate.raised)} where the original returned {short(original.result)}"
+    if original.raised is not None and candidate.raised is None:
+        return f"returned {short(candidate.result)} where the original raised {exception_text(original.raised)}"
+    if original.raised is not None and candidate.raised is not None:
         if not _same_exception(original.raised, candidate.raised):
             return f"raised {exception_text(candidate.raised)} where the original raised {exception_text(original.raised)}"
     elif original.items is None and not same(candidate.result, original.result):
@@ -581,7 +590,7 @@ class Check:
         self.spent_in: dict[str | None, float] = {}  # by test: each spends its share of the budget
         self.tests = 1  # the tests the run covers, to share the budget among
         self.calls_in: dict[str | None, int] = {}  # by test: the calls of wrapped functions it made
-        self.shares: dict[str, float] = {}  # by test: its part of the calls the original's run counted
+        self.shares: dict[str | None, float] = {}  # by test: its part of the calls the original's run counted
         self.current: str | None = None  # the test running now
         self.callers: set[str | None] = set()  # the tests that called a wrapped function
         self._busy = threading.local()
@@ -638,7 +647,7 @@ class Check:
                 prints[prefix + name] = (id(value), size)
         return prints
 
-    def _shim(self, key: tuple[str, ...], raw: object, original_raw: object, compare: bool):
+    def _shim(self, key: tuple[str, ...], raw: object, original_raw: Any, compare: bool):  # original_raw: of raw's kind
         """The candidate's `raw`, wrapped to count its calls and, with `compare`, to check them against
         `original_raw` (the same object when the original's code is swapped in); None for what is not called."""
         qualname = ".".join(key)
@@ -702,8 +711,8 @@ class Check:
         elif again is not None and difference(expected, again, method) is not None:
             tally.unreproducible += 1  # the original differs from itself: chance, the clock, a counter
         elif self.mismatch is None:
-            shown = copies[1] or copies[0]  # the untouched copy, else the one the original ran on
-            self.mismatch = f"call {tally.calls} of {qualname}, {_call_text(qualname, *shown, method)}: {found}"
+            args, kwargs = copies[1] or copies[0]  # the untouched copy, else the one the original ran on
+            self.mismatch = f"call {tally.calls} of {qualname}, {_call_text(qualname, args, kwargs, method)}: {found}"
 
     def _as_original(self):
         """Run the original's code for a moment: its own calls to the functions it shares go to its versions."""
@@ -895,15 +904,15 @@ class Verifier:
             return
         if self.spec.get("compete", True):
             if self.check.mismatch is None:
-                self._race(items)
+                self._race(items, self.check)
         elif self.spec.get("peak"):  # the original's first run: its peak, for round one
             self.race = {"peak_mb": {"challenger": self._peak(items, self.check.candidate)}}
             self.check.candidate.apply()
 
-    def _race(self, items: list[pytest.Item]) -> None:
+    def _race(self, items: list[pytest.Item], check: Check) -> None:
         from ..rerun import run_again
 
-        versions = {"champion": self.check.champion, "challenger": self.check.candidate}
+        versions = {"champion": check.champion, "challenger": check.candidate}
         times: dict[str, list[float]] = {"champion": [], "challenger": []}
         alpha = float(self.spec.get("alpha", 0.01))
         repeat = 1
@@ -927,7 +936,7 @@ class Verifier:
         # A first run of each, untimed by the verdict, warms both and sizes the samples: the check's run of the
         # tests cannot, as the original's runs on copies of the arguments are in it.
         if not (sample("champion") and sample("challenger")):
-            return self._end_race(times, repeat, 0, {})
+            return self._end_race(check, times, repeat, 0, {})
         fastest = min(times["champion"].pop(), times["challenger"].pop())
         repeat = min(MAX_REPEAT, max(1, math.ceil(MIN_SAMPLE_S / fastest))) if fastest > 0 else MAX_REPEAT
         pairs = 0
@@ -946,7 +955,7 @@ class Verifier:
             known = self.spec.get("champion_peak_mb")
             peaks = {"champion": known if known is not None else self._peak(items, versions["champion"]),
                      "challenger": self._peak(items, versions["challenger"])}
-        self._end_race(times, repeat, pairs, peaks)
+        self._end_race(check, times, repeat, pairs, peaks)
 
     def _peak(self, items: list[pytest.Item], version: Version) -> float:
         """The largest heap growth (MiB, tracemalloc) in any one of the tests' calls, with `version` applied."""
@@ -964,14 +973,15 @@ class Verifier:
             tracemalloc.stop()
         return max(self.peak.values(), default=0) / 2**20
 
-    def _end_race(self, times: dict, repeat: int, pairs: int, peaks: dict) -> None:
-        self.check.candidate.apply()
+    def _end_race(self, check: Check, times: dict, repeat: int, pairs: int, peaks: dict) -> None:
+        check.candidate.apply()
         self.race = {"time_s": times, "peak_mb": peaks, "repeat": repeat, "pairs": pairs}
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         check = self.check
-        result = {"error": self.error, "mismatch": None, "functions": {}, "race": None, "race_failed": self.race_failed,
-                  "tests_s": self.tests_s, "raced": self.raced}
+        result: dict[str, Any] = {"error": self.error, "mismatch": None, "functions": {}, "race": None,
+                                  "race_failed": self.race_failed,
+                                  "tests_s": self.tests_s, "raced": self.raced}
         if check is not None:
             check.candidate.apply()
             result.update(mismatch=check.mismatch, race=self.race,
@@ -993,5 +1003,5 @@ def pytest_configure(config: pytest.Config) -> None:
         # two a copied object: copies of a parse tree took twice as long, and the check sampled too few calls to
         # find a wrong one. The copy module keys its memo by the object's address through _address instead (the
         # same bijection of the address id() gives, with no event); the shared objects are in the memo under both.
-        copy.id = _address
+        copy.id = _address  # type: ignore[attr-defined]  # a global of the copy module's, not an attribute it declares
         config.pluginmanager.register(Verifier(config, json.loads(Path(spec).read_text(encoding="utf-8"))), "soap-verify")
