@@ -11,7 +11,6 @@ the statistics decide (see compare.judge_paired) or the round budget ends.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -23,9 +22,8 @@ from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
-from . import compare
+from . import compare, protocol
 from .attribute import profiles_memory
 from .measure.functions import Profile
 from .records import GATED_METRICS, Measurement
@@ -154,18 +152,20 @@ class Side:
         and runs each test that many times in a row."""
         return self.start(args, work, runs).finish()
 
-    def start(self, args: list[str], work: Path, runs: dict[str, int] | None = None, warm: bool = False) -> SideRun:
+    def start(self, args: list[str], work: Path, runs: dict[str, int] | None = None, warm: bool = False,
+              duet: bool = False) -> SideRun:
         """The same, in the background: `finish()` waits for it. A `warm` process stays up after its tests,
-        to run some of them again when asked (SideRun.rerun) until it is closed."""
+        to run some of them again when asked (see protocol) until it is closed; a `duet` process runs no test
+        of its own, only those asked, each at the moment the session runs it (see DuetPartner)."""
         self.runs += 1
         dump = work / f"{self.name}-{self.runs}.json"
-        only = None if runs is None else [f"{nodeid}\t{count}" for nodeid, count in runs.items()]
-        if not warm:
-            return SideRun(self._pytest(args, work, only, [f"--soap-side={dump}"]), dump, time.perf_counter())
+        selection = None if runs is None else protocol.Selection(runs)
+        if not (warm or duet):
+            return SideRun(self._pytest(args, work, selection, [f"--soap-side={dump}"]), dump, time.perf_counter())
         (ask_r, ask_w), (answer_r, answer_w) = os.pipe(), os.pipe()
+        serve = f"--soap-duet={ask_r},{answer_w}" if duet else f"--soap-serve={ask_r},{answer_w}"
         try:
-            proc = self._pytest(args, work, only, [f"--soap-side={dump}", f"--soap-serve={ask_r},{answer_w}"],
-                                pass_fds=(ask_r, answer_w))
+            proc = self._pytest(args, work, selection, [f"--soap-side={dump}", serve], pass_fds=(ask_r, answer_w))
         except BaseException:
             for fd in (ask_w, answer_r):
                 os.close(fd)
@@ -173,24 +173,26 @@ class Side:
         finally:
             os.close(ask_r)
             os.close(answer_w)
-        return SideRun(proc, dump, time.perf_counter(), asks=os.fdopen(ask_w, "w", encoding="utf-8"),
-                       answers=os.fdopen(answer_r, "r", encoding="utf-8"))
+        channel = protocol.Channel(os.fdopen(answer_r, "r", encoding="utf-8"), os.fdopen(ask_w, "w", encoding="utf-8"))
+        return SideRun(proc, dump, time.perf_counter(), channel)
 
-    def start_profile(self, args: list[str], work: Path, only: list[str]) -> SideRun:
-        """One profiled run of each test in `only`, in a fresh process in the background; see SideRun.profiles."""
+    def start_profile(self, args: list[str], work: Path, wanted: dict[str, bool]) -> SideRun:
+        """One profiled run of each test in `wanted` ({nodeid: memory?}), in a fresh process in the
+        background; see SideRun.profiles."""
         self.runs += 1
         dump = work / f"{self.name}-{self.runs}.profiles.json"
-        return SideRun(self._pytest(args, work, only, [f"--soap-profile={dump}"]), dump, time.perf_counter())
+        return SideRun(self._pytest(args, work, protocol.Selection.profiling(wanted), [f"--soap-profile={dump}"]),
+                       dump, time.perf_counter())
 
-    def _pytest(self, args: list[str], work: Path, only: list[str] | None, extra: list[str],
+    def _pytest(self, args: list[str], work: Path, selection: protocol.Selection | None, extra: list[str],
                 pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
         # At this session's -O level: the code either side runs, and the bytecode it reads, must be alike.
         cmd = [sys.executable, *["-O"] * sys.flags.optimize, "-m", "pytest", *args, "--soap", *extra, "-p", "no:cacheprovider"]
-        if only is not None:
+        if selection is not None:
             only_file = work / f"{self.name}-{self.runs}.only"
-            only_file.write_text("\n".join(only), encoding="utf-8")
+            protocol.write(only_file, selection)
             cmd.append(f"--soap-only={only_file}")
-            cmd += sorted({str(self.rootdir / line.split("::")[0]) for line in only})
+            cmd += sorted({str(self.rootdir / nodeid.split("::")[0]) for nodeid in selection.runs})
         # Its output goes to a file: a pipe nobody reads while the head's tests run would fill and stall it.
         with open(work / f"{self.name}-{self.runs}.out", "wb") as out:
             return subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
@@ -204,14 +206,13 @@ class SideRun:
     proc: subprocess.Popen
     dump: Path
     started: float
+    channel: protocol.Channel | None = None  # a warm process's pipes (see Side.start)
     seconds: float = 0.0  # its wall time, once finished
-    asks: TextIO | None = None  # a warm process's pipes (see Side.start)
-    answers: TextIO | None = None
 
     def finish(self) -> tuple[dict[str, Measurement], str | None]:
         """Its measurements once its tests are done, and what went wrong if they did not run."""
-        if self.answers:
-            measured = self._answer()
+        if self.channel:
+            measured = self._measured(self.channel.receive())
             self.seconds = time.perf_counter() - self.started
             if measured:
                 return measured, None
@@ -220,20 +221,21 @@ class SideRun:
         self.seconds = time.perf_counter() - self.started
         if not self.dump.exists():
             return {}, self.why()
-        measured = {d["nodeid"]: Measurement.from_dict(d) for d in json.loads(self.dump.read_text(encoding="utf-8"))}
+        reply = protocol.read(self.dump)
+        measured = reply.measurements if isinstance(reply, protocol.Measured) else {}
         if self.proc.returncode not in (0, 1) or (not measured and self.proc.returncode != 5):
             return measured, self.why()
         return measured, None
 
+    def ask(self, request: protocol.Message) -> protocol.Message | None:
+        """A warm process's answer to a request; None when it has gone (or was closed)."""
+        if self.channel is None or not self.channel.send(request):
+            return None
+        return self.channel.receive()
+
     def rerun(self, runs: dict[str, int]) -> tuple[dict[str, Measurement], str | None]:
         """A warm process's further runs of each test in `runs`, that many times each."""
-        try:
-            if self.asks:  # None once closed
-                self.asks.write(json.dumps({"runs": runs}) + "\n")
-                self.asks.flush()
-        except (OSError, ValueError):
-            pass  # it has gone: the answer below is empty
-        measured = self._answer()
+        measured = self._measured(self.ask(protocol.Rerun(runs)))
         if measured is None:
             self.close()
             return {}, self.why()
@@ -241,39 +243,24 @@ class SideRun:
 
     def ask_profiles(self, wanted: dict[str, bool]) -> None:
         """Ask a warm process to profile these tests ({nodeid: memory?}); read_profiles() has the answer."""
-        try:
-            if self.asks:  # None once closed: read_profiles() says so
-                self.asks.write(json.dumps({"profile": wanted}) + "\n")
-                self.asks.flush()
-        except (OSError, ValueError):
-            pass  # it has gone: read_profiles() says so
+        if self.channel and not self.channel.send(protocol.ProfileRuns(wanted)):
+            self.channel.close()  # it has gone: read_profiles() says so
 
     def read_profiles(self) -> dict[str, Profile] | None:
         """The answer to ask_profiles(); None when the process has gone."""
-        line = self.answers.readline() if self.answers else ""
-        try:
-            return {n: Profile.from_dict(p) for n, p in json.loads(line).items()} if line else None
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return None
+        reply = self.channel.receive() if self.channel else None
+        return reply.profiles if isinstance(reply, protocol.Profiled) else None
 
-    def _answer(self) -> dict[str, Measurement] | None:
-        """The next answer of a warm process; None when it has gone (no line, or half of one) or was closed."""
-        line = self.answers.readline() if self.answers else ""
-        try:
-            return {d["nodeid"]: Measurement.from_dict(d) for d in json.loads(line)} if line else None
-        except (ValueError, KeyError, TypeError):
-            return None
+    @staticmethod
+    def _measured(reply: protocol.Message | None) -> dict[str, Measurement] | None:
+        return reply.measurements if isinstance(reply, protocol.Measured) else None
 
     def close(self) -> None:
         """Let a warm process finish its session (its pipe closed, it tears its fixtures down and exits);
         stop it if it has not within CLOSE_S seconds."""
-        for pipe in (self.asks, self.answers):
-            if pipe:
-                try:
-                    pipe.close()
-                except OSError:
-                    pass  # a broken pipe: the process has gone
-        self.asks = self.answers = None
+        if self.channel:
+            self.channel.close()
+        self.channel = None
         try:
             self.proc.wait(timeout=CLOSE_S)
         except subprocess.TimeoutExpired:
@@ -285,7 +272,11 @@ class SideRun:
         self.proc.wait()
         if not self.dump.exists():
             return {}
-        return {nodeid: Profile.from_dict(p) for nodeid, p in json.loads(self.dump.read_text(encoding="utf-8")).items()}
+        try:
+            reply = protocol.read(self.dump)
+        except protocol.ProtocolError:
+            return {}
+        return reply.profiles if isinstance(reply, protocol.Profiled) else {}
 
     def why(self) -> str:
         """pytest's own account of a run that did not happen: the exception it printed, else its last error line."""
@@ -297,21 +288,54 @@ class SideRun:
         return f"pytest exited {self.proc.returncode}: {(exceptions or errors or lines or ['no output'])[-1]}"
 
 
+class DuetPartner:
+    """The head session's end of a duet with the ref's warm process: for each test the session asks the ref
+    to run it too (begin), and when both are set up, starts both calls at once (at_call: the ref's Ready,
+    then Go); end() has the ref's measurements. A ref that has gone, or lacks the test, answers at once,
+    and the head's test runs alone."""
+
+    def __init__(self, side_run: SideRun):
+        self.side_run = side_run
+        self.waiting = False  # a Duet asked, its Measured not read yet
+        self.reply: dict[str, Measurement] = {}
+        self.first_pass: dict[str, Measurement] = {}  # the ref's runs of the session's own loop
+        self.paired = 0  # calls that started together
+
+    def begin(self, nodeid: str, following: str | None, times: int = 1) -> None:
+        self.reply = {}
+        channel = self.side_run.channel
+        self.waiting = bool(channel and channel.send(protocol.Duet(nodeid, following, times)))
+
+    def at_call(self) -> None:
+        if self.waiting:
+            self._step()
+
+    def end(self) -> dict[str, Measurement]:
+        while self.waiting:  # calls the head did not make (its setup failed): the ref's run alone
+            self._step()
+        return self.reply
+
+    def _step(self) -> None:
+        channel = self.side_run.channel
+        message = channel.receive() if channel else None
+        if isinstance(message, protocol.Ready) and channel and channel.send(protocol.Go()):
+            self.paired += 1
+            return
+        self.waiting = False
+        self.reply = message.measurements if isinstance(message, protocol.Measured) else {}
+
+
 @dataclass
 class PairedRun:
     ref: Ref
     base: dict[str, Measurement] = field(default_factory=dict)
     rounds: int = 0
     problem: str | None = None  # why the ref could not be measured
+    sides: str = "sequential"  # or "duet": each test ran on both sides at the same moment (see DuetPartner)
     suspects: int = 0  # tests that got rounds
     profiles: dict[str, tuple[Profile, Profile]] = field(default_factory=dict)  # regressed: (head, base)
     # Wall time of each stage: worktree; base, its first pass; waited, for it after the head's tests; rounds; profiles.
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def _only_lines(wanted: dict[str, bool]) -> list[str]:
-    """A profiling run's --soap-only lines: the node id, and a tab and "memory" for memray's profile."""
-    return [nodeid + "\tmemory" * memory for nodeid, memory in wanted.items()]
 
 
 def core_to_spare() -> bool:
@@ -343,6 +367,10 @@ def idle_cores(seconds: float = 0.2) -> float:
     return min(cores, share * (os.cpu_count() or cores))
 
 
+# The head session's runs of some tests again ({nodeid: times}), then pytest's next item (a node id, or None).
+RerunHead = Callable[[dict[str, int], str | None], dict[str, Measurement]]
+
+
 class RefRun:
     """The ref's side of a session: its worktree, its first pass, then rounds for the suspects, in which the
     head's measurements get the rounds' samples. Open from `open()` to `close()`, which the session calls on
@@ -362,6 +390,7 @@ class RefRun:
         self.run = PairedRun(ref)
         self._stack = ExitStack()
         self._base_pass: SideRun | None = None
+        self.partner: DuetPartner | None = None
 
     def open(self) -> None:
         clock = time.perf_counter()
@@ -374,11 +403,18 @@ class RefRun:
         self.run.seconds["worktree"] = round(time.perf_counter() - clock, 3)
 
     def start_base(self) -> SideRun:
-        """The base's first pass, in the background from now. Started while the head's tests run (on a
-        machine with a core to spare), it costs little wall time; it only picks suspects, and the rounds
-        that judge them run alone."""
+        """The base's first pass, in the background from now, after the head's (sequential sides)."""
         self._base_pass = self.base_side.start(self.args, self.work, warm=self.warm)
         return self._base_pass
+
+    def start_duet(self) -> DuetPartner:
+        """The base's process for a duet: collected, it runs each test the head's session runs, at the same
+        moment, on another core (see DuetPartner). The first pass then costs one pass of the suite, and
+        each test's pair of runs shares the machine's noise of that moment."""
+        self._base_pass = self.base_side.start(self.args, self.work, duet=True)
+        self.partner = DuetPartner(self._base_pass)
+        self.run.sides = "duet"
+        return self.partner
 
     def close(self) -> None:
         if self._base_pass and self._base_pass.proc.poll() is None:
@@ -387,7 +423,7 @@ class RefRun:
         self._stack.close()
 
     def measure(self, head: dict[str, Measurement],
-                rerun_head: Callable[[dict[str, int]], dict[str, Measurement]] | None = None,
+                rerun_head: RerunHead | None = None,
                 profile_head: Callable[[dict[str, bool]], dict[str, Profile]] | None = None) -> PairedRun:
         """Compare the head's first pass with the ref's; `rerun_head` runs head tests again in this session
         (for the rechecks: without it, as under xdist, there are none), and `profile_head` profiles them
@@ -398,7 +434,26 @@ class RefRun:
             self._base_pass.close()
         return run
 
-    def _measure(self, head: dict[str, Measurement], rerun_head, profile_head) -> PairedRun:
+    def _recheck(self, base_pass: SideRun, suspects: dict[str, int], rerun_head: RerunHead
+                 ) -> tuple[dict[str, Measurement], dict[str, Measurement], str | None]:
+        """The suspects' runs again in the first pass's processes: the base's, the head's, and what went wrong.
+        In a duet, test by test, each call at the same moment on both sides; else the base's, then the head's."""
+        if self.partner is None:
+            base, problem = base_pass.rerun(suspects)
+            return base, {} if problem else rerun_head(suspects, None), problem
+        fresh: dict[str, Measurement] = {}
+        fresh_head: dict[str, Measurement] = {}
+        queue = list(suspects)
+        for nodeid, following in zip(queue, [*queue[1:], None]):
+            self.partner.begin(nodeid, following, suspects[nodeid])
+            fresh_head |= rerun_head({nodeid: suspects[nodeid]}, following)
+            fresh |= self.partner.end()
+        gone = base_pass.proc.poll() is not None
+        if gone:
+            base_pass.close()
+        return fresh, fresh_head, base_pass.why() if gone else None
+
+    def _measure(self, head: dict[str, Measurement], rerun_head: RerunHead | None, profile_head) -> PairedRun:
         run, thresholds = self.run, self.thresholds
         clock = time.perf_counter()
 
@@ -409,7 +464,13 @@ class RefRun:
             clock = now
 
         base_pass = self._base_pass or self.start_base()
-        run.base, problem = base_pass.finish()
+        rest = base_pass.ask(protocol.Rest()) if self.partner else None
+        if self.partner and isinstance(rest, protocol.Measured):
+            # The tests only the ref has ran just now, alone, so that their verdict, "removed", has figures.
+            run.base, problem = self.partner.first_pass | rest.measurements, None
+            base_pass.seconds = time.perf_counter() - base_pass.started
+        else:
+            run.base, problem = base_pass.finish()  # a duet's process that has gone: its status says why
         lap("waited")
         run.seconds["base"] = round(base_pass.seconds, 3)
         if problem:
@@ -426,11 +487,10 @@ class RefRun:
             suspects = affordable_suspects(head, run.base, thresholds, cost, budget, runs=RECHECK_RUNS, start_ups=False)
             run.suspects = len(suspects)
             if suspects:
-                fresh, problem = base_pass.rerun(suspects)
+                fresh, fresh_head, problem = self._recheck(base_pass, suspects, rerun_head)
                 if problem:
                     run.problem = f"a recheck on {self.ref.name} failed ({problem})"
                     return run
-                fresh_head = rerun_head(suspects)
                 for nodeid in suspects:
                     _add_runs(run.base[nodeid], fresh.get(nodeid), new_process=False)
                     _add_runs(head[nodeid], fresh_head.get(nodeid), new_process=False)
@@ -471,11 +531,11 @@ class RefRun:
             if head_profiles is None:
                 head_profiles = profile_head(regressed)
             if base_profiles is None:  # it has gone: a fresh process, as under xdist
-                base_profiles = self.base_side.start_profile(self.round_args, self.work, _only_lines(regressed)).profiles()
+                base_profiles = self.base_side.start_profile(self.round_args, self.work, regressed).profiles()
             run.profiles = {n: (head_profiles[n], base_profiles[n]) for n in head_profiles if n in base_profiles}
             lap("profiles")
         elif regressed:
-            sides, only = (self.head_side, self.base_side), _only_lines(regressed)
+            sides, only = (self.head_side, self.base_side), regressed
             if core_to_spare():
                 started = [side.start_profile(self.round_args, self.work, only) for side in sides]
                 head_profiles, base_profiles = (profile_run.profiles() for profile_run in started)

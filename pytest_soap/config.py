@@ -34,6 +34,9 @@ OPTIONS = [
            "PCT"),
     Option("--soap-against", "compare with a git ref (branch, tag or sha) measured side by side in this run", None, str,
            "REF"),
+    Option("--soap-sides", "with --soap-against: 'duet' runs each test on both sides at the same moment, on two "
+           "cores; 'sequential' runs one side's tests, then the other's; 'auto' (default): duet when two cores are "
+           "idle", "auto", ("auto", "duet", "sequential"), "MODE"),
     Option("--soap-json", "write a machine-readable report to PATH", None, Path, "PATH"),
     Option("--soap-memory", "memory measurement: 'rss' (default; exact memray heap for suspects) or 'off' (time only)",
            "rss", ("rss", "off"), "MODE"),
@@ -55,9 +58,10 @@ OPTIONS = [
 # How a --soap-against session drives the pytest processes that measure each side; not for users.
 INTERNAL = [
     Option("--soap-side", "measure only, and write the measurements to PATH", None, Path, "PATH"),
-    Option("--soap-only", "run only the node ids listed in PATH (each may add a tab and a run count, or \"memory\")", None, Path, "PATH"),
+    Option("--soap-only", "run only the tests of the protocol.Selection in PATH", None, Path, "PATH"),
     Option("--soap-profile", "profile each test's functions once, and write the profiles to PATH", None, Path, "PATH"),
     Option("--soap-serve", "after the tests, send the measurements down pipe W and run again what pipe R asks", None, str, "R,W"),
+    Option("--soap-duet", "run no test of its own: serve from the start, each test when pipe R asks", None, str, "R,W"),
 ]
 
 
@@ -135,6 +139,8 @@ class Settings:
     only: Path | None = None
     profile: Path | None = None  # set in a process profiling one side's regressed tests for attribution
     serve: tuple[int, int] | None = None  # a side's pipes (read, write) to its --soap-against session
+    duet_side: bool = False  # that side runs its tests only when asked, each at the moment the session runs it
+    sides: str = "auto"  # --soap-sides
     optimize: bool = False
     apply: bool = False
     model: str = DEFAULT_MODEL
@@ -155,7 +161,9 @@ class Settings:
             side=v["soap_side"],
             only=v["soap_only"],
             profile=v["soap_profile"],
-            serve=_pipes(v["soap_serve"]),
+            serve=_pipes(v["soap_serve"] or v["soap_duet"]),
+            duet_side=bool(v["soap_duet"]),
+            sides=v["soap_sides"],
             optimize=v["soap_optimize"],
             apply=v["soap_apply"],
             model=v["soap_model"],

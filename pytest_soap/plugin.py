@@ -7,15 +7,14 @@ each worker goes down, then judges, reports and saves.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pytest
 
-from . import against, compare, hookspecs, rootdir, store
+from . import against, compare, hookspecs, protocol, rootdir, store
 from .attribute import Attribution, attribute, profiles_memory
 from .changes import ChangeSet, changed_functions
 from .config import MARKER, Settings, add_options, marker_overrides
@@ -24,7 +23,7 @@ from .measure.functions import Profile, profile_memory, profiled, project_root
 from .measure.heap import track_heap
 from .records import Measurement
 from .report import json_report, terminal
-from .rerun import confirm, measure_heaps, profile_each, repeat, run_more, serve
+from .rerun import confirm, measure_heaps, outcome_of, profile_each, repeat, run_more, serve
 
 if TYPE_CHECKING:
     from .soap.session import LoopRun
@@ -90,6 +89,9 @@ class SoapSession:
         # memory for the tests that regressed in memory only.
         self.profile_memory: set[str] = set()
         self.runs: dict[str, int] = {}  # a round of --soap-against: how many times to run each test
+        self.served: list[pytest.Item] = []  # a duet's side: the tests it runs when asked
+        self.cue: Callable[[str], None] | None = None  # a duet's side: waits, at a call, for the session's go
+        self.partner: against.DuetPartner | None = None  # the head's side of a duet: the ref's process
         self.attributions: dict[str, Attribution] = {}
         self.loop: LoopRun | None = None  # the SOAP loop's run, with --soap-optimize
         self.changed: list[tuple[str, str]] = []  # the functions the diff added or modified: (file, qualname)
@@ -114,14 +116,16 @@ class SoapSession:
         # Checked here, so a misspelt marker argument stops the run before any test runs.
         self.overrides = {item.nodeid: marker_overrides(item) for item in items}
         if self.settings.only:
-            # A line is a node id, then a tab and either how many times to run it in a round of --soap-against,
-            # or, in a profiling run, "memory" when memray should profile it.
-            lines = [line.split("\t") for line in self.settings.only.read_text(encoding="utf-8").splitlines()]
-            wanted = {line[0] for line in lines}
-            self.profile_memory = {line[0] for line in lines if line[1:] == ["memory"]}
-            self.runs = {line[0]: int(line[1]) for line in lines if line[1:2] and line[1].isdigit()}
-            config.hook.pytest_deselected(items=[item for item in items if item.nodeid not in wanted])
-            items[:] = [item for item in items if item.nodeid in wanted]
+            selection = protocol.read(self.settings.only)
+            if not isinstance(selection, protocol.Selection):
+                raise pytest.UsageError(f"pytest-soap: {self.settings.only} holds no selection of tests")
+            self.profile_memory = set(selection.memory)
+            self.runs = dict(selection.runs) if not self.settings.profile else {}
+            config.hook.pytest_deselected(items=[item for item in items if item.nodeid not in selection.runs])
+            items[:] = [item for item in items if item.nodeid in selection.runs]
+        if self.settings.duet_side:
+            # Its tests run when the session asks (rerun.serve), none in pytest's own loop.
+            self.served, items[:] = list(items), []
 
     # ---- measuring (plain session or xdist worker) --------------------------------------------
     @pytest.hookimpl(wrapper=True, trylast=True)
@@ -139,6 +143,10 @@ class SoapSession:
                 result = yield
             m.heap = heap.figures()
             return result
+        if self.cue:
+            self.cue(item.nodeid)  # a duet's side: the call starts when the session says so
+        elif self.partner:
+            self.partner.at_call()  # the head's side of a duet: both calls start now
         token = self.meter.start()
         try:
             return (yield)
@@ -167,13 +175,19 @@ class SoapSession:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if _is_controller(self.config):
             return
-        outcome = _outcome(report)
+        outcome = outcome_of(report)
         if outcome:
             self._measurement(report.nodeid).outcome = outcome
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None):
-        result = yield
+        if self.partner:
+            self.partner.begin(item.nodeid, nextitem.nodeid if nextitem else None)
+        try:
+            result = yield
+        finally:
+            if self.partner:
+                self.partner.first_pass.update(self.partner.end())
         m = self.measurements.get(item.nodeid)
         if m is None or not m.judged or item.session.shouldstop or item.session.shouldfail:
             return result
@@ -198,11 +212,17 @@ class SoapSession:
                                  warm=not _is_controller(self.config))
         try:
             ref_run.open()
-            if not _is_controller(self.config) and against.core_to_spare():
-                ref_run.start_base()
+            if not _is_controller(self.config) and self._duet():
+                # Each test runs on both sides at once, test by test: the noise both share cancels in their ratio.
+                self.partner = ref_run.start_duet()
             return (yield from self._runtestloop(session, ref_run))
         finally:
+            self.partner = None
             ref_run.close()
+
+    def _duet(self) -> bool:
+        """--soap-sides: duet, or with auto, when a core is idle for each side."""
+        return self.settings.sides == "duet" or (self.settings.sides == "auto" and against.core_to_spare())
 
     def _runtestloop(self, session: pytest.Session, ref_run: against.RefRun | None):
         result = yield
@@ -211,11 +231,12 @@ class SoapSession:
         if self.meter.measures_memory and not session.shouldstop and not session.shouldfail:
             measure_heaps(self.heap_queue, self)
         if self.settings.serve:
-            serve(session.items, self, self.settings.serve)
+            serve(self.served or session.items, self, self.settings.serve)
         if ref_run and not session.shouldstop and not session.shouldfail:
             # This session re-runs its own suspects; under xdist the workers are gone, and it cannot.
             items = {item.nodeid: item for item in session.items}
-            rerun = None if _is_controller(self.config) else (lambda runs: run_more(items, runs, self))
+            rerun = None if _is_controller(self.config) else (
+                lambda runs, then=None: run_more(items, runs, self, items.get(then or "")))
             profile = None if _is_controller(self.config) else (lambda wanted: profile_each(items, wanted, self))
             self.paired = ref_run.measure(self.measurements, rerun, profile)
             ref = ref_run.ref
@@ -275,15 +296,14 @@ class SoapSession:
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if _is_worker(self.config) or self.settings.side or self.settings.profile:
-            dump = [m.to_dict() for m in self.measurements.values()]
-            profiles = {nodeid: p.to_dict() for nodeid, p in self.profiles.items()}
             if _is_worker(self.config):
                 output = self.config.workeroutput  # type: ignore[attr-defined]  # pytest-xdist sets it on a worker
-                output["soap"], output["soap_profiles"] = dump, profiles
+                output["soap"] = [m.to_dict() for m in self.measurements.values()]
+                output["soap_profiles"] = {nodeid: p.to_dict() for nodeid, p in self.profiles.items()}
             elif self.settings.side:
-                store.atomic_write(self.settings.side, json.dumps(dump))
+                protocol.write(self.settings.side, protocol.Measured(dict(self.measurements)))
             if self.settings.profile and not _is_worker(self.config):
-                store.atomic_write(self.settings.profile, json.dumps(profiles))
+                protocol.write(self.settings.profile, protocol.Profiled(dict(self.profiles)))
             return
         measured = list(self.measurements.values())
         if self.settings.save:
@@ -357,13 +377,20 @@ class SoapSession:
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if _is_worker(self.config) or self.settings.side or self.settings.profile:
             return
-        compared_with = (f"against {self.ref.describe()}" if self.ref else
+        compared_with = (f"against {self.ref.describe()}{self._sides()}" if self.ref else
                          terminal.baseline_line(self.baseline, self.settings, self._shown(self.settings.baseline)))
         terminal.write(terminalreporter, self.verdicts, compared_with, self.settings, self.notes, self.attributions)
         if self.loop:
             terminal.write_loop(terminalreporter, self.loop)
         if self.failure:
             terminalreporter.write_line(self.failure, red=True, bold=True)
+
+    def _sides(self) -> str:
+        if self.paired is None or self.paired.problem:
+            return ""
+        if self.paired.sides == "duet":
+            return "\nsides: duet (each test ran on both sides at the same moment, on two cores)"
+        return "\nsides: sequential (one side's tests, then the other's)"
 
     def pytest_unconfigure(self) -> None:
         self.meter.close()
@@ -391,15 +418,3 @@ def _benchmark_median(item: pytest.Item) -> float | None:
     stats = getattr(getattr(fixture, "stats", None), "stats", None)
     median = getattr(stats, "median", None) if stats is not None and getattr(stats, "data", None) else None
     return float(median) if median else None
-
-
-def _outcome(report: pytest.TestReport) -> str | None:
-    """What a phase's report says about the test; None when it says nothing new."""
-    xfail = hasattr(report, "wasxfail")
-    if report.skipped:
-        return "xfailed" if xfail else "skipped"
-    if report.failed:
-        return "failed" if report.when == "call" else "error"
-    if report.when == "call":
-        return "xpassed" if xfail else "passed"
-    return None

@@ -10,7 +10,6 @@ terminal and other plugins see each test once.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import TYPE_CHECKING
 
@@ -19,31 +18,55 @@ from _pytest.runner import runtestprotocol
 
 from . import compare
 from .measure.functions import Profile
-from .records import MEMORY_METRICS, Measurement
+from .protocol import Channel, Duet, Measured, Profiled, ProfileRuns, Ready, Rerun, Rest
+from .records import JUDGED_OUTCOMES, MEMORY_METRICS, Measurement
 
 if TYPE_CHECKING:
     from .plugin import SoapSession
 
 
-def run_again(item: pytest.Item, nextitem: pytest.Item | pytest.Collector | None) -> bool:
-    """Run one test once more (setup, call, teardown); True when every phase passed."""
+def run_once(item: pytest.Item, nextitem: pytest.Item | pytest.Collector | None) -> str:
+    """Run one test once more (setup, call, teardown); its outcome, as its reports say: the first phase that
+    did not pass decides ("error" in setup or teardown, "failed" in the call, "skipped"...)."""
     if hasattr(item, "_initrequest"):
         item._initrequest()  # drop the fixture values of the earlier run
     # pytest tears down to any node's chain, though it annotates nextitem as an Item
     reports = runtestprotocol(item, nextitem=nextitem, log=False)  # type: ignore[arg-type]
-    return all(r.passed for r in reports)
+    outcomes = [outcome for report in reports if (outcome := outcome_of(report))]
+    return next((o for o in outcomes if o not in JUDGED_OUTCOMES), outcomes[-1] if outcomes else "error")
 
 
-def in_a_row(item: pytest.Item, times: int, nextitem: pytest.Item | None) -> bool:
-    """Run a test `times` more times in a row; True when every run passed (it stops at the first that did
-    not). Between two runs its parent is what comes next: the test's own fixtures are torn down and set up
-    afresh, its module's and class's are kept; after the last, `nextitem` is."""
-    return all(run_again(item, item.parent if i < times - 1 else nextitem) for i in range(times))
+def run_again(item: pytest.Item, nextitem: pytest.Item | pytest.Collector | None) -> bool:
+    """Run one test once more; True when every phase passed."""
+    return run_once(item, nextitem) in JUDGED_OUTCOMES
+
+
+def in_a_row(item: pytest.Item, times: int, nextitem: pytest.Item | None) -> str:
+    """Run a test `times` more times in a row; the outcome of the first run that did not pass (it stops
+    there), else "passed". Between two runs its parent is what comes next: the test's own fixtures are torn
+    down and set up afresh, its module's and class's are kept; after the last, `nextitem` is."""
+    for i in range(times):
+        outcome = run_once(item, item.parent if i < times - 1 else nextitem)
+        if outcome not in JUDGED_OUTCOMES:
+            return outcome
+    return "passed"
+
+
+def outcome_of(report: pytest.TestReport) -> str | None:
+    """What a phase's report says about the test; None when it says nothing new."""
+    xfail = hasattr(report, "wasxfail")
+    if report.skipped:
+        return "xfailed" if xfail else "skipped"
+    if report.failed:
+        return "failed" if report.when == "call" else "error"
+    if report.when == "call":
+        return "xpassed" if xfail else "passed"
+    return None
 
 
 def repeat(item: pytest.Item, nextitem: pytest.Item | None, soap: SoapSession, times: int) -> None:
     """Run a test `times` more times in a row (a round of --soap-against); flaky if any run fails."""
-    if not in_a_row(item, times, nextitem):
+    if in_a_row(item, times, nextitem) not in JUDGED_OUTCOMES:
         soap.measurements[item.nodeid].outcome = "flaky"
 
 
@@ -100,18 +123,21 @@ def run_each(items: list[pytest.Item]) -> None:
         run_again(item, nextitem)
 
 
-def run_more(items: dict[str, pytest.Item], runs: dict[str, int], soap: SoapSession) -> dict[str, Measurement]:
+def run_more(items: dict[str, pytest.Item], runs: dict[str, int], soap: SoapSession,
+             then: pytest.Item | None = None) -> dict[str, Measurement]:
     """After the session's own runs: run each test in `runs` that many times more, back to back, and return
-    those runs as measurements of their own (outcome "failed" if any run failed). The session's own
-    measurements are left as they were. Fixtures stay set up from one run to the next, as in pytest's loop."""
+    those runs as measurements of their own (with the outcome of the first run that did not pass). The session's own
+    measurements are left as they were. Fixtures stay set up from one run to the next, as in pytest's loop,
+    and after the last for `then`, the test to run next."""
     queue = [(items[nodeid], count) for nodeid, count in runs.items() if nodeid in items]
     fresh: dict[str, Measurement] = {}
-    for (item, count), following in zip(queue, [*(item for item, _ in queue[1:]), None]):
+    for (item, count), following in zip(queue, [*(item for item, _ in queue[1:]), then]):
         own = soap.measurements.pop(item.nodeid, None)
         soap.measurements[item.nodeid] = Measurement(item.nodeid, **soap.overrides.get(item.nodeid, {}))
         try:
-            if not in_a_row(item, count, following):
-                soap.measurements[item.nodeid].outcome = "failed"
+            outcome = in_a_row(item, count, following)
+            if outcome not in JUDGED_OUTCOMES:
+                soap.measurements[item.nodeid].outcome = outcome
         finally:
             fresh[item.nodeid] = soap.measurements.pop(item.nodeid)
             if own is not None:
@@ -120,20 +146,35 @@ def run_more(items: dict[str, pytest.Item], runs: dict[str, int], soap: SoapSess
 
 
 def serve(items: list[pytest.Item], soap: SoapSession, pipes: tuple[int, int]) -> None:
-    """A side of --soap-against, kept warm after its first pass: send its measurements down the write pipe,
-    then run again what each line of the read pipe asks, until the session closes the pipe: {"runs": {nodeid:
-    count}}, answered with those runs' measurements, or {"profile": {nodeid: memory?}}, answered with each
-    test's profile. Re-running here costs no start-up: no interpreter, no imports, no collection."""
+    """A side of --soap-against, kept warm: send its first pass's measurements (in duet it has none: it
+    runs each test when asked), then answer each request until the session closes the pipe (see protocol).
+    Re-running here costs no start-up: no interpreter, no imports, no collection."""
     by_id = {item.nodeid: item for item in items}
-    with os.fdopen(pipes[0], "r", encoding="utf-8") as requests, os.fdopen(pipes[1], "w", encoding="utf-8") as answers:
-        answers.write(json.dumps([m.to_dict() for m in soap.measurements.values()]) + "\n")
-        answers.flush()
-        for line in requests:
-            request = json.loads(line)
-            if "profile" in request:
-                profiles = profile_each(by_id, request["profile"], soap)
-                answers.write(json.dumps({n: p.to_dict() for n, p in profiles.items()}) + "\n")
-            else:
-                fresh = run_more(by_id, request["runs"], soap)
-                answers.write(json.dumps([m.to_dict() for m in fresh.values()]) + "\n")
-            answers.flush()
+    in_duet: set[str] = set()
+    channel = Channel(os.fdopen(pipes[0], "r", encoding="utf-8"), os.fdopen(pipes[1], "w", encoding="utf-8"))
+    try:
+        if not soap.settings.duet_side:
+            channel.send(Measured(dict(soap.measurements)))
+        for request in channel:
+            if isinstance(request, ProfileRuns):
+                channel.send(Profiled(profile_each(by_id, request.wanted, soap)))
+            elif isinstance(request, Rerun):
+                channel.send(Measured(run_more(by_id, request.runs, soap)))
+            elif isinstance(request, Rest):
+                channel.send(Measured(run_more(by_id, {n: 1 for n in by_id if n not in in_duet}, soap)))
+            elif isinstance(request, Duet):
+                in_duet.add(request.nodeid)
+                soap.cue = lambda nodeid: _await_go(channel, nodeid)
+                try:
+                    fresh = run_more(by_id, {request.nodeid: request.times}, soap, by_id.get(request.following or ""))
+                finally:
+                    soap.cue = None
+                channel.send(Measured(fresh))
+    finally:
+        channel.close()
+
+
+def _await_go(channel: Channel, nodeid: str) -> None:
+    """A duet's side, its test set up: say so, and start the call when the session says go (or has gone)."""
+    if channel.send(Ready(nodeid)):
+        channel.receive()
