@@ -19,8 +19,43 @@ import math
 import statistics
 from dataclasses import dataclass, field, replace
 
-from .records import GATED_METRICS, JUDGED_OUTCOMES, MEMORY_METRICS, Measurement
+from .records import GATED_METRICS, JUDGED_OUTCOMES, MEMORY_METRICS, Measurement, Outcome, TextEnum
 from .stats import mann_whitney_greater, ratio_interval, sign_test_p
+
+
+class Verdict(TextEnum):
+    """What the gate says of a test, or of one of its metrics. A metric's verdict is one of the first five,
+    declared worst first: a test's verdict is its metrics' worst (`rank`). A test that did not pass here has
+    its Outcome for a verdict instead (see TestVerdict)."""
+
+    REGRESSED = "regressed"
+    IMPROVED = "improved"
+    UNCHANGED = "unchanged"
+    NEW = "new"  # no baseline figure to compare with
+    UNGATED = "ungated"  # both figures under the floor, or nothing gated was measured
+    EXCLUDED = "excluded"  # @pytest.mark.soap(skip=True)
+    REMOVED = "removed"  # in the baseline, not in this run
+    ON_REF = "on ref"  # --soap-against: the ref's side did not pass; it reads "<that outcome> on ref"
+
+    @property
+    def rank(self) -> int:
+        """Its place in the declaration: the lower, the worse."""
+        return _RANK[self]
+
+    @classmethod
+    def read(cls, text: str) -> str:
+        """A verdict given as a string back as its member (a Verdict, else an Outcome); an unknown one stays as it is."""
+        if isinstance(text, (Verdict, Outcome)):
+            return text
+        for kind in (cls, Outcome):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+
+
+_RANK = {v: i for i, v in enumerate(Verdict)}
 
 
 @dataclass(frozen=True)
@@ -57,7 +92,7 @@ class Thresholds:
 @dataclass
 class MetricVerdict:
     metric: str
-    verdict: str  # regressed | improved | unchanged | ungated | new
+    verdict: Verdict  # regressed | improved | unchanged | ungated | new
     baseline: float | None
     current: float | None
     ratio: float | None = None
@@ -72,8 +107,21 @@ class MetricVerdict:
 class TestVerdict:
     measurement: Measurement
     baseline: dict | None
-    verdict: str  # regressed | improved | unchanged | new | ungated | excluded | failed | skipped | ...
+    # A Verdict; or, for a test that did not pass here, its Outcome (failed, skipped, flaky...). Typed str while
+    # plugin.py passes a plain string ("removed"): __post_init__ makes it a member.
+    verdict: str
     metrics: dict[str, MetricVerdict] = field(default_factory=dict)
+    ref_outcome: str | None = None  # Verdict.ON_REF: the Outcome of the ref's side
+
+    def __post_init__(self) -> None:
+        self.verdict = Verdict.read(self.verdict)
+
+    @property
+    def label(self) -> str:
+        """The verdict as the reports write it: its value, or "<the ref's outcome> on ref"."""
+        if self.verdict == Verdict.ON_REF:
+            return f"{self.ref_outcome} {Verdict.ON_REF}"
+        return str(self.verdict)
 
     @property
     def nodeid(self) -> str:
@@ -81,11 +129,11 @@ class TestVerdict:
 
     @property
     def regressed_metrics(self) -> list[str]:
-        return [m for m, v in self.metrics.items() if v.verdict == "regressed"]
+        return [m for m, v in self.metrics.items() if v.verdict == Verdict.REGRESSED]
 
     @property
     def improved_metrics(self) -> list[str]:
-        return [m for m, v in self.metrics.items() if v.verdict == "improved"]
+        return [m for m, v in self.metrics.items() if v.verdict == Verdict.IMPROVED]
 
     @property
     def pending(self) -> bool:
@@ -128,19 +176,19 @@ def line(metric: str, m: Measurement, baseline: dict, t: Thresholds) -> Line | N
 
 def judge_metric(metric: str, values: list[float], at: Line | None, alpha: float) -> MetricVerdict:
     if at is None or not values:
-        return MetricVerdict(metric, "new", None, None)
+        return MetricVerdict(metric, Verdict.NEW, None, None)
     current = statistics.median(values)
-    verdict = MetricVerdict(metric, "unchanged", at.base, current, runs=len(values))
+    verdict = MetricVerdict(metric, Verdict.UNCHANGED, at.base, current, runs=len(values))
     verdict.ratio = current / at.base if at.base > 0 else None
     if max(at.base, current) < at.floor:
-        verdict.verdict, verdict.reason = "ungated", "below the floor"
+        verdict.verdict, verdict.reason = Verdict.UNGATED, "below the floor"
     elif at.crossed_by(current) or at.undercut_by(current):
         # An improvement takes the evidence a regression does: one lucky run is not one.
         worse = at.crossed_by(current)
         beyond = sum(at.beyond(v, worse) for v in values)
         verdict.p_value = sign_test_p(beyond, len(values))
         if verdict.p_value <= alpha:
-            verdict.verdict = "regressed" if worse else "improved"
+            verdict.verdict = Verdict.REGRESSED if worse else Verdict.IMPROVED
         else:
             verdict.reason = (f"{beyond} of {len(values)} runs {'above' if worse else 'below'} the threshold: "
                               "not significant")
@@ -165,9 +213,9 @@ def _heap_disagrees(metric: str, m: Measurement, baseline: dict, at: Line, t: Th
 
 
 def _overall(m: Measurement, baseline: dict, metrics: dict[str, MetricVerdict]) -> TestVerdict:
-    """A test's verdict is its worst metric's: regressed over improved over unchanged."""
-    kinds = {v.verdict for v in metrics.values()}
-    verdict = next((k for k in ("regressed", "improved", "unchanged", "new") if k in kinds), "ungated")
+    """A test's verdict is its worst metric's (Verdict.rank): regressed over improved over unchanged over new;
+    ungated when no metric was judged."""
+    verdict = min((v.verdict for v in metrics.values()), key=lambda v: v.rank, default=Verdict.UNGATED)
     return TestVerdict(m, baseline, verdict, metrics)
 
 
@@ -175,9 +223,9 @@ def judge(m: Measurement, baseline: dict | None, thresholds: Thresholds) -> Test
     if m.outcome not in JUDGED_OUTCOMES:
         return TestVerdict(m, baseline, m.outcome)
     if m.skip:
-        return TestVerdict(m, baseline, "excluded")
+        return TestVerdict(m, baseline, Verdict.EXCLUDED)
     if baseline is None:
-        return TestVerdict(m, None, "new")
+        return TestVerdict(m, None, Verdict.NEW)
     t = thresholds.for_test(m)
     metrics = {}
     for metric in GATED_METRICS:
@@ -185,10 +233,10 @@ def judge(m: Measurement, baseline: dict | None, thresholds: Thresholds) -> Test
             continue
         at = line(metric, m, baseline, t)
         verdict = metrics[metric] = judge_metric(metric, m.values(metric), at, t.alpha)
-        worse = verdict.verdict == "regressed"
-        if (at is not None and (worse or verdict.verdict == "improved") and metric in MEMORY_METRICS
+        worse = verdict.verdict == Verdict.REGRESSED
+        if (at is not None and (worse or verdict.verdict == Verdict.IMPROVED) and metric in MEMORY_METRICS
                 and _heap_disagrees(metric, m, baseline, at, t, worse)):
-            verdict.verdict, verdict.reason = "unchanged", f"resident memory {'grew' if worse else 'shrank'}, memray's heap did not"
+            verdict.verdict, verdict.reason = Verdict.UNCHANGED, f"resident memory {'grew' if worse else 'shrank'}, memray's heap did not"
     return _overall(m, baseline, metrics)
 
 
@@ -254,9 +302,9 @@ def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds) -> T
     if m.outcome not in JUDGED_OUTCOMES:
         return TestVerdict(m, figures, m.outcome)
     if base.outcome not in JUDGED_OUTCOMES:
-        return TestVerdict(m, figures, f"{base.outcome} on ref")
+        return TestVerdict(m, figures, Verdict.ON_REF, ref_outcome=base.outcome)
     if m.skip:
-        return TestVerdict(m, figures, "excluded")
+        return TestVerdict(m, figures, Verdict.EXCLUDED)
     t = thresholds.for_test(m)
     metrics = {}
     for metric in GATED_METRICS:
@@ -267,12 +315,12 @@ def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds) -> T
         if at is None:  # never: the base's figure is given
             continue
         current = statistics.median(head_values)
-        v = metrics[metric] = MetricVerdict(metric, "unchanged", at.base, current, runs=len(head_values),
+        v = metrics[metric] = MetricVerdict(metric, Verdict.UNCHANGED, at.base, current, runs=len(head_values),
                                             ratio=current / at.base if at.base > 0 else None,
                                             interval=ratio_interval(head_values, base_values))
         worse = at.crossed_by(current)
         if max(at.base, current) < at.floor:
-            v.verdict, v.reason = "ungated", "below the floor"
+            v.verdict, v.reason = Verdict.UNGATED, "below the floor"
         elif worse or at.undercut_by(current):
             larger, smaller = (current, at.base) if worse else (at.base, current)
             v.p_value = (mann_whitney_greater(head_values, base_values) if worse
@@ -282,7 +330,7 @@ def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds) -> T
             enough = len(pairs) >= pairs_needed(metric, larger / smaller if smaller > 0 else math.inf, at.limit)
             significant = v.p_value <= t.paired_alpha
             if significant and agree and enough:
-                v.verdict = "regressed" if worse else "improved"
+                v.verdict = Verdict.REGRESSED if worse else Verdict.IMPROVED
             else:
                 v.pending = agree  # every pair agrees, but the runs or the pairs are too few: another round
                 v.reason = (f"p={v.p_value:.3g} over {len(head_values)} and {len(base_values)} runs, "
@@ -299,5 +347,5 @@ def paired_undecided(m: Measurement, base: Measurement, thresholds: Thresholds, 
     if rounds >= max_rounds or not m.judged or not base.judged:
         return False
     metrics = judge_paired(m, base, thresholds).metrics.values()
-    return (not any(v.verdict == "regressed" for v in metrics)
-            and any(v.verdict != "improved" and v.p_value is not None for v in metrics))
+    return (not any(v.verdict == Verdict.REGRESSED for v in metrics)
+            and any(v.verdict != Verdict.IMPROVED and v.p_value is not None for v in metrics))

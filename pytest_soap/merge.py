@@ -6,10 +6,13 @@ import json
 import os
 from pathlib import Path
 
+from .compare import Verdict
+from .records import Outcome
 from .report.json_report import SCHEMA
 from .store import atomic_write
 
-NOT_RUN = {"skipped", "deselected", "removed"}  # a shard that did not run a test yields it to one that did
+# A shard that did not run a test yields it to one that did. ("deselected": no outcome this version writes.)
+NOT_RUN = {Outcome.SKIPPED, "deselected", Outcome.REMOVED}
 SAME_AGAINST = ("commit", "head")  # shards compared different code if these differ
 SAME_BASELINE = ("commit", "created")
 
@@ -177,7 +180,7 @@ def _merge(reports: list[tuple[str, dict]]) -> dict:
               "memory": memory.pop() if len(memory) == 1 else "mixed",
               "mismatch": next((r["mismatch"] for _, r in reports if r.get("mismatch")), None),
               "tests": tests,
-              "regressions": [t["nodeid"] for t in tests if t.get("verdict") == "regressed"],
+              "regressions": [t["nodeid"] for t in tests if t.get("verdict") == Verdict.REGRESSED],
               "functions": _functions(reports),
               "optimizations": [o for _, r in reports for o in r.get("optimizations") or []],
               "patch": patches[0] if patches else None,

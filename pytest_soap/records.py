@@ -4,6 +4,41 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+
+class TextEnum(str, Enum):
+    """An enum whose members are their strings: `==` with the old text holds, a member hashes as its text (a
+    dict keyed by either finds the other), and str(), format(), f-strings and JSON write the value alone, as
+    the plain strings did, on every Python this supports (3.12 made format() of a str mixin follow __str__)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Outcome(TextEnum):
+    """What pytest said of a test in this session, as the plugin records it."""
+
+    PASSED = "passed"
+    XPASSED = "xpassed"
+    FAILED = "failed"
+    ERROR = "error"  # failed in setup or teardown
+    FLAKY = "flaky"  # failed, then passed when run again (--soap-reruns, or the other side of --soap-against)
+    SKIPPED = "skipped"
+    XFAILED = "xfailed"
+    REMOVED = "removed"  # in the baseline, not in this run
+
+    @classmethod
+    def read(cls, text: str) -> str:
+        """A stored outcome back as its member; a string this version does not know stays as it is."""
+        try:
+            return cls(text)
+        except ValueError:
+            return text
+
 
 # Every figure a test gets, in the units the reports use: seconds, MiB and MiB·s.
 METRICS = ("time_s", "cpu_s", "peak_mb", "tmu_mbs")
@@ -11,7 +46,7 @@ METRICS = ("time_s", "cpu_s", "peak_mb", "tmu_mbs")
 # and CPU time alone would miss one spent waiting.
 GATED_METRICS = ("time_s", "peak_mb", "tmu_mbs")
 MEMORY_METRICS = ("peak_mb", "tmu_mbs")
-JUDGED_OUTCOMES = ("passed", "xpassed")
+JUDGED_OUTCOMES = (Outcome.PASSED, Outcome.XPASSED)
 
 
 @dataclass(frozen=True)
@@ -33,7 +68,9 @@ class Measurement:
     """Everything one test measured in this session: the first run, then any confirmation reruns."""
 
     nodeid: str
-    outcome: str = "passed"  # passed, failed, error, skipped, xfailed, xpassed
+    # An Outcome. Typed str while plugin.py, against.py and rerun.py still assign plain strings (Outcome.read
+    # turns them into members where this module builds a Measurement); members compare equal to them.
+    outcome: str = Outcome.PASSED
     samples: list[Sample] = field(default_factory=list)
     heap: dict | None = None  # memray's exact heap {"peak_mb", "tmu_mbs"}: memory suspects, and every test saved
     timer: str = "wall"  # "pytest-benchmark" when that fixture's statistics gave the time
@@ -42,6 +79,9 @@ class Measurement:
     threshold: float | None = None  # per-test overrides from @pytest.mark.soap
     memory_threshold: float | None = None
     skip: bool = False
+
+    def __post_init__(self) -> None:
+        self.outcome = Outcome.read(self.outcome)
 
     @property
     def judged(self) -> bool:
@@ -78,7 +118,8 @@ class Measurement:
         return {metric: self.figure(metric) for metric in METRICS}
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain data: the outcome as a plain str, which execnet (xdist's workeroutput) can send and a subclass not."""
+        return asdict(self) | {"outcome": str(self.outcome)}
 
     @classmethod
     def from_dict(cls, data: dict) -> Measurement:

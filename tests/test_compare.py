@@ -1,9 +1,12 @@
 """The statistics of the gate, on synthetic samples: no timing involved."""
 
+import json
+
 import pytest
 
-from pytest_soap.compare import Line, Thresholds, judge, judge_metric, suspect_metrics, undecided
-from pytest_soap.records import Measurement, Sample
+from pytest_soap import compare
+from pytest_soap.compare import Line, Thresholds, Verdict, judge, judge_metric, judge_paired, suspect_metrics, undecided
+from pytest_soap.records import Measurement, Outcome, Sample
 from pytest_soap.stats import sign_test_p
 
 T = Thresholds()
@@ -200,3 +203,37 @@ def test_tmu_is_confirmed_by_the_heap_mean_not_the_heap_tmu():
     assert v.metrics["tmu_mbs"].verdict == "unchanged"
     m.heap = {"peak_mb": 20.0, "tmu_mbs": 8.0, "mean_mb": 40.0}  # memory really held longer
     assert judge(m, base, T).regressed_metrics == ["tmu_mbs"]
+
+
+def test_verdicts_and_outcomes_are_enums_that_read_and_write_as_their_old_strings():
+    failed = judge(measurement([0.2] * 5, outcome="failed"), {"time_s": 0.2}, T)
+    assert failed.verdict is Outcome.FAILED and failed.measurement.outcome is Outcome.FAILED  # read into members
+    assert failed.verdict == "failed" and {"failed": 1}[failed.verdict] == 1  # equal, and hashed, as the text
+    regressed = judge(measurement([0.3] * 5), {"time_s": 0.2}, T)
+    assert regressed.verdict is Verdict.REGRESSED and regressed.metrics["time_s"].verdict is Verdict.REGRESSED
+    # Written as before: str, f-strings, format with a spec, json, upper().
+    assert (str(Verdict.REGRESSED), f"{Verdict.REGRESSED}", f"{Verdict.NEW:>5}|", format(Outcome.FLAKY, "<6") + "|") == (
+        "regressed", "regressed", "  new|", "flaky |")
+    assert Outcome.FAILED.upper() == "FAILED" and json.dumps({Verdict.NEW: [Outcome.XPASSED]}) == '{"new": ["xpassed"]}'
+    # Plain data out (xdist's execnet sends no str subclass), members back in.
+    data = measurement([0.2], outcome="flaky").to_dict()
+    assert type(data["outcome"]) is str and Measurement.from_dict(data).outcome is Outcome.FLAKY
+    assert Measurement("t.py::test", outcome="deselected").outcome == "deselected"  # unknown: kept as it was
+    assert compare.TestVerdict(measurement([]), None, "removed").verdict is Verdict.REMOVED  # as plugin.py passes it
+
+
+def test_a_test_that_failed_on_the_ref_is_one_verdict_with_the_ref_outcome_kept():
+    head, base = measurement([0.2] * 3), measurement([0.2] * 3, outcome="error")
+    v = judge_paired(head, base, T)
+    assert (v.verdict, v.ref_outcome, v.label) == (Verdict.ON_REF, Outcome.ERROR, "error on ref")
+    assert judge(measurement([0.2], outcome="skipped"), None, T).label == "skipped"
+
+
+def test_a_test_takes_its_worst_metrics_verdict_by_rank_not_by_name():
+    assert [v.rank for v in (Verdict.REGRESSED, Verdict.IMPROVED, Verdict.UNCHANGED, Verdict.NEW, Verdict.UNGATED)] \
+        == [0, 1, 2, 3, 4]
+    m = measurement([0.05] * 5, [100.0] * 5)
+    v = judge(m, {"time_s": 0.1, "peak_mb": 50.0}, T)  # faster, and twice the memory
+    assert (v.metrics["time_s"].verdict, v.metrics["peak_mb"].verdict, v.verdict) == (
+        Verdict.IMPROVED, Verdict.REGRESSED, Verdict.REGRESSED)
+    assert judge(measurement([0.2] * 5), {"time_s": None}, T).verdict is Verdict.NEW

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from pytest_soap.report.markdown import MARKER, render
+from pytest_soap.report.terminal import counts
 from pytest_soap.soap.loop import Optimization, Tried
 
 from projects import commit, git_project, write  # tests/projects.py
@@ -224,3 +225,14 @@ def test_blamed_functions_show_each_share_as_the_terminal_does_and_a_helper_in_i
     assert rows[3].endswith("| `helper` | unchanged | `test_process` (in `process`'s share) |")
     del report["functions"][1]["evidence"][test]["within"]  # a report written before the field existed
     assert section(render(report), "Blamed functions").splitlines()[3].endswith("(in its caller's share) |")
+
+
+def test_counts_follow_the_verdicts_rank_then_the_order_seen_as_the_terminal_writes_them():
+    labels = ["flaky", "failed on ref", "unchanged", "removed", "regressed", "skipped", "unchanged", "ungated",
+              "failed", "failed on ref", "error", "new", "excluded", "xfailed", "improved"]
+    expected = ("15 tests: 1 regressed, 1 improved, 2 unchanged, 1 new, 1 ungated, 1 excluded, 1 failed, 1 error, "
+                "1 flaky, 1 skipped, 1 xfailed, 2 failed on ref, 1 removed")
+    verdict = render({"tests": [{"nodeid": f"t.py::test_{i}", "verdict": v} for i, v in enumerate(labels)]})
+    assert expected in verdict
+    assert counts(labels) == expected.split(": ", 1)[1].split(", ")
+

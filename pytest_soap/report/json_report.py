@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..attribute import Attribution
-from ..compare import TestVerdict
+from ..compare import TestVerdict, Verdict
 from ..records import METRICS
 from ..store import Baseline, atomic_write
 
@@ -15,12 +15,13 @@ SCHEMA = 1
 
 
 def test_entry(t: TestVerdict) -> dict:
+    """A test's entry, plain data: its outcome and verdicts as the strings they are written as."""
     m = t.measurement
-    entry = {"nodeid": m.nodeid, "outcome": m.outcome, **m.figures(),
+    entry = {"nodeid": m.nodeid, "outcome": str(m.outcome), **m.figures(),
              "baseline": {k: t.baseline.get(k) for k in METRICS} if t.baseline else None,
-             "verdict": t.verdict, "regressed_metrics": t.regressed_metrics,
+             "verdict": t.label, "regressed_metrics": t.regressed_metrics,
              # Each metric's own base and current figures: the ones its ratio is of (the rounds' medians).
-             "metrics": {k: {"verdict": v.verdict, "baseline": v.baseline, "current": v.current,
+             "metrics": {k: {"verdict": str(v.verdict), "baseline": v.baseline, "current": v.current,
                              "ratio": v.ratio, "p_value": v.p_value, "runs": v.runs,
                              "interval": list(v.interval) if v.interval else None, "reason": v.reason or None}
                          for k, v in t.metrics.items()},
@@ -57,14 +58,15 @@ def build(verdicts: list[TestVerdict], baseline: Baseline | None, settings, pair
         "baseline": ({"path": str(settings.baseline), "created": baseline.created, "commit": baseline.commit,
                       "machine": baseline.machine, "python": baseline.python} if baseline else None),
         "against": ({"ref": paired.ref.name, "commit": paired.ref.sha, "head": paired.ref.head_sha,
-                     "dirty": paired.ref.dirty, "rounds": paired.rounds, "suspects": paired.suspects,
+                     "dirty": paired.ref.dirty, "sides": paired.sides, "rounds": paired.rounds,
+                     "suspects": paired.suspects,
                      "seconds": paired.seconds, "problem": paired.problem}
                     if paired else None),
         "mismatch": mismatch,  # why the run's tests and the baseline's (or the ref's) could not be compared
         "memory": "rss" if settings.memory else "off",
         "thresholds": asdict(settings.thresholds),
         "tests": [test_entry(t) for t in verdicts],
-        "regressions": [t.nodeid for t in verdicts if t.verdict == "regressed"],
+        "regressions": [t.nodeid for t in verdicts if t.verdict == Verdict.REGRESSED],
         "functions": functions(attributions or []),
         "optimizations": [o.to_dict() for o in loop.optimizations] if loop else [],
         "patch": str(loop.patch) if loop and loop.patch else None,

@@ -7,8 +7,9 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
+from ..compare import Verdict
 from . import units
-from .terminal import ORDER
+from .terminal import counts
 
 MARKER = "<!-- pytest-soap -->"  # the hidden marker of the action's sticky comment; the render starts with it
 
@@ -84,9 +85,7 @@ def _compared_with(report: dict) -> str | None:
 
 
 def _counts(report: dict, tests: list[dict]) -> str:
-    counts = Counter(t.get("verdict") for t in tests)
-    parts = [f"{counts[k]} {k}" for k in ORDER if counts[k]]
-    parts += [f"{n} {k}" for k, n in counts.items() if k not in ORDER]
+    parts = counts(t.get("verdict") for t in tests)
     text = f"{_plural(len(tests), 'test')}" + (f": {', '.join(parts)}" if parts else "")
     if report.get("shards"):
         text += f"; merged from {_plural(report['shards'], 'shard')}"
@@ -94,7 +93,7 @@ def _counts(report: dict, tests: list[dict]) -> str:
 
 
 def _verdict(report: dict, tests: list[dict]) -> str:
-    regressed = [t for t in tests if t.get("verdict") == "regressed"]
+    regressed = [t for t in tests if t.get("verdict") == Verdict.REGRESSED]
     compared = _compared_with(report)
     problem = (report.get("against") or {}).get("problem")
     if regressed:
@@ -135,7 +134,7 @@ def _change(test: dict, metric: str) -> str:
     return text
 
 
-def _metric_rows(tests: list[dict], verdict: str) -> list[tuple[dict, str, dict]]:
+def _metric_rows(tests: list[dict], verdict: Verdict) -> list[tuple[dict, str, dict]]:
     return [(t, m, (t.get("metrics") or {}).get(m) or {}) for t in tests if t.get("verdict") == verdict
             for m, v in (t.get("metrics") or {}).items() if v.get("verdict") == verdict]
 
@@ -145,7 +144,7 @@ def _more(shown: int, total: int, what: str) -> list[str]:
 
 
 def _regressions(tests: list[dict]) -> list[str]:
-    rows = _metric_rows(tests, "regressed")
+    rows = _metric_rows(tests, Verdict.REGRESSED)
     if not rows:
         return []
     with_interval = any(v.get("interval") for _, _, v in rows)
@@ -162,7 +161,7 @@ def _regressions(tests: list[dict]) -> list[str]:
 
 
 def _improvements(tests: list[dict]) -> list[str]:
-    rows = _metric_rows(tests, "improved")
+    rows = _metric_rows(tests, Verdict.IMPROVED)
     if not rows:
         return []
     lines = [[_code(t["nodeid"]), units.LABEL.get(m, m), _change(t, m), units.ratio(v.get("ratio"))]
@@ -266,22 +265,24 @@ def _label(nodeid: str) -> str:
     return " ".join(text.split())[:30] or "test"
 
 
-def _worst_ratio(test: dict, verdict: str) -> float | None:
+def _worst_ratio(test: dict, verdict: Verdict) -> float | None:
     ratios = [v["ratio"] for v in (test.get("metrics") or {}).values()
               if v.get("verdict") == verdict and v.get("ratio") is not None]
     if not ratios:
         return None
-    return max(ratios) if verdict == "regressed" else min(ratios)
+    return max(ratios) if verdict == Verdict.REGRESSED else min(ratios)
 
 
 def _chart(report: dict, tests: list[dict]) -> list[str]:
-    def charted(verdict: str) -> list[tuple[dict, float]]:
+    def charted(verdict: Verdict) -> list[tuple[dict, float]]:
+        """The tests with this verdict, the furthest from 1 first."""
         pairs = [(t, _worst_ratio(t, verdict)) for t in tests if t.get("verdict") == verdict]
-        return sorted([(t, r) for t, r in pairs if r is not None], key=lambda p: p[1], reverse=verdict == "regressed")
+        return sorted([(t, r) for t, r in pairs if r is not None], key=lambda p: p[1],
+                      reverse=verdict == Verdict.REGRESSED)
 
-    bars = charted("regressed")[:MAX_CHART_TESTS]
+    bars = charted(Verdict.REGRESSED)[:MAX_CHART_TESTS]
     if len(bars) < FEW_REGRESSIONS:
-        bars += charted("improved")[:MAX_CHART_TESTS - len(bars)]
+        bars += charted(Verdict.IMPROVED)[:MAX_CHART_TESTS - len(bars)]
     if not bars:
         return []
     limit = 1 + ((report.get("thresholds") or {}).get("time_pct") or 10.0) / 100

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 
 from ..attribute import Attribution
-from ..compare import TestVerdict
-from ..records import JUDGED_OUTCOMES
+from ..compare import TestVerdict, Verdict
+from ..records import JUDGED_OUTCOMES, Outcome
+from ..soap import OptimizationStatus
 from ..store import Baseline
 from . import units
 
@@ -14,8 +16,16 @@ TIME_NOTE = ("time: wall clock of each test's call, less waiting for a CPU and f
              "no tracer running")
 MEMORY_NOTE = ("memory: growth of resident memory during the call (peak and TMU); memray's exact heap for "
                "memory regressions")
-ORDER = ["regressed", "improved", "unchanged", "new", "ungated", "excluded", "failed", "error", "flaky", "skipped",
-         "xfailed"]
+# The order the counts are written in; any other verdict ("removed", "failed on ref"...) follows, in the order seen.
+ORDER = (Verdict.REGRESSED, Verdict.IMPROVED, Verdict.UNCHANGED, Verdict.NEW, Verdict.UNGATED, Verdict.EXCLUDED,
+         Outcome.FAILED, Outcome.ERROR, Outcome.FLAKY, Outcome.SKIPPED, Outcome.XFAILED)
+_PLACE: dict[str | None, int] = {v: i for i, v in enumerate(ORDER)}
+
+
+def counts(labels: Iterable[str | None]) -> list[str]:
+    """"2 regressed", "1 unchanged"...: how many tests have each verdict (as TestVerdict.label writes it), in ORDER."""
+    counted = Counter(labels)
+    return [f"{n} {label}" for label, n in sorted(counted.items(), key=lambda item: _PLACE.get(item[0], len(ORDER)))]
 
 
 def _metric_line(v) -> str:
@@ -90,15 +100,15 @@ def write(reporter, verdicts: list[TestVerdict], compared_with: str, settings, n
     for note in notes:
         write(note)
 
-    for kind, title in (("regressed", "REGRESSED"), ("improved", "improved")):
+    for kind, title in ((Verdict.REGRESSED, "REGRESSED"), (Verdict.IMPROVED, "improved")):
         group = [t for t in verdicts if t.verdict == kind]
         if not group:
             continue
         write("")
-        write(f"{title} ({len(group)}):", red=kind == "regressed", green=kind == "improved", bold=True)
+        write(f"{title} ({len(group)}):", red=kind == Verdict.REGRESSED, green=kind == Verdict.IMPROVED, bold=True)
         for t in group:
             write(f"  {t.nodeid}")
-            names = t.regressed_metrics if kind == "regressed" else t.improved_metrics
+            names = t.regressed_metrics if kind == Verdict.REGRESSED else t.improved_metrics
             for metric in names:
                 write(f"    {_metric_line(t.metrics[metric])}")
             heap = _heap_line(t)
@@ -119,47 +129,51 @@ def write(reporter, verdicts: list[TestVerdict], compared_with: str, settings, n
             timer = "  (pytest-benchmark median)" if m.timer == "pytest-benchmark" else ""
             write(f"  {units.seconds(m.figure('time_s')):>9}{memory}  {t.nodeid}{timer}")
 
-    counts = Counter(t.verdict for t in verdicts)
-    if counts:
+    if verdicts:
         write("")
-        parts = [f"{counts[k]} {k}" for k in ORDER if counts[k]]
-        parts += [f"{n} {k}" for k, n in counts.items() if k not in ORDER]
         floor = units.seconds(settings.thresholds.min_time_s)
-        write(f"{len(verdicts)} tests: {', '.join(parts)}"
+        write(f"{len(verdicts)} tests: {', '.join(counts(t.label for t in verdicts))}"
               + (f" (ungated: changes under {floor} or {units.mebibytes(settings.thresholds.min_memory_mb)})"
-                 if counts["ungated"] else ""))
+                 if any(t.verdict == Verdict.UNGATED for t in verdicts) else ""))
 
 
 def loop_lines(loop) -> list[str]:
     """The SOAP loop's summary: each target's outcome, its figures before and after, its rounds and cost."""
-    lines = []
+    return [line for line, _ in _loop_lines(loop)]
+
+
+def _loop_lines(loop) -> list[tuple[str, bool]]:
+    """loop_lines, each with whether it heads an accepted target's lines (the terminal shows those in green)."""
+    lines: list[tuple[str, bool]] = []
     for o in loop.optimizations:
         line = f"{o.file}::{o.qualname}  {o.status.upper()}"
         if o.before and o.after:
             line += (f"  time {units.seconds(o.before['time_s'])} → {units.seconds(o.after['time_s'])}, "
                      f"peak {units.mebibytes(o.before['peak_mb'])} → {units.mebibytes(o.after['peak_mb'])}"
                      " (a run of the regressed tests)")
-        lines.append(line)
+        lines.append((line, o.status == OptimizationStatus.ACCEPTED))
+        details: list[str] = []
         if o.reason:
-            lines.append(f"    {o.reason}")
+            details.append(f"    {o.reason}")
         if o.behaviour:
-            lines.append(f"    behaviour: {o.behaviour}")
+            details.append(f"    behaviour: {o.behaviour}")
         if o.final_check:
-            lines.append(f"    final check: {o.final_check}")
+            details.append(f"    final check: {o.final_check}")
         if o.sandbox:
-            lines.append(f"    sandbox: {o.sandbox}")
-        lines += [f"    round {c.iteration}: {c.status}{': ' + c.reason if c.reason else ''}" for c in o.candidates]
+            details.append(f"    sandbox: {o.sandbox}")
+        details += [f"    round {c.iteration}: {c.status}{': ' + c.reason if c.reason else ''}" for c in o.candidates]
         if o.tokens["input"] or o.tokens["output"]:
             cost = f", about ${o.cost_usd:.2f}" if o.cost_usd is not None else ""
-            lines.append(f"    tokens: {o.tokens['input']} in ({o.tokens['cache_read']} from the cache), "
-                         f"{o.tokens['output']} out{cost}")
+            details.append(f"    tokens: {o.tokens['input']} in ({o.tokens['cache_read']} from the cache), "
+                           f"{o.tokens['output']} out{cost}")
+        lines += [(d, False) for d in details]
     if loop.patch:
-        lines.append(f"accepted revisions: {loop.patch} (git apply it, or rerun with --soap-apply)")
-    lines += [f"pytest-soap: {note}" for note in loop.notes]
+        lines.append((f"accepted revisions: {loop.patch} (git apply it, or rerun with --soap-apply)", False))
+    lines += [(f"pytest-soap: {note}", False) for note in loop.notes]
     return lines
 
 
 def write_loop(reporter, loop) -> None:
     reporter.write_sep("-", "SOAP loop")
-    for line in loop_lines(loop):
-        reporter.write_line(line, green="  ACCEPTED" in line, bold="  ACCEPTED" in line)
+    for line, accepted in _loop_lines(loop):
+        reporter.write_line(line, green=accepted, bold=accepted)

@@ -7,11 +7,35 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..records import TextEnum
+
 # The newest Sonnet-class model in the anthropic SDK's model list (anthropic.types.Model): Sonnet-class
 # because the loop makes many rounds per function and needs code quality at a moderate price; not
 # claude-sonnet-4-5, which is in the SDK's DEPRECATED_MODELS table and reaches end of life on 2026-11-30.
 # --soap-model overrides it.
 DEFAULT_MODEL = "claude-sonnet-5-5"
+
+
+
+# The loop's statuses live here, not in loop.py, so that the reports, the action and the demo can read them
+# without importing the loop (and with it the model's SDK).
+
+class OptimizationStatus(TextEnum):
+    """What became of a target (loop.Optimization.status)."""
+
+    ACCEPTED = "accepted"  # a revision was kept
+    REJECTED = "rejected"  # the loop ran, and kept nothing: no candidate was correct and cheaper, or the final check failed
+    SKIPPED = "skipped"  # the loop could not run on it (not Python, not called, the original's tests fail...)
+    FAILED = "failed"  # the model's API failed before anything was kept
+
+
+class CandidateStatus(TextEnum):
+    """What became of one round's candidate (loop.Tried.status, loop.RaceVerdict.status)."""
+
+    ACCEPTED = "accepted"  # correct, and it won the race: the new best
+    NO_GAIN = "no gain"  # correct, but no significant gain in a goal metric, or a metric made worse
+    REJECTED = "rejected"  # not spliced, stopped by the wall, failed the tests or the differential check
+    FAILED = "failed"  # the model's API failed: no candidate
 
 
 @dataclass(frozen=True)
