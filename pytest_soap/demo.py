@@ -23,6 +23,9 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from .compare import Verdict
+from .soap import OptimizationStatus
+
 KEEP_ENV = "SOAP_DEMO_KEEP"  # set it to keep the temporary project for a look around
 # What examples/demo_regression.patch changes, and the tests that must catch it.
 SLOWED_TEST = "tests/test_orders.py::test_pick_list"
@@ -159,7 +162,7 @@ def demo_flow(examples: Path, project: Path, progress: Progress | None = None) -
     if code not in (0, 1) or not report.is_file():
         return f"the gate run failed (pytest exited {code}); see its output above"
     data = json.loads(report.read_text(encoding="utf-8"))
-    regressed = [t for t in data["tests"] if t["verdict"] == "regressed"]
+    regressed = [t for t in data["tests"] if t["verdict"] == Verdict.REGRESSED]
     names = [t["nodeid"] for t in regressed]
 
     print(f"\n{BOLD}━━ What happened{RESET}\n")
@@ -181,7 +184,7 @@ def demo_flow(examples: Path, project: Path, progress: Progress | None = None) -
     for o in data["optimizations"]:
         figures = (f": {calls(o)}" if o["before"] and o["after"] else f" ({o['reason']})" if o.get("reason") else "")
         print(f"SOAP loop, {o['qualname']}: {o['status']}{figures}")
-        if o["status"] == "accepted":
+        if o["status"] == OptimizationStatus.ACCEPTED:
             accepted.add(o["qualname"])
     if not data["patch"]:
         return "the SOAP loop kept no revision, so there is no patch to apply; see its output above"
@@ -210,10 +213,10 @@ def demo_flow(examples: Path, project: Path, progress: Progress | None = None) -
         print(f"  {name:<{width}}  {verdict}" + (f": {ratios(test, before['regressed_metrics'])}" if test else ""))
         if name not in fixed:
             print(f"  {'':<{width}}  (the SOAP loop kept no revision of {FUNCTIONS[name]})")
-    still = [name for name in fixed if name not in after or after[name]["verdict"] == "regressed"]
+    still = [name for name in fixed if name not in after or after[name]["verdict"] == Verdict.REGRESSED]
     if still:
         return f"{' and '.join(still)} still regressed after the patch (pytest exited {code})"
-    flagged = [name for name, t in after.items() if t["verdict"] == "regressed"]
+    flagged = [name for name, t in after.items() if t["verdict"] == Verdict.REGRESSED]
     others = [name for name in flagged if name not in CAUSES]
     if others:
         print(f"{', '.join(others)}: not changed by the demo, so a false alarm.")

@@ -6,8 +6,10 @@ import re
 import pytest
 
 from pytest_soap.report.markdown import MARKER, render
-from pytest_soap.report.terminal import counts
+from pytest_soap.report.terminal import counts, loop_lines, write_loop
+from pytest_soap.soap import CandidateStatus, OptimizationStatus
 from pytest_soap.soap.loop import Optimization, Tried
+from pytest_soap.soap.session import LoopRun
 
 from projects import commit, git_project, write  # tests/projects.py
 
@@ -236,3 +238,27 @@ def test_counts_follow_the_verdicts_rank_then_the_order_seen_as_the_terminal_wri
     assert expected in verdict
     assert counts(labels) == expected.split(": ", 1)[1].split(", ")
 
+
+def test_the_terminal_marks_an_accepted_target_by_its_status_not_by_its_wording():
+    class Reporter:
+        def __init__(self):
+            self.lines = []
+
+        def write_sep(self, *args):
+            pass
+
+        def write_line(self, line, **markup):
+            self.lines.append((line, markup.get("green", False)))
+
+    kept = Optimization("pkg/work.py", "slowed", status=OptimizationStatus.ACCEPTED,
+                        candidates=[Tried(1, CandidateStatus.ACCEPTED, "time 0.10× the best")])
+    left = Optimization("pkg/work.py", "other", status=OptimizationStatus.REJECTED,
+                        reason="no candidate was correct and measurably cheaper  ACCEPTED  nothing")
+    run = LoopRun([kept, left])
+    reporter = Reporter()
+    write_loop(reporter, run)
+    assert reporter.lines == [("pkg/work.py::slowed  ACCEPTED", True), ("    round 1: accepted: time 0.10× the best", False),
+                              ("pkg/work.py::other  REJECTED", False),
+                              ("    no candidate was correct and measurably cheaper  ACCEPTED  nothing", False)]
+    assert loop_lines(run) == [line for line, _ in reporter.lines]
+    assert kept.to_dict()["status"] == "accepted" and type(kept.to_dict()["candidates"][0]["status"]) is str

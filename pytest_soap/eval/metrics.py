@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .run import ProblemResult
+from .run import ProblemResult, ProblemStatus
 
 # The Score field behind each column: ET is time_s, MU the peak, TMU the area under the heap.
 FIELDS = {"et": "time_s", "mu": "peak_mb", "tmu": "tmu_mbs"}
@@ -41,7 +41,7 @@ class RoundRow:
 
 
 def table(results: list[ProblemResult]) -> list[RoundRow]:
-    scored = [r for r in results if r.status != "broken"]
+    scored = [r for r in results if r.status != ProblemStatus.BROKEN]
     rounds = max((len(r.rounds) for r in scored), default=0)
     steady = [r for r in scored if len(r.rounds) == rounds and all(s.passed for s in r.rounds)]
     rows = []

@@ -6,8 +6,9 @@ from __future__ import annotations
 import html
 
 from ..report.units import mebibyte_seconds, mebibytes, seconds
+from ..soap import CandidateStatus
 from .metrics import RoundRow, change
-from .run import TOKENS, ProblemResult, Settings
+from .run import TOKENS, ProblemResult, ProblemStatus, Settings
 
 SCHEMA = 1
 
@@ -54,7 +55,7 @@ def _spent(results: list[ProblemResult]) -> str:
 
 
 def _status(r: ProblemResult) -> str:
-    if r.status != "optimised":
+    if r.status != ProblemStatus.OPTIMISED:
         return f"{r.status}: {r.reason}".replace("|", "\\|")
     first, last = r.rounds[0], r.rounds[-1]
     if first.passed and last.passed:
@@ -71,7 +72,7 @@ def _trend(r: ProblemResult, field: str, unit) -> str:
 def _loop(r: ProblemResult) -> str:
     if not r.loop:
         return "-"
-    kept = sum(1 for c in r.loop["candidates"] if c["status"] == "accepted")
+    kept = sum(1 for c in r.loop["candidates"] if c["status"] == CandidateStatus.ACCEPTED)
     return f"{r.loop['status']}, {kept} kept of {len(r.loop['candidates'])}"
 
 

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import git
 
+from ..records import TextEnum
 from ..report.units import mebibyte_seconds, mebibytes, seconds
-from ..soap import Target
+from ..soap import OptimizationStatus, Target
 from ..soap.candidate import CandidateError, extract_code
 from ..soap.llm import ModelError
 from ..soap.loop import MEMORY_MB, best_after, optimize
@@ -44,11 +45,19 @@ class Settings:
     memory_mb: int = MEMORY_MB
 
 
+class ProblemStatus(TextEnum):
+    """What became of a problem (ProblemResult.status)."""
+
+    OPTIMISED = "optimised"  # the loop ran on it (whatever it kept)
+    FAILING = "failing"  # the initial code fails its public tests
+    BROKEN = "broken"  # the problem is unsound: the canonical solution fails, or the record is incomplete
+
+
 @dataclass
 class ProblemResult:
     idx: int
     name: str
-    status: str  # optimised | failing (the initial code fails its public tests) | broken (the canonical fails)
+    status: ProblemStatus
     reason: str = ""
     canonical: Score | None = None
     rounds: list[Score] = field(default_factory=list)  # [0]: the initial code; [k]: the best after round k
@@ -64,7 +73,7 @@ class ProblemResult:
             self.cost_usd = round((self.cost_usd or 0.0) + cost_usd, 6)
 
     def to_dict(self) -> dict:
-        return {"idx": self.idx, "name": self.name, "status": self.status, "reason": self.reason,
+        return {"idx": self.idx, "name": self.name, "status": str(self.status), "reason": self.reason,
                 "canonical": self.canonical.to_dict() if self.canonical else None,
                 "rounds": [s.to_dict() for s in self.rounds], "loop": self.loop, "tokens": self.tokens,
                 "cost_usd": self.cost_usd, "final_code": self.final_code}
@@ -83,11 +92,11 @@ def evaluate(problems: list[Problem], provider, settings: Settings,
 
 def evaluate_problem(problem: Problem, provider, settings: Settings,
                      progress: Callable[[str], None] = lambda line: None) -> ProblemResult:
-    result = ProblemResult(problem.idx, problem.name, "optimised")
+    result = ProblemResult(problem.idx, problem.name, ProblemStatus.OPTIMISED)
     try:
         method = problem.method
     except DatasetError as e:
-        result.status, result.reason = "broken", str(e)
+        result.status, result.reason = ProblemStatus.BROKEN, str(e)
         return result
     initial = problem.completion
     canonical = with_tests(module(problem.canonical), problem.hidden_tests)
@@ -96,7 +105,7 @@ def evaluate_problem(problem: Problem, provider, settings: Settings,
     checks = score_all([canonical, *public_run], settings.timeout_s, settings.memory_mb, repeat=1)
     result.canonical = checks[0]
     if not result.canonical.passed:
-        result.status, result.reason = "broken", f"the canonical solution fails its hidden tests: {result.canonical.reason}"
+        result.status, result.reason = ProblemStatus.BROKEN, f"the canonical solution fails its hidden tests: {result.canonical.reason}"
         return result
     if initial is not None:
         public = checks[1]
@@ -105,7 +114,7 @@ def evaluate_problem(problem: Problem, provider, settings: Settings,
         public = (score_all([program(initial, problem.public_tests)], settings.timeout_s, settings.memory_mb, repeat=1)[0]
                   if initial is not None else Score(False, why))
     if not public.passed or initial is None:  # no initial code has failed already
-        result.status, result.reason = "failing", f"the initial code fails its public tests: {public.reason}"
+        result.status, result.reason = ProblemStatus.FAILING, f"the initial code fails its public tests: {public.reason}"
         result.rounds = [Score(False, public.reason)] * (settings.iterations + 1)
         return result
     with tempfile.TemporaryDirectory(prefix="soap-eval-") as tmp:
@@ -116,7 +125,7 @@ def evaluate_problem(problem: Problem, provider, settings: Settings,
                        progress=progress)
     result.spend(opt.tokens, opt.cost_usd)
     result.loop = opt.to_dict()
-    if opt.status not in ("accepted", "rejected"):  # the loop could not run: say why
+    if opt.status not in (OptimizationStatus.ACCEPTED, OptimizationStatus.REJECTED):  # the loop could not run: say why
         result.reason = f"the loop {opt.status}: {opt.reason}"
     # Every round's best on the hidden tests, with the canonical solution, in one process (see score.py).
     bests = [best_after(opt, k) for k in range(settings.iterations + 1)]
@@ -125,7 +134,7 @@ def evaluate_problem(problem: Problem, provider, settings: Settings,
                        settings.timeout_s, settings.memory_mb)
     result.canonical = scores[0]
     if not result.canonical.passed:  # it passed a moment ago: the machine, not the solution
-        result.status, result.reason = "broken", f"the canonical solution's scoring run failed: {result.canonical.reason}"
+        result.status, result.reason = ProblemStatus.BROKEN, f"the canonical solution's scoring run failed: {result.canonical.reason}"
         return result
     result.rounds = [scores[1 + distinct.index(text)] for text in bests]
     result.final_code = bests[-1]
@@ -183,7 +192,7 @@ def project(where: Path, module_text: str, public_tests: str) -> Path:
 
 
 def _summary(result: ProblemResult) -> str:
-    if result.status != "optimised":
+    if result.status != ProblemStatus.OPTIMISED:
         return f"{result.status}: {result.reason}"
     first, last = result.rounds[0], result.rounds[-1]
     if not (first.passed and last.passed):

@@ -29,6 +29,7 @@ from git import GitCommandError
 
 from ..merge import MergeError, load_report, merge_into
 from ..report.markdown import MARKER, before_after_rows, render, table
+from ..soap import CandidateStatus, OptimizationStatus
 from ..worktree import temporary_worktree
 from .api import GitHub, GitHubError
 
@@ -193,7 +194,7 @@ def run(env: dict[str, str] | None = None) -> int:
 
     pr_url = ""
     github = client(inputs, env, step) if not pr.fork else None
-    if github and optimize and report.get("patch") and any(o.get("status") == "accepted" for o in report["optimizations"]):
+    if github and optimize and report.get("patch") and any(o.get("status") == OptimizationStatus.ACCEPTED for o in report["optimizations"]):
         pr_url = open_optimisation_pr(workspace, pr, report, github, inputs, env, step)
     annotate(report, step)
     markdown = render(report, pr_url=pr_url or None, notes=step.lines)
@@ -312,7 +313,7 @@ def open_optimisation_pr(workspace: Path, pr: PullRequest, report: dict, github:
     patch = Path(report["patch"])
     if not patch.is_absolute():
         patch = workspace / patch
-    accepted = [o for o in report["optimizations"] if o.get("status") == "accepted"]
+    accepted = [o for o in report["optimizations"] if o.get("status") == OptimizationStatus.ACCEPTED]
     push_env = dict(env, **token_config(inputs.token))
     try:
         with temporary_worktree(workspace, pr.head_sha, "soap-branch-") as tree:
@@ -367,7 +368,7 @@ def pull_body(pr: PullRequest, report: dict, accepted: list[dict]) -> str:
               "", "**Verification**", ""]
     for o in accepted:
         rounds = o.get("candidates", [])
-        kept = sum(c.get("status") == "accepted" for c in rounds)
+        kept = sum(c.get("status") == CandidateStatus.ACCEPTED for c in rounds)
         lines.append(f"- `{o['qualname']}`: {len(rounds)} round{'s' * (len(rounds) != 1)}, {kept} accepted; tests run: "
                      f"{', '.join(o.get('tests', [])) or 'the project suite'}")
         for key in ("behaviour", "final_check", "sandbox"):

@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass, field
 from ..compare import Line, Thresholds
 from ..report.units import LABEL, ratio
 from ..stats import mann_whitney_greater
-from . import Target, prompt
+from . import CandidateStatus, OptimizationStatus, Target, prompt
 from .candidate import CandidateError, extract_code, splice
 from .llm import ModelError
 from .profile import ProfileError, format_profile, profile_target
-from .sandbox import Sandbox, SandboxError, Verified, memory_limit_mb, verify
+from .sandbox import RunStatus, Sandbox, SandboxError, Verified, memory_limit_mb, verify
 from .verify import MAX_PAIRS, MIN_SAMPLE_S
 
 MAX_TOKENS = 8192
@@ -88,7 +88,7 @@ class Tried:
     """One round's candidate and what became of it."""
 
     iteration: int
-    status: str  # accepted | no gain | rejected | failed
+    status: CandidateStatus
     reason: str
     time_ratio: float | None = None  # its time over the best's when it raced
     peak_ratio: float | None = None
@@ -100,7 +100,7 @@ class Tried:
 class Optimization:
     file: str
     qualname: str
-    status: str = "skipped"  # accepted | rejected | skipped | failed
+    status: OptimizationStatus = OptimizationStatus.SKIPPED
     reason: str = ""
     tests: list[str] = field(default_factory=list)
     before: dict | None = None  # the original's figures on the regressed tests: time_s (a run of them), peak_mb
@@ -125,8 +125,10 @@ class Optimization:
     def to_dict(self) -> dict:
         data = asdict(self)
         del data["original"], data["revised"]
+        data["status"] = str(self.status)  # plain data: the statuses as plain strings
         for tried in data["candidates"]:
             del tried["revised"]
+            tried["status"] = str(tried["status"])
         return data
 
 
@@ -149,7 +151,7 @@ def optimize(target: Target, provider, model: str, iterations: int, metrics: lis
             _loop(opt, target, box, provider, model, iterations, goals, evidence, thresholds, progress,
                   profile_view, task)
     except SandboxError as e:
-        opt.status, opt.reason = "skipped", str(e)
+        opt.status, opt.reason = OptimizationStatus.SKIPPED, str(e)
     return opt
 
 
@@ -162,7 +164,7 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
     budget = first_budget(target.measured_s)
     first = verify(box, target.file, target.qualname, list(target.tests), opt.original, None, race,
                    budget.seconds, MEMORY_MB, compete=False, watch=[target.qualname, *target.revisable])
-    if first.run.status != "passed":
+    if first.run.status != RunStatus.PASSED:
         opt.reason = f"the original's tests do not pass in a clean copy of the tree: {_run_problem(first, budget)}"
         return
     opt.capabilities, opt.sandbox = dict(box.capabilities or {}), box.containment()  # the first run recorded them
@@ -206,7 +208,7 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
     best_text, best_code, best_profile = opt.original, None, None
     rejected: list[prompt.Rejected] = []
     stale = 0
-    opt.status = "rejected"
+    opt.status = OptimizationStatus.REJECTED
     for iteration in range(1, iterations + 1):
         opt.checks["rounds"] = iteration
         seconds: dict[str, float] = {}
@@ -225,9 +227,9 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         try:
             reply = provider.complete(prompt.SYSTEM, fixed, request, model, MAX_TOKENS)
         except ModelError as e:
-            opt.candidates.append(Tried(iteration, "failed", str(e)))
+            opt.candidates.append(Tried(iteration, CandidateStatus.FAILED, str(e)))
             if opt.revised is None:
-                opt.status, opt.reason = "failed", str(e)
+                opt.status, opt.reason = OptimizationStatus.FAILED, str(e)
             break
         seconds["model"] = time.perf_counter() - started
         _count(opt, reply)
@@ -239,26 +241,26 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         tried.seconds = {stage: round(s, 3) for stage, s in seconds.items()}
         opt.candidates.append(tried)
         progress(f"{target.key}: round {iteration}: {tried.status}{': ' + tried.reason if tried.reason else ''}")
-        if tried.status == "accepted":  # _try has set opt.revised and opt.after, which mypy cannot see
+        if tried.status == CandidateStatus.ACCEPTED:  # _try has set opt.revised and opt.after, which mypy cannot see
             best_text, best_code, best_profile, stale = (opt.revised, extract_code(reply.text),  # type: ignore[assignment]
                                                          None, 0)
             best_peak = opt.after["peak_mb"]  # type: ignore[index]
         else:
             rejected.append(prompt.Rejected(iteration, f"{tried.status}: {tried.reason}"))
-            stale = stale + 1 if tried.status == "no gain" else 0
+            stale = stale + 1 if tried.status == CandidateStatus.NO_GAIN else 0
         box.write(target.file, best_text)  # between rounds the sandbox holds the best: its profile is taken there
         if stale >= CONVERGED:
             break
     if opt.revised is not None:
-        opt.status, opt.reason = "accepted", ""
-    elif opt.status == "rejected" and not opt.reason:
+        opt.status, opt.reason = OptimizationStatus.ACCEPTED, ""
+    elif opt.status == OptimizationStatus.REJECTED and not opt.reason:
         opt.reason = "no candidate was correct and measurably cheaper"
 
 
 def _run_problem(v: Verified, budget: Budget) -> str:
-    if v.run.status == "timeout":
+    if v.run.status == RunStatus.TIMEOUT:
         return budget.timed_out()
-    if v.run.status == "memory":
+    if v.run.status == RunStatus.MEMORY:
         return f"exceeded the {memory_limit_mb(MEMORY_MB)} MiB memory limit"
     return v.run.reason
 
@@ -283,25 +285,25 @@ def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: st
     try:
         candidate = splice(best_text, target.qualname, extract_code(reply), target.revisable)
     except CandidateError as e:
-        return Tried(iteration, "rejected", str(e))
+        return Tried(iteration, CandidateStatus.REJECTED, str(e))
     box.write(target.file, candidate)
     v = verify(box, target.file, target.qualname, tests, opt.original, best_text, race,
                budget.seconds, MEMORY_MB, thresholds.paired_alpha, champion_peak_mb=best_peak,
                check_budget_s=sampling_budget(first_s), expected_calls=expected_calls, calls_by_test=calls_by_test)
-    if v.run.status == "refused":
-        return Tried(iteration, "rejected", f"the sandbox's wall stopped it: {v.run.reason}")
-    if v.run.status != "passed":
-        return Tried(iteration, "rejected", f"tests {v.run.status}: {_run_problem(v, budget)}")
+    if v.run.status == RunStatus.REFUSED:
+        return Tried(iteration, CandidateStatus.REJECTED, f"the sandbox's wall stopped it: {v.run.reason}")
+    if v.run.status != RunStatus.PASSED:
+        return Tried(iteration, CandidateStatus.REJECTED, f"tests {v.run.status}: {_run_problem(v, budget)}")
     if v.mismatch:
-        return Tried(iteration, "rejected", f"differential check, different: {v.mismatch}")
+        return Tried(iteration, CandidateStatus.REJECTED, f"differential check, different: {v.mismatch}")
     if v.problem or not v.race:
-        return Tried(iteration, "rejected", f"the race did not run: {v.problem or 'no regressed test was run'}")
+        return Tried(iteration, CandidateStatus.REJECTED, f"the race did not run: {v.problem or 'no regressed test was run'}")
     opt.checks["compared_calls"] = max(opt.checks.get("compared_calls", 0), v.checked)
     verdict = judge_race(v.race, goals, thresholds)
     tried = Tried(iteration, verdict.status, verdict.reason, verdict.time_ratio, verdict.peak_ratio)
     if opt.before is None:
         opt.before = verdict.champion
-    if verdict.status == "accepted":
+    if verdict.status == CandidateStatus.ACCEPTED:
         opt.revised, opt.after, tried.revised = candidate, verdict.challenger, candidate
         opt.behaviour = behaviour(v.functions)
     return tried
@@ -309,7 +311,7 @@ def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: st
 
 @dataclass
 class RaceVerdict:
-    status: str  # accepted | no gain
+    status: CandidateStatus  # accepted | no gain
     reason: str
     time_ratio: float
     peak_ratio: float | None
@@ -339,10 +341,10 @@ def judge_race(race: dict, goals: list[str], thresholds: Thresholds) -> RaceVerd
     champion, challenger = {"time_s": best_t, "peak_mb": best_p}, {"time_s": cand_t, "peak_mb": cand_p}
     if any(worse.values()):
         made_worse = " and ".join(LABEL[m] for m, w in worse.items() if w)
-        return RaceVerdict("no gain", f"{figures}: {made_worse} made worse", time_ratio, peak_ratio, champion, challenger)
+        return RaceVerdict(CandidateStatus.NO_GAIN, f"{figures}: {made_worse} made worse", time_ratio, peak_ratio, champion, challenger)
     if any(gains[g] for g in goals):
-        return RaceVerdict("accepted", figures, time_ratio, peak_ratio, champion, challenger)
-    return RaceVerdict("no gain", f"{figures}: no significant gain in {' or '.join(LABEL[g] for g in goals)}", time_ratio, peak_ratio,
+        return RaceVerdict(CandidateStatus.ACCEPTED, figures, time_ratio, peak_ratio, champion, challenger)
+    return RaceVerdict(CandidateStatus.NO_GAIN, f"{figures}: no significant gain in {' or '.join(LABEL[g] for g in goals)}", time_ratio, peak_ratio,
                        champion, challenger)
 
 

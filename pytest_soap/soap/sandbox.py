@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..records import Outcome, TextEnum
 from ..worktree import temporary_worktree
 
 if TYPE_CHECKING:
@@ -256,11 +257,22 @@ def memory_limit_mb(memory_mb: int) -> int:
     return max(int(memory_mb), MIN_MEMORY_MB)
 
 
+class RunStatus(TextEnum):
+    """How a sandboxed pytest run ended (RunResult.status)."""
+
+    PASSED = "passed"
+    FAILED = "failed"  # a test failed or errored
+    REFUSED = "refused"  # the wall stopped it
+    TIMEOUT = "timeout"
+    MEMORY = "memory"  # over the memory limit
+    ERROR = "error"  # pytest itself failed: no tests collected, a crash, killed by a signal
+
+
 @dataclass
 class RunResult:
-    status: str  # "passed" | "failed" | "refused" (by the wall) | "timeout" | "memory" | "error"
+    status: RunStatus
     reason: str  # one line, "" when passed
-    outcomes: dict[str, str]  # node id (as pytest reports it) -> "passed" | "failed" | "error" | "skipped"
+    outcomes: dict[str, Outcome]  # node id (as pytest reports it) -> passed | failed | error | skipped
     seconds: float
 
 
@@ -354,37 +366,39 @@ def run_pytest(sandbox: Sandbox, nodeids: Sequence[str], timeout_s: float, memor
     finished = sandbox.run(cmd, sandbox.path / rootdir_rel, timeout_s, memory_mb)
     cases = _read_junit(junit)
     outcomes = {case.nodeid: case.outcome for case in cases}
-    problems = [case for case in cases if case.outcome in ("failed", "error")]
+    problems = [case for case in cases if case.outcome in (Outcome.FAILED, Outcome.ERROR)]
 
-    def result(status: str, reason: str) -> RunResult:
+    def result(status: RunStatus, reason: str) -> RunResult:
         return RunResult(status, reason, outcomes, finished.seconds)
 
     if finished.refused:
-        return result("refused", finished.refused)
+        return result(RunStatus.REFUSED, finished.refused)
     if finished.timed_out:
-        return result("timeout", _timeout_reason(timeout_s))
+        return result(RunStatus.TIMEOUT, _timeout_reason(timeout_s))
     if finished.returncode == -signal.SIGKILL or any(_mentions_memory_error(case.text) for case in problems) \
             or (not cases and finished.out_of_memory()):
-        return result("memory", _memory_reason(memory_mb))
+        return result(RunStatus.MEMORY, _memory_reason(memory_mb))
     if finished.returncode == 0:
-        return result("passed", "")
+        return result(RunStatus.PASSED, "")
     if problems:
         first = problems[0]
-        return result("failed", f"{first.nodeid} {'failed' if first.outcome == 'failed' else 'errored'}: {first.error}")
+        return result(RunStatus.FAILED,
+                      f"{first.nodeid} {'failed' if first.outcome == Outcome.FAILED else 'errored'}: {first.error}")
     if finished.returncode == 5:
-        return result("error", "no tests ran: pytest collected none of " + (", ".join(nodeids) or "the default selection"))
-    return result("error", _crash_reason(finished, "pytest"))
+        return result(RunStatus.ERROR, "no tests ran: pytest collected none of " + (", ".join(nodeids) or "the default selection"))
+    return result(RunStatus.ERROR, _crash_reason(finished, "pytest"))
 
 
 @dataclass
 class _Case:
     nodeid: str
-    outcome: str
+    outcome: Outcome  # passed | failed | error | skipped
     error: str  # one line, for failures and errors
     text: str  # the message and the report, to look for a MemoryError
 
 
-_WORSE = {"passed": 0, "skipped": 1, "error": 2, "failed": 3}
+# A test reported twice counts as the worse of its two outcomes.
+_WORSE = {Outcome.PASSED: 0, Outcome.SKIPPED: 1, Outcome.ERROR: 2, Outcome.FAILED: 3}
 
 
 def _read_junit(path: Path) -> list[_Case]:
@@ -403,8 +417,8 @@ def _read_junit(path: Path) -> list[_Case]:
 
 
 def _case(element: ET.Element) -> _Case:
-    outcome, error, text = "passed", "", ""
-    for tag, name in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
+    outcome, error, text = Outcome.PASSED, "", ""
+    for tag, name in (("failure", Outcome.FAILED), ("error", Outcome.ERROR), ("skipped", Outcome.SKIPPED)):
         child = element.find(tag)
         if child is not None:
             message, body = child.get("message") or "", child.text or ""

@@ -12,10 +12,10 @@ from ..attribute import Attribution
 from ..compare import TestVerdict, Thresholds
 from ..report.units import LABEL, ratio
 from ..store import atomic_write
-from . import Related, Target
+from . import OptimizationStatus, Related, Target
 from .candidate import CandidateError, enclosing, locate
 from .loop import MEMORY_MB, UNMEASURED_S, Optimization, optimize
-from .sandbox import Sandbox, SandboxError, run_pytest
+from .sandbox import RunStatus, Sandbox, SandboxError, run_pytest
 
 PATCH = Path(".soap") / "optimized.patch"
 
@@ -132,10 +132,10 @@ def run(planned: list[Planned], provider, model: str, iterations: int, threshold
                 continue
             tried.add(target.key)
             why = unrevisable(target)
-            o = (Optimization(target.file, target.qualname, "skipped", why, list(target.tests)) if why else
-                 optimize(target, provider, model, iterations, p.metrics, p.evidence, thresholds, progress))
+            o = (Optimization(target.file, target.qualname, OptimizationStatus.SKIPPED, why, list(target.tests))
+                 if why else optimize(target, provider, model, iterations, p.metrics, p.evidence, thresholds, progress))
             result.optimizations.append(o)
-            if o.status != "skipped":
+            if o.status != OptimizationStatus.SKIPPED:
                 break
             progress(f"{target.key}: skipped: {o.reason}")
     if any(o.revised is not None for o in result.optimizations):
@@ -206,7 +206,7 @@ def final_check(root: Path, optimizations: list[Optimization]) -> None:
         if alone is None:
             passed.append(o)
         else:
-            o.status, o.reason, o.revised, o.after = "rejected", f"the final check failed: {alone}", None, None
+            o.status, o.reason, o.revised, o.after = OptimizationStatus.REJECTED, f"the final check failed: {alone}", None, None
             o.final_check = f"failed: {alone}"
     for o in passed:
         o.final_check = (f"passed: its covering tests ran again with {'every revision of the patch' if len(passed) > 1 else 'the revision'} "
@@ -232,6 +232,6 @@ def _recheck(root: Path, revised: list[Optimization]) -> str | None:
             run = run_pytest(box, tests, limit, MEMORY_MB)
     except SandboxError as e:
         return str(e)
-    if run.status == "passed":
+    if run.status == RunStatus.PASSED:
         return None
-    return run.reason if run.status == "refused" else f"tests {run.status}: {run.reason}"
+    return run.reason if run.status == RunStatus.REFUSED else f"tests {run.status}: {run.reason}"
