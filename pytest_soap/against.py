@@ -453,6 +453,30 @@ class RefRun:
             base_pass.close()
         return fresh, fresh_head, base_pass.why() if gone else None
 
+    def _round(self, suspects: dict[str, int]) -> tuple[tuple[dict[str, Measurement], dict[str, Measurement]], str | None]:
+        """A round: each suspect run its number of times in a fresh process a side (the base's, the head's).
+        In a duet both processes run at once, each call started with the other's; else the base's, then the
+        head's. What went wrong, if it did."""
+        if self.partner is None:
+            fresh = []
+            for side in (self.base_side, self.head_side):
+                measured, problem = side.run(self.round_args, self.work, suspects)
+                if problem:
+                    return ({}, {}), f"a confirming run on {side.label} failed ({problem})"
+                fresh.append(measured)
+            return (fresh[0], fresh[1]), None
+        started = [side.start(self.round_args, self.work, suspects, duet=True) for side in (self.base_side, self.head_side)]
+        try:
+            base, head = conduct(started, suspects)
+            for side, side_run in zip((self.base_side, self.head_side), started):
+                if side_run.proc.poll() is not None:  # a duet's process waits to be closed: this one died
+                    side_run.close()
+                    return ({}, {}), f"a confirming run on {side.label} failed ({side_run.why()})"
+            return (base, head), None
+        finally:
+            for side_run in started:
+                side_run.close()
+
     def _measure(self, head: dict[str, Measurement], rerun_head: RerunHead | None, profile_head) -> PairedRun:
         run, thresholds = self.run, self.thresholds
         clock = time.perf_counter()
@@ -476,7 +500,7 @@ class RefRun:
         if problem:
             run.problem = f"the tests at {self.ref.name} did not run ({problem})"
             return run
-        cost = RoundCost(head, run.base, run.seconds["base"])
+        cost = RoundCost(head, run.base, run.seconds["base"], duet=self.partner is not None)
         # For tests not past their line (see affordable_suspects): in the rechecks, and again in the rounds. The
         # rechecks once spent most of it, and a planted 1.2x was left without the second round it needed.
         budget = ROUND_BUDGET * run.seconds["base"]
@@ -501,14 +525,14 @@ class RefRun:
             run.suspects = len(suspects)
         while suspects:
             run.rounds += 1
-            for side, measured in ((self.base_side, run.base), (self.head_side, head)):
-                fresh, problem = side.run(self.round_args, self.work, suspects)
-                if problem:
-                    run.problem = f"a confirming run on {side.label} failed ({problem})"
-                    return run
-                for nodeid in suspects:
-                    _add_runs(measured[nodeid], fresh.get(nodeid))
-                lap("rounds")
+            (fresh_base, fresh_head), problem = self._round(suspects)
+            if problem:
+                run.problem = problem
+                return run
+            for nodeid in suspects:
+                _add_runs(run.base[nodeid], fresh_base.get(nodeid))
+                _add_runs(head[nodeid], fresh_head.get(nodeid))
+            lap("rounds")
             undecided = [n for n in suspects
                          if compare.paired_undecided(head[n], run.base[n], thresholds, run.rounds, MAX_ROUNDS)]
             suspects = {n: NEAR_RUNS for n in undecided}
@@ -547,24 +571,49 @@ class RefRun:
         return run
 
 
+def conduct(side_runs: list[SideRun], runs: dict[str, int]) -> list[dict[str, Measurement]]:
+    """A round in duet: fresh processes (see Side.start's `duet`) run each test in `runs` that many times,
+    each call started on all of them at once (every Ready answered by one Go to all); each one's measurements.
+    A process that lacks a test, fails it or has gone answers early, and the others go on without it."""
+    replies: list[dict[str, Measurement]] = [{} for _ in side_runs]
+    queue = list(runs)
+    for nodeid, following in zip(queue, [*queue[1:], None]):
+        waiting = [bool(r.channel and r.channel.send(protocol.Duet(nodeid, following, runs[nodeid]))) for r in side_runs]
+        while any(waiting):
+            messages = [r.channel.receive() if w and r.channel else None for r, w in zip(side_runs, waiting)]
+            for i, message in enumerate(messages):
+                if isinstance(message, protocol.Ready):
+                    continue
+                if waiting[i] and isinstance(message, protocol.Measured):
+                    replies[i] |= message.measurements
+                waiting[i] = False
+            for side_run, message in zip(side_runs, messages):
+                if isinstance(message, protocol.Ready) and side_run.channel:
+                    side_run.channel.send(protocol.Go())
+    return replies
+
+
 @dataclass
 class RoundCost:
     """What a round would cost, estimated from the first passes: each of its two processes starts up like
-    the base pass did (its wall time less its tests' time), then runs each suspect its number of times."""
+    the base pass did (its wall time less its tests' time), then runs each suspect its number of times. In a
+    duet the two processes start up and run at once: a round costs one side's time."""
 
     head: dict[str, Measurement]
     base: dict[str, Measurement]
     pass_s: float
+    duet: bool = False
 
     @property
     def start_up(self) -> float:
         return max(self.pass_s - sum(m.figure("time_s") or 0 for m in self.base.values()), 0.0)
 
     def runs(self, nodeid: str, count: int) -> float:
-        return count * ((self.head[nodeid].figure("time_s") or 0) + (self.base[nodeid].figure("time_s") or 0))
+        both = (self.head[nodeid].figure("time_s") or 0, self.base[nodeid].figure("time_s") or 0)
+        return count * (max(both) if self.duet else sum(both))
 
     def __call__(self, runs: dict[str, int]) -> float:
-        return 2 * self.start_up + sum(self.runs(n, count) for n, count in runs.items())
+        return (1 if self.duet else 2) * self.start_up + sum(self.runs(n, count) for n, count in runs.items())
 
 
 # With fewer tests timed above the floor than this, their median ratio says little about the processes.
