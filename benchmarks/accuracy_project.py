@@ -42,18 +42,25 @@ class Plant:
         return f"tests/test_planted.py::test_{self.name}"
 
 
-PLANTED = [Plant("time_x1_1", "time_s", 1.1), Plant("time_x1_2", "time_s", 1.2), Plant("time_x1_5", "time_s", 1.5),
-           Plant("time_x2", "time_s", 2), Plant("time_x10", "time_s", 10),
-           Plant("memory_x1_2", "peak_mb", 1.2), Plant("memory_x3", "peak_mb", 3)]
-# Unchanged functions and their lengths in ms; "random" draws its length from 0.5x to 1.5x of 20 ms per call.
-UNCHANGED = {"1ms": 1, "5ms": 5, "20ms": 20, "100ms": 100, "200ms": 200, "random": 20}
+PLANTED = [Plant("time_x1_1", "time_s", 1.1), Plant("time_x1_15", "time_s", 1.15), Plant("time_x1_2", "time_s", 1.2),
+           Plant("time_x1_5", "time_s", 1.5), Plant("time_x2", "time_s", 2), Plant("time_x10", "time_s", 10),
+           Plant("memory_x1_1", "peak_mb", 1.1), Plant("memory_x3", "peak_mb", 3)]
+# Unchanged functions and their lengths in ms; "random" draws its length from 0.5x to 1.5x of 20 ms per call;
+# "subprocess" starts a Python that does nothing (20 to 40 ms, mostly the OS's and the interpreter's start-up:
+# noise of another kind than a loop's, which a sibling process on the other core may disturb).
+UNCHANGED = {"1ms": 1, "5ms": 5, "20ms": 20, "100ms": 100, "200ms": 200, "random": 20, "subprocess": None}
+IRREGULAR = ("random", "subprocess")  # not in the body: one test each
 # Test order: unchanged tests between the planted ones, so that a plant's leftovers (memory, caches)
 # would show up as a false alarm on its neighbour.
 # The body: this many more tests of each fixed length, calling the same unchanged functions.
 BODY_COPIES = 15
-BODY = [f"unchanged_{length}" for length in UNCHANGED if length != "random" for _ in range(BODY_COPIES)]
-ORDER = ["unchanged_1ms", "time_x1_1", "unchanged_5ms", "time_x1_2", "memory_x1_2", "unchanged_20ms",
-         "time_x1_5", "unchanged_random", "time_x2", "memory_x3", "unchanged_100ms", "time_x10", "unchanged_200ms"]
+BODY = [f"unchanged_{length}" for length in UNCHANGED if length not in IRREGULAR for _ in range(BODY_COPIES)]
+ORDER = ["unchanged_1ms", "time_x1_1", "unchanged_5ms", "time_x1_15", "memory_x1_1", "unchanged_subprocess",
+         "time_x1_2", "unchanged_20ms", "time_x1_5", "unchanged_random", "time_x2", "memory_x3", "unchanged_100ms",
+         "time_x10", "unchanged_200ms"]
+SUBPROCESS = ("import subprocess\nimport sys\n\n\n"
+              "def run():\n    # a fresh interpreter that does nothing: its start-up is the test's time\n"
+              "    return subprocess.run([sys.executable, '-c', 'pass'], check=True).returncode\n")
 
 
 def iterations_per_ms() -> float:
@@ -71,6 +78,8 @@ def iterations_per_ms() -> float:
 def module_source(name: str, commit: str, per_ms: float) -> str:
     """planted/<name>.py as of commit A or B. Sizes are literals fixed at generation, so the code is
     deterministic; B's only change is the factor in a planted module."""
+    if name == "unchanged_subprocess":
+        return SUBPROCESS
     if name.startswith("unchanged_"):
         length = UNCHANGED[name.removeprefix("unchanged_")]
         n = round(length * per_ms)
