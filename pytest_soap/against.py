@@ -35,6 +35,9 @@ from .worktree import temporary_worktree, warm_bytecode
 # its first round takes three runs a side, and most such suspects are noise that those settle. Each round
 # costs two process start-ups, on networkx's suite half a plain run, so there are at most two.
 FAR_RUNS, NEAR_RUNS = 5, 3
+# In a duet, Wilcoxon's signed-rank test on n pairs can reach p = 2**-n at best: 7 pairs for p < 0.01 in one
+# round. A duet's round costs one side's time, so its runs cost what the sequential ones did.
+DUET_FAR_RUNS, DUET_NEAR_RUNS = 7, 4
 MAX_ROUNDS = 2
 # Runs of each suspect in the rechecks, on each side: with the first, a median of three per process, which
 # one slow run cannot make. They dismiss suspects and join the first process pair's median; they stay out
@@ -500,7 +503,9 @@ class RefRun:
         if problem:
             run.problem = f"the tests at {self.ref.name} did not run ({problem})"
             return run
-        cost = RoundCost(head, run.base, run.seconds["base"], duet=self.partner is not None)
+        duet = self.partner is not None
+        near = DUET_NEAR_RUNS if duet else NEAR_RUNS
+        cost = RoundCost(head, run.base, run.seconds["base"], duet=duet)
         # For tests not past their line (see affordable_suspects): in the rechecks, and again in the rounds. The
         # rechecks once spent most of it, and a planted 1.2x was left without the second round it needed.
         budget = ROUND_BUDGET * run.seconds["base"]
@@ -534,17 +539,17 @@ class RefRun:
                 _add_runs(head[nodeid], fresh_head.get(nodeid))
             lap("rounds")
             undecided = [n for n in suspects
-                         if compare.paired_undecided(head[n], run.base[n], thresholds, run.rounds, MAX_ROUNDS)]
-            suspects = {n: NEAR_RUNS for n in undecided}
+                         if compare.paired_undecided(head[n], run.base[n], thresholds, run.rounds, MAX_ROUNDS, duet)]
+            suspects = {n: near for n in undecided}
             if run.seconds["rounds"] + cost(suspects) > budget:
                 # Past the budget, a second round only for tests whose process pairs all agree they are past
                 # the line, but are too few, or their runs too few, to say it with confidence.
-                suspects = {n: NEAR_RUNS for n in undecided
-                            if compare.judge_paired(head[n], run.base[n], thresholds).pending}
+                suspects = {n: near for n in undecided
+                            if compare.judge_paired(head[n], run.base[n], thresholds, duet).pending}
         # Attribution needs each regressed test's profile on both sides: one more run of it a side. The two
         # sides' profiles run at once when a core is free for each, else one after the other: in a benchmark run
         # with a core busy, where they shared the other, 1.2x and 1.5x regressions got no function blamed.
-        verdicts = [compare.judge_paired(m, run.base[n], thresholds) for n, m in head.items() if n in run.base]
+        verdicts = [compare.judge_paired(m, run.base[n], thresholds, duet) for n, m in head.items() if n in run.base]
         regressed = {v.nodeid: profiles_memory(v.regressed_metrics) for v in verdicts if v.verdict == "regressed"}
         if regressed and profile_head is not None:
             # Both first passes' processes are still up: each profiles its side with no start-up, no imports
@@ -657,13 +662,14 @@ def affordable_suspects(head: dict[str, Measurement], base: dict[str, Measuremen
                  or compare.suspect_metrics(head[n], figures[n], thresholds, True))]
 
     def first_runs(n: str) -> int:
-        """FAR_RUNS for a change that two process pairs can decide, else NEAR_RUNS."""
+        """FAR_RUNS for a change that two process pairs can decide, else NEAR_RUNS (in a duet, theirs)."""
+        far, near = (DUET_FAR_RUNS, DUET_NEAR_RUNS) if cost.duet else (FAR_RUNS, NEAR_RUNS)
         t = thresholds.for_test(head[n])
         for metric in compare.suspect_metrics(head[n], figures[n], thresholds, True, compare.SUSPECT_MARGIN):
             h, b = head[n].figure(metric), figures[n][metric]
             if h and b and compare.pairs_needed(metric, max(h / b, b / h), t.limit(metric)) == 2:
-                return FAR_RUNS
-        return NEAR_RUNS
+                return far
+        return near
 
     def distance(n: str) -> float:
         ratios = [h / b for h, b in ((head[n].figure(k), figures[n].get(k)) for k in GATED_METRICS) if h and b]

@@ -20,7 +20,7 @@ import statistics
 from dataclasses import dataclass, field, replace
 
 from .records import GATED_METRICS, JUDGED_OUTCOMES, MEMORY_METRICS, Measurement, Outcome, TextEnum
-from .stats import mann_whitney_greater, ratio_interval, sign_test_p
+from .stats import mann_whitney_greater, paired_ratio_interval, ratio_interval, sign_test_p, wilcoxon_greater
 
 
 class Verdict(TextEnum):
@@ -29,6 +29,9 @@ class Verdict(TextEnum):
     its Outcome for a verdict instead (see TestVerdict)."""
 
     REGRESSED = "regressed"
+    # --soap-against: past the line with every process pair agreeing, but the rounds ran out before the
+    # evidence sufficed. Shown and counted; it fails the run only with --soap-strict.
+    UNCONFIRMED = "unconfirmed"
     IMPROVED = "improved"
     UNCHANGED = "unchanged"
     NEW = "new"  # no baseline figure to compare with
@@ -100,6 +103,7 @@ class MetricVerdict:
     runs: int = 0
     reason: str = ""
     interval: tuple[float, float] | None = None  # bootstrap 95% interval of the ratio (--soap-against)
+    test: str = ""  # the statistical test behind p_value: sign test, Mann-Whitney U, Wilcoxon signed-rank
     pending: bool = False  # --soap-against: past the line, every process pair agrees, the evidence is short
 
 
@@ -186,7 +190,7 @@ def judge_metric(metric: str, values: list[float], at: Line | None, alpha: float
         # An improvement takes the evidence a regression does: one lucky run is not one.
         worse = at.crossed_by(current)
         beyond = sum(at.beyond(v, worse) for v in values)
-        verdict.p_value = sign_test_p(beyond, len(values))
+        verdict.p_value, verdict.test = sign_test_p(beyond, len(values)), "sign test"
         if verdict.p_value <= alpha:
             verdict.verdict = Verdict.REGRESSED if worse else Verdict.IMPROVED
         else:
@@ -291,13 +295,18 @@ def pairs_needed(metric: str, effect: float, limit: float) -> int:
     return 2 if metric == "peak_mb" or effect >= limit**2 else 3
 
 
-def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds) -> TestVerdict:
-    """A test measured on both sides in this run: regressed when the ratio of medians crosses the line,
-    a one-sided Mann-Whitney U test on the rounds' runs says head is larger (p <= paired_alpha), and
-    every pair of processes agrees, the first pass's included, so one slow process cannot make the
-    verdict; close to the line that takes three pairs (see pairs_needed). Improved is the same evidence
-    the other way round. The first pass stays out of the U test, and out of both medians: it was picked
-    for being extreme."""
+def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds, duet: bool = False) -> TestVerdict:
+    """A test measured on both sides in this run: regressed when the ratio crosses the line, a one-sided
+    test on the rounds' runs says head is larger (p <= paired_alpha), and every pair of processes agrees,
+    the first pass's included, so one slow process cannot make the verdict; close to the line that takes
+    three pairs (see pairs_needed). Improved is the same evidence the other way round. The first pass stays
+    out of the test, and out of the ratio: it was picked for being extreme.
+
+    Sequential sides: the ratio of the two sides' medians, and Mann-Whitney U between their runs. In a
+    `duet` the i-th runs of both sides ran at the same moment: the ratio is the median of the pairs' ratios
+    and the test is Wilcoxon's signed-rank on their logs, so noise that hit both runs of a pair cancels.
+    A test past the line whose pairs all agree, but whose evidence is short, is UNCONFIRMED (pending:
+    another round could settle it), never unchanged."""
     figures = base.figures()
     if m.outcome not in JUDGED_OUTCOMES:
         return TestVerdict(m, figures, m.outcome)
@@ -318,13 +327,21 @@ def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds) -> T
         v = metrics[metric] = MetricVerdict(metric, Verdict.UNCHANGED, at.base, current, runs=len(head_values),
                                             ratio=current / at.base if at.base > 0 else None,
                                             interval=ratio_interval(head_values, base_values))
-        worse = at.crossed_by(current)
+        logs = _paired_logs(head_values, base_values) if duet else None
+        if logs:
+            v.ratio, v.interval = math.exp(statistics.median(logs)), paired_ratio_interval(head_values, base_values)
+        shown = v.ratio or 0.0
+        worse = at.crossed_by(current) if logs is None else shown > at.limit and current - at.base > at.floor
+        better = at.undercut_by(current) if logs is None else shown * at.limit < 1 and at.base - current > at.floor
         if max(at.base, current) < at.floor:
             v.verdict, v.reason = Verdict.UNGATED, "below the floor"
-        elif worse or at.undercut_by(current):
+        elif worse or better:
             larger, smaller = (current, at.base) if worse else (at.base, current)
-            v.p_value = (mann_whitney_greater(head_values, base_values) if worse
-                         else mann_whitney_greater(base_values, head_values))
+            if logs is not None:
+                v.p_value, v.test = wilcoxon_greater(logs if worse else [-d for d in logs]), "Wilcoxon signed-rank"
+            else:
+                v.p_value, v.test = (mann_whitney_greater(head_values, base_values) if worse
+                                     else mann_whitney_greater(base_values, head_values)), "Mann-Whitney U"
             pairs = list(zip(m.by_process(metric), base.by_process(metric)))
             agree = all(Line(b, at.limit, at.floor).beyond(h, worse) for h, b in pairs)
             enough = len(pairs) >= pairs_needed(metric, larger / smaller if smaller > 0 else math.inf, at.limit)
@@ -333,19 +350,29 @@ def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds) -> T
                 v.verdict = Verdict.REGRESSED if worse else Verdict.IMPROVED
             else:
                 v.pending = agree  # every pair agrees, but the runs or the pairs are too few: another round
-                v.reason = (f"p={v.p_value:.3g} over {len(head_values)} and {len(base_values)} runs, "
-                            f"{len(pairs)} process pairs{'' if agree else ' that disagree'}: "
+                if agree and worse:
+                    v.verdict = Verdict.UNCONFIRMED
+                runs = f"{len(logs)} paired runs" if logs else f"{len(head_values)} and {len(base_values)} runs"
+                v.reason = (f"p={v.p_value:.3g} over {runs}, {len(pairs)} process pairs{'' if agree else ' that disagree'}: "
                             + ("a change this close to the line needs a third pair" if significant and agree
                                else "not significant"))
     return _overall(m, figures, metrics)
 
 
-def paired_undecided(m: Measurement, base: Measurement, thresholds: Thresholds, rounds: int, max_rounds: int) -> bool:
+def _paired_logs(head: list[float], base: list[float]) -> list[float] | None:
+    """log(head / base) of each pair of runs made at the same moment; None when the runs do not pair up."""
+    if len(head) != len(base) or not all(h > 0 and b > 0 for h, b in zip(head, base)):
+        return None
+    return [math.log(h / b) for h, b in zip(head, base)]
+
+
+def paired_undecided(m: Measurement, base: Measurement, thresholds: Thresholds, rounds: int, max_rounds: int,
+                     duet: bool = False) -> bool:
     """Should a suspect get another round? Not once a metric has regressed: that is the test's verdict.
     Otherwise yes while the rounds' median of a metric is past its line (either way) but not significant,
     or the process pairs disagree. Inside the line, the rounds have spoken."""
     if rounds >= max_rounds or not m.judged or not base.judged:
         return False
-    metrics = judge_paired(m, base, thresholds).metrics.values()
+    metrics = judge_paired(m, base, thresholds, duet).metrics.values()
     return (not any(v.verdict == Verdict.REGRESSED for v in metrics)
             and any(v.verdict != Verdict.IMPROVED and v.p_value is not None for v in metrics))

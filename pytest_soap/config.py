@@ -37,6 +37,8 @@ OPTIONS = [
     Option("--soap-sides", "with --soap-against: 'duet' runs each test on both sides at the same moment, on two "
            "cores; 'sequential' runs one side's tests, then the other's; 'auto' (default): duet when two cores are "
            "idle", "auto", ("auto", "duet", "sequential"), "MODE"),
+    Option("--soap-strict", "with --soap-against: fail the run on unconfirmed tests too (past the line when the "
+           "rounds ran out, without the evidence to call them regressed)", False, bool),
     Option("--soap-json", "write a machine-readable report to PATH", None, Path, "PATH"),
     Option("--soap-memory", "memory measurement: 'rss' (default; exact memray heap for suspects) or 'off' (time only)",
            "rss", ("rss", "off"), "MODE"),
@@ -141,6 +143,7 @@ class Settings:
     serve: tuple[int, int] | None = None  # a side's pipes (read, write) to its --soap-against session
     duet_side: bool = False  # that side runs its tests only when asked, each at the moment the session runs it
     sides: str = "auto"  # --soap-sides
+    strict: bool = False  # --soap-strict
     optimize: bool = False
     apply: bool = False
     model: str = DEFAULT_MODEL
@@ -164,6 +167,7 @@ class Settings:
             serve=_pipes(v["soap_serve"] or v["soap_duet"]),
             duet_side=bool(v["soap_duet"]),
             sides=v["soap_sides"],
+            strict=v["soap_strict"],
             optimize=v["soap_optimize"],
             apply=v["soap_apply"],
             model=v["soap_model"],

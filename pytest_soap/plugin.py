@@ -311,9 +311,12 @@ class SoapSession:
         self.verdicts = self._judge(measured)
         mismatch = self._few_matched(measured)
         self.failure = self.failure or mismatch
-        regressed = [v for v in self.verdicts if v.verdict == "regressed"]
+        regressed = [v for v in self.verdicts if v.verdict == compare.Verdict.REGRESSED]
         if regressed and not self.failure:
             self.failure = terminal.failure_line(regressed)
+        unconfirmed = [v for v in self.verdicts if v.verdict == compare.Verdict.UNCONFIRMED]
+        if unconfirmed and self.settings.strict and not self.failure:
+            self.failure = terminal.failure_line(unconfirmed, "unconfirmed (--soap-strict)")
         if self.settings.json:
             try:
                 json_report.write(self.settings.json, self.verdicts, self.baseline, self.settings, self.paired,
@@ -354,7 +357,8 @@ class SoapSession:
         if self.paired.problem:
             self.notes.append(f"not compared: {self.paired.problem}")
         base = self.paired.base
-        verdicts = [compare.judge_paired(m, base[m.nodeid], thresholds) if m.nodeid in base
+        duet = self.paired.sides == "duet"
+        verdicts = [compare.judge_paired(m, base[m.nodeid], thresholds, duet) if m.nodeid in base
                     else compare.TestVerdict(m, None, "new" if m.judged else m.outcome) for m in measured]
         removed = [compare.TestVerdict(Measurement(nodeid, outcome="removed"), b.figures(), "removed")
                    for nodeid, b in base.items() if nodeid not in self.measurements]

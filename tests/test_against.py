@@ -13,7 +13,7 @@ from pytest_soap.compare import Thresholds, judge_paired
 from pytest_soap.records import Measurement, Sample
 from pytest_soap.stats import mann_whitney_greater, ratio_interval
 
-from projects import commit, git_project, write  # tests/projects.py
+from projects import INI, commit, git_project, write  # tests/projects.py
 
 WORK = """
     import time
@@ -42,12 +42,13 @@ TESTS = """
 """
 
 
-@pytest.fixture
-def project(pytester):
-    """A repository with a base commit; each test changes it and commits (or not) as it needs."""
+@pytest.fixture(params=["duet", "sequential"])
+def project(pytester, request):
+    """A repository with a base commit; each test changes it and commits (or not) as it needs. Each test
+    runs with both ways of running the sides (its ini file says which), never left to how idle the machine is."""
     root = pytester.path
     (root / ".gitignore").write_text("report.json\n")
-    repo = git_project(root, WORK.format(slow=1, mem_mb=10), TESTS)
+    repo = git_project(root, WORK.format(slow=1, mem_mb=10), TESTS, INI + f'soap_sides = "{request.param}"\n')
     pytester.repo = repo
     return pytester
 
@@ -69,7 +70,8 @@ def test_planted_regressions_are_caught_with_ratio_and_interval(project):
     commit(project.repo, "slower and hungrier")
     result = project.runpytest("--soap", "--soap-against", "HEAD~1", "--soap-json", "report.json")
     assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()
-    result.stdout.fnmatch_lines(["against HEAD~1 (*)", "REGRESSED (2):", "*time *×*[[]*–*[]]*Mann-Whitney U p=*"])
+    test = "Wilcoxon signed-rank" if "duet" in (project.path / "pyproject.toml").read_text() else "Mann-Whitney U"
+    result.stdout.fnmatch_lines(["against HEAD~1 (*)", "REGRESSED (2):", f"*time *×*[[]*–*[]]*{test} p=*"])
     data = report(project)
     assert data["against"]["ref"] == "HEAD~1" and data["against"]["rounds"] >= 1
     tests = {t["nodeid"].split("::")[-1]: t for t in data["tests"]}
@@ -313,10 +315,11 @@ def test_a_small_effect_is_significant_but_under_the_threshold():
 
 
 def test_close_to_the_line_two_agreeing_process_pairs_are_not_enough():
-    # 12% slower, p = 1/252, both pairs agree: the shape of a null run's false alarm. It waits for a third pair.
+    # 12% slower, p = 1/252, both pairs agree: the shape of a null run's false alarm. It waits for a third pair,
+    # and if the rounds end first it is unconfirmed: shown as such, never "unchanged".
     head, base = paired([[0.0224], [0.0224] * 5], [[0.020], [0.020] * 5])
     v = judge_paired(head, base, Thresholds())
-    assert v.verdict == "unchanged" and v.pending and "third pair" in v.metrics["time_s"].reason
+    assert v.verdict == "unconfirmed" and v.pending and "third pair" in v.metrics["time_s"].reason
     head, base = paired([[0.0224], [0.0224] * 5, [0.0225] * 3], [[0.020], [0.020] * 5, [0.020] * 3])
     assert judge_paired(head, base, Thresholds()).verdict == "regressed"
     # Twice the threshold or more is past what processes drift by: two pairs do.
@@ -355,7 +358,8 @@ def test_an_improvement_takes_the_evidence_a_regression_does_with_the_sides_swap
     the evidence, as they were: a test cannot be called faster on less than it would be called slower."""
     slower = judge_paired(*paired(head_rounds, base_rounds), Thresholds())
     faster = judge_paired(*paired(base_rounds, head_rounds), Thresholds())
-    mirror = {"regressed": "improved", "improved": "regressed"}
+    # An improvement short of evidence is unchanged: only a regression is worth an "unconfirmed" to the gate.
+    mirror = {"regressed": "improved", "improved": "regressed", "unconfirmed": "unchanged"}
     assert faster.verdict == mirror.get(slower.verdict, slower.verdict)
     assert faster.metrics["time_s"].ratio == pytest.approx(1 / slower.metrics["time_s"].ratio)
     assert (faster.metrics["time_s"].p_value, faster.pending) == (slower.metrics["time_s"].p_value, slower.pending)

@@ -230,8 +230,8 @@ def test_a_test_that_failed_on_the_ref_is_one_verdict_with_the_ref_outcome_kept(
 
 
 def test_a_test_takes_its_worst_metrics_verdict_by_rank_not_by_name():
-    assert [v.rank for v in (Verdict.REGRESSED, Verdict.IMPROVED, Verdict.UNCHANGED, Verdict.NEW, Verdict.UNGATED)] \
-        == [0, 1, 2, 3, 4]
+    assert [v.rank for v in (Verdict.REGRESSED, Verdict.UNCONFIRMED, Verdict.IMPROVED, Verdict.UNCHANGED, Verdict.NEW,
+                             Verdict.UNGATED)] == [0, 1, 2, 3, 4, 5]
     m = measurement([0.05] * 5, [100.0] * 5)
     v = judge(m, {"time_s": 0.1, "peak_mb": 50.0}, T)  # faster, and twice the memory
     assert (v.metrics["time_s"].verdict, v.metrics["peak_mb"].verdict, v.verdict) == (

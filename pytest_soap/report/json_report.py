@@ -8,26 +8,36 @@ from pathlib import Path
 
 from ..attribute import Attribution
 from ..compare import TestVerdict, Verdict
-from ..records import METRICS
+from ..records import METRICS, Measurement
 from ..store import Baseline, atomic_write
 
 SCHEMA = 1
 
 
-def test_entry(t: TestVerdict) -> dict:
-    """A test's entry, plain data: its outcome and verdicts as the strings they are written as."""
+def test_entry(t: TestVerdict, base: Measurement | None = None) -> dict:
+    """A test's entry, plain data: its outcome and verdicts as the strings they are written as, and its raw
+    times (the ref's too, with --soap-against), for whoever wants to judge them another way."""
     m = t.measurement
     entry = {"nodeid": m.nodeid, "outcome": str(m.outcome), **m.figures(),
              "baseline": {k: t.baseline.get(k) for k in METRICS} if t.baseline else None,
              "verdict": t.label, "regressed_metrics": t.regressed_metrics,
              # Each metric's own base and current figures: the ones its ratio is of (the rounds' medians).
              "metrics": {k: {"verdict": str(v.verdict), "baseline": v.baseline, "current": v.current,
-                             "ratio": v.ratio, "p_value": v.p_value, "runs": v.runs,
+                             "ratio": v.ratio, "p_value": v.p_value, "test": v.test or None, "runs": v.runs,
                              "interval": list(v.interval) if v.interval else None, "reason": v.reason or None}
                          for k, v in t.metrics.items()},
              "wait_s": m.figure("wait_s"), "runs": len(m.samples), "timer": m.timer,
-             "heap": m.heap, "baseline_heap": (t.baseline or {}).get("heap")}
+             "heap": m.heap, "baseline_heap": (t.baseline or {}).get("heap"),
+             **_samples(m, "")}
+    if base is not None:
+        entry |= _samples(base, "baseline_")
     return entry
+
+
+def _samples(m: Measurement, prefix: str) -> dict:
+    """Every run's time in order (the first pass first), and how many of them each process gave."""
+    return {f"{prefix}samples_s": [s.time_s for s in m.samples],
+            f"{prefix}processes": [len(m.samples) - sum(m.rounds), *m.rounds]}
 
 
 def functions(attributions: list[Attribution]) -> list[dict]:
@@ -65,8 +75,9 @@ def build(verdicts: list[TestVerdict], baseline: Baseline | None, settings, pair
         "mismatch": mismatch,  # why the run's tests and the baseline's (or the ref's) could not be compared
         "memory": "rss" if settings.memory else "off",
         "thresholds": asdict(settings.thresholds),
-        "tests": [test_entry(t) for t in verdicts],
+        "tests": [test_entry(t, paired.base.get(t.nodeid) if paired else None) for t in verdicts],
         "regressions": [t.nodeid for t in verdicts if t.verdict == Verdict.REGRESSED],
+        "unconfirmed": [t.nodeid for t in verdicts if t.verdict == Verdict.UNCONFIRMED],
         "functions": functions(attributions or []),
         "optimizations": [o.to_dict() for o in loop.optimizations] if loop else [],
         "patch": str(loop.patch) if loop and loop.patch else None,

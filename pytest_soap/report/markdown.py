@@ -25,6 +25,7 @@ def render(report: dict, *, title: str = "pytest-soap", pr_url: str | None = Non
     tests = report.get("tests") or []
     parts = [MARKER, f"### {title}", _verdict(report, tests)]
     parts += _regressions(tests)
+    parts += _unconfirmed(tests)
     parts += _improvements(tests)
     parts += _functions(report.get("functions") or [])
     parts += _optimizations(report, pr_url)
@@ -94,6 +95,7 @@ def _counts(report: dict, tests: list[dict]) -> str:
 
 def _verdict(report: dict, tests: list[dict]) -> str:
     regressed = [t for t in tests if t.get("verdict") == Verdict.REGRESSED]
+    unconfirmed = [t for t in tests if t.get("verdict") == Verdict.UNCONFIRMED]
     compared = _compared_with(report)
     problem = (report.get("against") or {}).get("problem")
     if regressed:
@@ -104,6 +106,8 @@ def _verdict(report: dict, tests: list[dict]) -> str:
         head = f":warning: **not compared**: {_prose(problem)}"
     elif compared is None:
         head = ":grey_question: **not compared**: no saved baseline and no git ref to compare with"
+    elif unconfirmed:
+        head = f":warning: **{_plural(len(unconfirmed), 'test')} unconfirmed**, none regressed {compared}"
     else:
         head = f":white_check_mark: **no performance regression** {compared}"
     return f"{head} · {_counts(report, tests)}"
@@ -158,6 +162,17 @@ def _regressions(tests: list[dict]) -> list[str]:
                      + ([f"[{interval[0]:.2f}–{interval[1]:.2f}]" if interval else ""] if with_interval else [])
                      + [p])
     return ["#### Regressions", table(header, lines), *_more(len(lines), len(rows), "regressed metrics")]
+
+
+def _unconfirmed(tests: list[dict]) -> list[str]:
+    rows = _metric_rows(tests, Verdict.UNCONFIRMED)
+    if not rows:
+        return []
+    lines = [[_code(t["nodeid"]), units.LABEL.get(m, m), _change(t, m), units.ratio(v.get("ratio")), _prose(v.get("reason") or "")]
+             for t, m, v in rows[:MAX_REGRESSION_ROWS]]
+    return ["#### Unconfirmed: past the line, but the rounds ran out before the evidence sufficed",
+            table(["Test", "Metric", "Base → head", "Ratio", "Why"], lines),
+            *_more(len(lines), len(rows), "unconfirmed metrics")]
 
 
 def _improvements(tests: list[dict]) -> list[str]:

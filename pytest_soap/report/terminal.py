@@ -17,9 +17,16 @@ TIME_NOTE = ("time: wall clock of each test's call, less waiting for a CPU and f
 MEMORY_NOTE = ("memory: growth of resident memory during the call (peak and TMU); memray's exact heap for "
                "memory regressions")
 # The order the counts are written in; any other verdict ("removed", "failed on ref"...) follows, in the order seen.
-ORDER = (Verdict.REGRESSED, Verdict.IMPROVED, Verdict.UNCHANGED, Verdict.NEW, Verdict.UNGATED, Verdict.EXCLUDED,
+ORDER = (Verdict.REGRESSED, Verdict.UNCONFIRMED, Verdict.IMPROVED, Verdict.UNCHANGED, Verdict.NEW, Verdict.UNGATED, Verdict.EXCLUDED,
          Outcome.FAILED, Outcome.ERROR, Outcome.FLAKY, Outcome.SKIPPED, Outcome.XFAILED)
 _PLACE: dict[str | None, int] = {v: i for i, v in enumerate(ORDER)}
+
+
+# The verdicts listed test by test, with their evidence.
+GROUPS = ((Verdict.REGRESSED, "REGRESSED"),
+          (Verdict.UNCONFIRMED, "unconfirmed: past the line, but the rounds ran out before the evidence sufficed "
+                                "(--soap-strict fails on these)"),
+          (Verdict.IMPROVED, "improved"))
 
 
 def counts(labels: Iterable[str | None]) -> list[str]:
@@ -34,8 +41,9 @@ def _metric_line(v) -> str:
     if v.interval:
         line += f" [{v.interval[0]:.2f}–{v.interval[1]:.2f}]"
     if v.p_value is not None:
-        test = "Mann-Whitney U" if v.interval else "sign test"
-        line += f"  (median of {v.runs} runs, {test} p={v.p_value:.3g})"
+        line += f"  (median of {v.runs} runs, {v.test} p={v.p_value:.3g})"
+    if v.verdict == Verdict.UNCONFIRMED:
+        line += f"; {v.reason}"
     return line
 
 
@@ -52,11 +60,11 @@ def _heap_line(t: TestVerdict) -> str | None:
     return f"heap by memray: {change('peak_mb')}, {change('tmu_mbs')}"
 
 
-def failure_line(regressed: list[TestVerdict]) -> str:
-    worst = [f"{t.nodeid} ({', '.join(f'{units.LABEL[m]} {units.ratio(t.metrics[m].ratio)}' for m in t.regressed_metrics)})"
-             for t in regressed[:3]]
-    more = f" and {len(regressed) - 3} more" if len(regressed) > 3 else ""
-    return f"pytest-soap: {len(regressed)} test{'s' * (len(regressed) != 1)} regressed: {'; '.join(worst)}{more}"
+def failure_line(failing: list[TestVerdict], what: str = "regressed") -> str:
+    worst = [f"{t.nodeid} ({', '.join(f'{units.LABEL[m]} {units.ratio(v.ratio)}' for m, v in t.metrics.items() if v.verdict == t.verdict)})"
+             for t in failing[:3]]
+    more = f" and {len(failing) - 3} more" if len(failing) > 3 else ""
+    return f"pytest-soap: {len(failing)} test{'s' * (len(failing) != 1)} {what}: {'; '.join(worst)}{more}"
 
 
 def baseline_line(baseline: Baseline | None, settings, shown: str) -> str:
@@ -100,16 +108,16 @@ def write(reporter, verdicts: list[TestVerdict], compared_with: str, settings, n
     for note in notes:
         write(note)
 
-    for kind, title in ((Verdict.REGRESSED, "REGRESSED"), (Verdict.IMPROVED, "improved")):
+    for kind, title in GROUPS:
         group = [t for t in verdicts if t.verdict == kind]
         if not group:
             continue
         write("")
-        write(f"{title} ({len(group)}):", red=kind == Verdict.REGRESSED, green=kind == Verdict.IMPROVED, bold=True)
+        write(f"{title} ({len(group)}):", red=kind == Verdict.REGRESSED, yellow=kind == Verdict.UNCONFIRMED,
+              green=kind == Verdict.IMPROVED, bold=True)
         for t in group:
             write(f"  {t.nodeid}")
-            names = t.regressed_metrics if kind == Verdict.REGRESSED else t.improved_metrics
-            for metric in names:
+            for metric in (m for m, v in t.metrics.items() if v.verdict == kind):
                 write(f"    {_metric_line(t.metrics[metric])}")
             heap = _heap_line(t)
             if heap:
