@@ -1,6 +1,7 @@
 """`pytest --soap --soap-against REF`, on real git repositories (GitPython) and real pytest sessions."""
 
 import json
+import random
 import site
 import subprocess
 import sys
@@ -534,3 +535,64 @@ def test_a_recheck_asked_of_a_warm_side_already_closed_says_why_instead_of_crash
     proc.wait()
     run = SideRun(proc, tmp_path / "base-1.json", 0.0)  # no pipes, as close() leaves a warm side
     assert run.rerun({"t.py::test": 2}) == ({}, "pytest exited 0: RuntimeError: its session broke")
+
+
+def shared_noise_rounds(effect: float, seed: int, rounds: int = 2, runs: int = 7):
+    """Synthetic duet runs: each pair of runs shares the machine's moment (a factor from 0.7 to 1.6, a busy
+    neighbour coming and going), plus 1% of its own; the head is `effect` times the base."""
+    rng = random.Random(seed)
+    head, base = [], []
+    for size in [1] + [runs] * rounds:
+        moments = [rng.uniform(0.7, 1.6) for _ in range(size)]
+        base.append([0.020 * m * rng.gauss(1, 0.01) for m in moments])
+        head.append([0.020 * effect * m * rng.gauss(1, 0.01) for m in moments])
+    return head, base
+
+
+def test_in_a_duet_shared_noise_cancels_in_the_pairs_and_a_regression_stands_out():
+    """The same runs, judged as a duet (paired) and as sequential sides (unpaired): noise that hits both runs
+    of a pair hides a 1.15x regression from Mann-Whitney U and not from the paired test."""
+    caught = {True: 0, False: 0}
+    for seed in range(20):
+        head, base = paired(*shared_noise_rounds(1.15, seed))
+        for duet in (True, False):
+            caught[duet] += judge_paired(head, base, Thresholds(), duet).verdict == "regressed"
+    assert caught[True] == 20 and caught[False] <= 2, caught
+    head, base = paired(*shared_noise_rounds(1.15, 0))
+    v = judge_paired(head, base, Thresholds(), duet=True).metrics["time_s"]
+    assert v.test == "Wilcoxon signed-rank" and v.p_value == pytest.approx(2**-14)  # all 14 pairs slower
+    assert 1.13 < v.ratio < 1.17 and 1.12 < v.interval[0] <= v.interval[1] < 1.18
+
+
+def test_in_a_duet_shared_noise_is_no_regression():
+    for seed in range(50):
+        head, base = paired(*shared_noise_rounds(1.0, seed))
+        assert judge_paired(head, base, Thresholds(), duet=True).verdict in ("unchanged", "improved"), seed
+
+
+def test_runs_that_do_not_pair_up_are_judged_unpaired():
+    head, base = paired([[0.030], [0.030] * 5, [0.030] * 5], [[0.020], [0.020] * 5, [0.020] * 4])
+    assert judge_paired(head, base, Thresholds(), duet=True).metrics["time_s"].test == "Mann-Whitney U"
+
+
+def test_a_suspect_the_rounds_could_not_settle_is_unconfirmed_and_fails_only_with_strict(project):
+    """A 15% slowdown (sleeps, so the load cannot move it) needs a third process pair; with the rounds cut
+    to one by the project's conftest, the rounds end first."""
+    write(project.path / "tests" / "test_near.py", """
+        import time
+        def test_near():
+            time.sleep(0.1)
+    """)
+    write(project.path / "conftest.py", "import pytest_soap.against\npytest_soap.against.MAX_ROUNDS = 1\n")
+    commit(project.repo, "a test near the line")
+    write(project.path / "tests" / "test_near.py", (project.path / "tests" / "test_near.py").read_text()
+          .replace("0.1)", "0.115)"))
+    commit(project.repo, "15% slower")
+    result = project.runpytest("--soap", "--soap-against", "HEAD~1", "--soap-json", "report.json")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["unconfirmed: past the line, but the rounds ran out*(1):",
+                                 "  tests/test_near.py::test_near", "*time*1.1?×*p=*process pairs*", "*1 unconfirmed*"])
+    assert report(project)["unconfirmed"] == ["tests/test_near.py::test_near"] and report(project)["regressions"] == []
+    strict = project.runpytest("--soap", "--soap-against", "HEAD~1", "--soap-strict")
+    assert strict.ret == pytest.ExitCode.TESTS_FAILED
+    strict.stdout.fnmatch_lines(["pytest-soap: 1 test unconfirmed (--soap-strict): tests/test_near.py::test_near (time 1.1?×)"])
