@@ -345,3 +345,19 @@ def test_an_unwritable_json_report_is_one_clear_line(project):
     result = project.runpytest("--soap", "--soap-json", "blocker/report.json")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["pytest-soap: cannot write the JSON report *blocker?report.json: *"])
+
+
+def test_a_call_never_reads_shorter_than_its_time_on_a_cpu(monkeypatch):
+    """The run-queue wait comes from the scheduler's clock; when it claims the whole call was spent queued
+    (seen once in a duet: a 1.3 ms call read 0.0 s), the call still ran for its CPU time."""
+    from pytest_soap import measure
+
+    waits = iter([0.0, 10.0])  # at the start, then "queued for 10 s" at the end
+    monkeypatch.setattr(measure, "_run_queue_wait", lambda: next(waits))
+    meter = measure.CallMeter(memory=False)
+    token = meter.start()
+    sum(i * i for i in range(300_000))  # a few ms on a CPU
+    sample = meter.stop(token)
+    meter.close()
+    assert sample.time_s >= sample.cpu_s * 0.9 > 0
+
