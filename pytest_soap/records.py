@@ -68,8 +68,7 @@ class Measurement:
     """Everything one test measured in this session: the first run, then any confirmation reruns."""
 
     nodeid: str
-    # An Outcome. Typed str while plugin.py, against.py and rerun.py still assign plain strings (Outcome.read
-    # turns them into members where this module builds a Measurement); members compare equal to them.
+    # An Outcome: a string read back becomes its member, unless this version does not know it (an old report's).
     outcome: str = Outcome.PASSED
     samples: list[Sample] = field(default_factory=list)
     heap: dict | None = None  # memray's exact heap {"peak_mb", "tmu_mbs"}: memory suspects, and every test saved

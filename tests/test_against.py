@@ -9,9 +9,9 @@ import sys
 import git
 import pytest
 
-from pytest_soap.against import side_arguments
 from pytest_soap.compare import Thresholds, judge_paired
 from pytest_soap.records import Measurement, Sample
+from pytest_soap.sides import side_arguments
 from pytest_soap.stats import mann_whitney_greater, ratio_interval
 
 from projects import INI, commit, git_project, write  # tests/projects.py
@@ -379,7 +379,8 @@ def test_a_single_lucky_process_pair_is_no_improvement():
 
 
 def test_suspects_are_picked_on_ratios_corrected_for_the_processes_drift():
-    from pytest_soap.against import ROUND_BUDGET, RoundCost, affordable_suspects, process_drift
+    from pytest_soap.against import ROUND_BUDGET
+    from pytest_soap.suspects import RoundCost, affordable_suspects, process_drift
 
     def sides(head_times):
         base = {f"t::{i}": Measurement(f"t::{i}", samples=[Sample(0.010, 0.010)]) for i in range(len(head_times))}
@@ -466,7 +467,7 @@ def test_ctrl_c_while_the_ref_is_measured_removes_the_worktree(project, tmp_path
 
 
 def test_tests_near_the_line_get_runs_only_within_their_budget_start_ups_included():
-    from pytest_soap.against import RoundCost, affordable_suspects
+    from pytest_soap.suspects import RoundCost, affordable_suspects
 
     def m(nodeid, t):
         return Measurement(nodeid, samples=[Sample(t, t)])
@@ -494,7 +495,7 @@ def test_tests_near_the_line_get_runs_only_within_their_budget_start_ups_include
 
 
 def test_a_warm_side_runs_tests_again_when_asked_and_one_that_dies_is_one_clear_line(project, tmp_path):
-    from pytest_soap.against import Side
+    from pytest_soap.sides import Side
 
     write(project.path / "tests" / "test_dies.py", """
         import os, pathlib
@@ -528,7 +529,7 @@ def test_a_warm_side_runs_tests_again_when_asked_and_one_that_dies_is_one_clear_
 
 
 def test_a_recheck_asked_of_a_warm_side_already_closed_says_why_instead_of_crashing(tmp_path):
-    from pytest_soap.against import SideRun
+    from pytest_soap.sides import SideRun
 
     (tmp_path / "base-1.out").write_text("E   RuntimeError: its session broke\n")
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
