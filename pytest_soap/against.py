@@ -30,6 +30,10 @@ from .worktree import temporary_worktree, warm_bytecode
 
 # Rounds of a suspect at most: each costs a process pair's start-up (on networkx's suite half a plain run).
 MAX_ROUNDS = 2
+# ...and of one whose process pairs all agree it is past the line, with too little evidence yet: the budget
+# grows with the evidence. With two, sqlparse's real 1.2x regression ended "unconfirmed" in 5 of 5
+# sequential gates.
+MAX_PENDING_ROUNDS = 3
 # Runs of each suspect in the rechecks, on each side: with the first, a median of three per process, which
 # one slow run cannot make. They dismiss suspects and join the first process pair's median; they stay out
 # of the U test, whose runs come from fresh rounds only (a networkx null run flagged a test at 1.21x when
@@ -326,7 +330,9 @@ class RefRun:
                 _add_runs(head[nodeid], fresh_head.get(nodeid))
             lap()
             undecided = [n for n in suspects
-                         if compare.paired_undecided(head[n], run.base[n], thresholds, run.rounds, MAX_ROUNDS, duet)]
+                         if compare.paired_undecided(head[n], run.base[n], thresholds, run.rounds, MAX_ROUNDS, duet)
+                         or (run.rounds < MAX_PENDING_ROUNDS and compare.judge_paired(head[n], run.base[n], thresholds,
+                                                                                       duet).pending)]
             suspects = {n: near for n in undecided}
             if run.seconds["rounds"] + cost(suspects) > budget:
                 # Past the budget, a second round only for tests whose process pairs all agree they are past

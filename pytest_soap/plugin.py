@@ -1,6 +1,6 @@
 """pytest hooks only: each hook hands its work to the stage that does it.
 
-A session's role is decided once, at configure time, and each role registers the thin plugins it needs:
+A session's role is decided once, as the session starts, and each role registers the thin plugins it needs:
 
   gate        a plain session: measures (Recorder), then judges, reports and saves (Gate)
   worker      a pytest-xdist worker: measures, and hands its measurements to the controller (Handover)
@@ -62,15 +62,19 @@ def role_of(config: pytest.Config, settings: Settings) -> Role:
     return Role.GATE
 
 
+# What pytest_configure found, for pytest_sessionstart to register the role's plugins with.
+CONFIGURED = pytest.StashKey[tuple[Settings, "store.Baseline | None", "against.Ref | None"]]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    """The options and the baseline or ref, checked here so that a bad one stops the run with one line."""
     config.addinivalue_line("markers", MARKER)
     settings = Settings.from_config(config)
     if not settings.enabled:
         return
-    role = role_of(config, settings)
     baseline = ref = None
     try:
-        if role is Role.SIDE:
+        if settings.side or settings.profile or settings.serve:
             pass  # measuring one side for a --soap-against session: no baseline, no ref of its own
         elif settings.against:
             if settings.save:
@@ -80,36 +84,60 @@ def pytest_configure(config: pytest.Config) -> None:
             baseline = store.load(settings.baseline)
     except (store.BaselineError, against.AgainstError) as e:
         raise pytest.UsageError(f"pytest-soap: {e}") from None
+    config.stash[CONFIGURED] = settings, baseline, ref
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The role is decided here, not at configure time: pytest-xdist makes a session its controller in its
+    own pytest_configure, which runs last."""
+    config = session.config
+    if CONFIGURED not in config.stash:
+        return
+    settings, baseline, ref = config.stash[CONFIGURED]
+    role = role_of(config, settings)
     # Registered in this order, the Gate's wrapper of pytest_runtestloop is outside the Recorder's: the
     # Recorder's end-of-loop runs (heaps, serving) come before the Gate's stages.
+    # An xdist controller runs no test: its workers measure (a side's first pass may be distributed too).
     recorder = None
-    if role is not Role.CONTROLLER:
+    if not config.pluginmanager.hasplugin("dsession"):
         recorder = Recorder(config, settings, baseline)
         config.pluginmanager.register(recorder, "soap-recorder")
     if role in (Role.WORKER, Role.SIDE):
-        assert recorder is not None  # both measure
         config.pluginmanager.register(Handover(config, settings, recorder), "soap-handover")
     else:
         config.pluginmanager.register(Gate(config, settings, baseline, ref, recorder), "soap-gate")
 
 
-class Handover:
-    """A worker's or a side's end of the session: its measurements (and profiles) go to whoever judges them."""
+def gather(node, into: dict[str, Measurement]) -> None:
+    """An xdist controller's part: a worker has finished, and its measurements (reruns included) join `into`."""
+    for data in getattr(node, "workeroutput", {}).get("soap", []):
+        m = Measurement.from_dict(data)
+        into[m.nodeid] = m
 
-    def __init__(self, config: pytest.Config, settings: Settings, recorder: Recorder):
+
+class Handover:
+    """A worker's or a side's end of the session: its measurements (and profiles) go to whoever judges them.
+    A side whose first pass is distributed by xdist gathers its workers' measurements first."""
+
+    def __init__(self, config: pytest.Config, settings: Settings, recorder: Recorder | None):
         self.config, self.settings, self.recorder = config, settings, recorder
+        self.measurements: dict[str, Measurement] = recorder.measurements if recorder else {}
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        recorder = self.recorder
         if hasattr(self.config, "workerinput"):
             output = self.config.workeroutput  # type: ignore[attr-defined]  # pytest-xdist sets it on a worker
-            output["soap"] = [m.to_dict() for m in recorder.measurements.values()]
+            output["soap"] = [m.to_dict() for m in self.measurements.values()]
             return
         if self.settings.side:
-            protocol.write(self.settings.side, protocol.Measured(dict(recorder.measurements)))
-        if self.settings.profile:
-            protocol.write(self.settings.profile, protocol.Profiled(dict(recorder.profiles)))
+            protocol.write(self.settings.side, protocol.Measured(dict(self.measurements)))
+        if self.settings.profile and self.recorder:
+            protocol.write(self.settings.profile, protocol.Profiled(dict(self.recorder.profiles)))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        gather(node, self.measurements)
 
 
 class Gate:
@@ -326,11 +354,7 @@ class Gate:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node, error) -> None:
-        """xdist controller: a worker finished; take its measurements (reruns included)."""
-        output = getattr(node, "workeroutput", {})
-        for data in output.get("soap", []):
-            m = Measurement.from_dict(data)
-            self.measurements[m.nodeid] = m
+        gather(node, self.measurements)
 
     def _shown(self, path) -> str:
         try:

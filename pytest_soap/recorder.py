@@ -83,6 +83,7 @@ class Recorder:
             self.mode, self.profile_memory = before
 
     # ---- collection ---------------------------------------------------------------------------
+    @pytest.hookimpl(trylast=True)  # after -k, -m and other plugins have chosen and ordered the tests
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         # Checked here, so a misspelt marker argument stops the run before any test runs.
         self.overrides = {item.nodeid: marker_overrides(item) for item in items}

@@ -578,13 +578,13 @@ def test_runs_that_do_not_pair_up_are_judged_unpaired():
 
 def test_a_suspect_the_rounds_could_not_settle_is_unconfirmed_and_fails_only_with_strict(project):
     """A 15% slowdown (sleeps, so the load cannot move it) needs a third process pair; with the rounds cut
-    to one by the project's conftest, the rounds end first."""
+    to one by the project's conftest (for pending ones too), the rounds end first."""
     write(project.path / "tests" / "test_near.py", """
         import time
         def test_near():
             time.sleep(0.1)
     """)
-    write(project.path / "conftest.py", "import pytest_soap.against\npytest_soap.against.MAX_ROUNDS = 1\n")
+    write(project.path / "conftest.py", "import pytest_soap.against as a\na.MAX_ROUNDS = a.MAX_PENDING_ROUNDS = 1\n")
     commit(project.repo, "a test near the line")
     write(project.path / "tests" / "test_near.py", (project.path / "tests" / "test_near.py").read_text()
           .replace("0.1)", "0.115)"))

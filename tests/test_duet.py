@@ -156,3 +156,13 @@ def test_a_test_whose_setup_fails_on_one_side_does_not_stall_the_duet(project):
     assert verdicts["test_head_setup_fails"] == "error"
     assert verdicts["test_ref_setup_fails"] == "error on ref"
     assert {verdicts[n] for n in ("test_one", "test_two", "test_three")} <= {"unchanged", "improved"}
+
+
+def test_a_duet_runs_the_selection_the_user_asked_for(project):
+    """-k chooses the tests on both sides: the ref's process must not run the others as "removed"."""
+    result = project.runpytest("--soap", "--soap-against", "HEAD", "--soap-sides=duet", "-k", "one or two",
+                               "--soap-json", "report.json")
+    assert result.ret == 0, result.stdout.str()
+    tests = json.loads((project.path / "report.json").read_text())["tests"]
+    assert sorted(t["nodeid"].split("::")[-1] for t in tests) == ["test_one", "test_two"]
+    assert "three" not in project.log.read_text()
