@@ -122,6 +122,10 @@ class Listener:
             conn.close()
 
     def close(self):
+        # Wake the blocked accept and wait for the thread before the descriptor is freed: a thread still about
+        # to call accept on a closed descriptor's number once took a later test's model server's connection.
+        self.server.shutdown(socket.SHUT_RDWR)
+        self.thread.join()
         self.server.close()
 
 
