@@ -58,7 +58,7 @@ def process_drift(head: dict[str, Measurement], base: dict[str, Measurement], na
     change are unchanged, so that is the processes' doing, not the code's. 1.0 when too few tests are timed,
     or when it reaches half the time threshold: that is as likely the change's doing. sqlparse's real 1.2x
     regression slows most of its tests by 8-13%; read as drift, the 8.5% of one first pass took it below the
-    line and it was never a suspect. Null comparisons on this suite drifted by 5% at most."""
+    line and it was never a suspect. Its null comparisons drifted by 5% at most."""
     ratios = [h / b for n in names if (h := head[n].figure("time_s")) and (b := base[n].figure("time_s"))
               and max(h, b) >= thresholds.min_time_s]
     if len(ratios) < DRIFT_MIN_TESTS:

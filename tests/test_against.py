@@ -402,7 +402,7 @@ def test_suspects_are_picked_on_ratios_corrected_for_the_processes_drift():
     assert "t::19" in affordable_suspects(head, base, Thresholds(), RoundCost(head, base, pass_s=10.0), ROUND_BUDGET * 10.0,
                                           runs=2, start_ups=False)
     # Too few tests to tell the processes from the code: no correction.
-    head, base = sides([0.0106] * 5)
+    head, base = sides([0.0104] * 5)
     assert process_drift(head, base, list(head), Thresholds()) == 1.0
 
 
