@@ -111,33 +111,63 @@ class PairedRun:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def core_to_spare() -> bool:
+def core_to_spare(since: CpuClock | None = None) -> bool:
     """Can the ref's first pass run beside the head's tests? Only with a core idle for each: on a 2-core
     machine with one core busy, three processes sharing two cores made both first passes so noisy that the
     rounds cost more than running the passes one after the other. Under xdist the workers take the cores,
     and the caller does not ask."""
-    return idle_cores() >= IDLE_CORES
+    return idle_cores(since) >= IDLE_CORES
 
 
-def idle_cores(seconds: float = 0.2) -> float:
-    """How many of this process's cores sat idle over the last moment, while it slept. From /proc/stat where
-    there is one: the load average trails the machine by a minute, and read just after another job
-    started it counted a busy core as free. Elsewhere, the cores less the load average."""
+@dataclass(frozen=True)
+class CpuClock:
+    """The machine's CPU time, idle and in all, from /proc/stat (in its ticks), and this process's own
+    (children waited for included), at a moment."""
+
+    idle_ticks: int
+    total_ticks: int
+    own_s: float
+    at: float
+
+    @classmethod
+    def read(cls) -> CpuClock | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as stat:
+                fields = [int(f) for f in stat.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        except (OSError, ValueError):
+            return None
+        if len(fields) < 8:
+            return None
+        own = os.times()
+        return cls(fields[3] + fields[4], sum(fields), own.user + own.system + own.children_user + own.children_system,
+                   time.monotonic())
+
+    def idle_since(self, earlier: CpuClock, cores: int, tick_s: float) -> float:
+        """The cores the rest of the machine left idle from `earlier` to this moment: this process's own
+        use counts as idle, since the sides are what will run on them."""
+        total = self.total_ticks - earlier.total_ticks
+        if total <= 0:
+            return 0.0
+        idle = self.idle_ticks - earlier.idle_ticks + (self.own_s - earlier.own_s) / tick_s
+        return min(cores, max(0.0, idle / total * cores))
+
+
+def idle_cores(since: CpuClock | None = None, seconds: float = 0.2) -> float:
+    """How many of this process's cores the rest of the machine left idle over the last `seconds` at least:
+    from `since` (a clock read as the session started up: its work so far is its own, and no time is lost
+    sleeping), or from now, sleeping for the rest. From /proc/stat where there is one: the load average
+    trails the machine by a minute, and read just after another job started it counted a busy core as free.
+    Elsewhere, the cores less the load average."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-    def ticks() -> tuple[int, int]:
-        with open("/proc/stat", encoding="ascii") as stat:
-            fields = [int(f) for f in stat.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-        return fields[3] + fields[4], sum(fields)
-
-    try:
-        idle, total = ticks()
-        time.sleep(seconds)
-        idle_after, total_after = ticks()
-    except (OSError, ValueError, IndexError):
+    start = since or CpuClock.read()
+    if start is None:
         return cores - os.getloadavg()[0]
-    share = (idle_after - idle) / (total_after - total) if total_after > total else 0.0
-    return min(cores, share * (os.cpu_count() or cores))
+    time.sleep(max(0.0, seconds - (time.monotonic() - start.at)))
+    end = CpuClock.read()
+    if end is None:
+        return cores - os.getloadavg()[0]
+    # /proc/stat counts every core of the machine, in USER_HZ ticks.
+    return min(cores, end.idle_since(start, os.cpu_count() or cores, 1 / os.sysconf("SC_CLK_TCK")))
 
 
 # The head session's runs of some tests again ({nodeid: times}), then pytest's next item (a node id, or None).
@@ -169,7 +199,7 @@ class RefRun:
         clock = time.perf_counter()
         tree = self._stack.enter_context(worktree(self.ref))
         # Both trees' bytecode cache written before either side's tests run: see warm_bytecode.
-        warm_bytecode([tree, self.ref.repo_root])
+        warm_bytecode(self.ref.repo_root, tree)
         self.work = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="soap-sides-")))
         self.base_side = Side.base(tree, self.ref, self.invocation_dir, self.rootdir)
         self.head_side = Side.head(self.invocation_dir, self.rootdir)
@@ -356,8 +386,10 @@ class RefRun:
         if profile_head is not None:
             # Both first passes' processes are still up: each profiles its side with no start-up, no imports
             # and no collection (two fresh processes cost 2 to 4 s of a planted benchmark's 30).
+            # Side by side when a core is idle for each: asked after the base has started, it never is.
+            side_by_side = self.partner is not None or core_to_spare()
             base_pass.ask_profiles(regressed)
-            head_profiles = profile_head(regressed) if core_to_spare() else None  # else after the base's
+            head_profiles = profile_head(regressed) if side_by_side else None  # else after the base's
             base_profiles = base_pass.read_profiles()
             if head_profiles is None:
                 head_profiles = profile_head(regressed)

@@ -47,9 +47,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
+# The machine's CPU time as the session started up.
+STARTED = pytest.StashKey["against.CpuClock | None"]()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
     rootdir.settle(early_config, args)  # before conftests load: they and the node ids depend on the rootdir
+    early_config.stash[STARTED] = against.CpuClock.read()  # for --soap-sides auto: see against.idle_cores
 
 
 def role_of(config: pytest.Config, settings: Settings) -> Role:
@@ -106,7 +111,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if role in (Role.WORKER, Role.SIDE):
         config.pluginmanager.register(Handover(config, settings, recorder), "soap-handover")
     else:
-        config.pluginmanager.register(Gate(config, settings, baseline, ref, recorder), "soap-gate")
+        gate = Gate(config, settings, baseline, ref, recorder)
+        config.pluginmanager.register(gate, "soap-gate")
+        gate.start_ref()
 
 
 def gather(node, into: dict[str, Measurement]) -> None:
@@ -150,6 +157,7 @@ class Gate:
         self.config, self.settings, self.baseline, self.ref, self.recorder = config, settings, baseline, ref, recorder
         # The xdist controller's come from its workers as each goes down.
         self.measurements: dict[str, Measurement] = recorder.measurements if recorder else {}
+        self.ref_run: against.RefRun | None = None  # the ref's side, from the session's start (see start_ref)
         self.paired: against.PairedRun | None = None
         self.verdicts: list[compare.TestVerdict] | None = None  # judged once, when the measuring is over
         self.attributions: dict[str, Attribution] = {}
@@ -164,34 +172,51 @@ class Gate:
             self.notes.append("the baseline comes from another machine or Python: only gross changes are meaningful; "
                               "re-save it here with --soap-save")
 
+    def start_ref(self) -> None:
+        """The ref's worktree, and in a duet its process, as the session starts: the process starts up and
+        collects while this one collects. Started after collection, the head's first test waited 0.4 s for it,
+        half the cost of comparing a 0.8 s suite with its own HEAD."""
+        if not self.ref or self.config.option.collectonly:
+            return
+        self.ref_run = against.RefRun(self.ref, list(self.config.invocation_params.args), list(self.config.args),
+                                      self.config.invocation_params.dir, self.config.rootpath,
+                                      self.settings.thresholds, xdist=self.config.pluginmanager.hasplugin("xdist"),
+                                      warm=self.recorder is not None)
+        self.ref_run.open()
+        if self.recorder and self._duet():
+            # Each test runs on both sides at once, test by test: the noise both share cancels in their ratio.
+            self.recorder.partner = self.ref_run.start_duet()
+
+    def close_ref(self) -> None:
+        if self.recorder:
+            self.recorder.partner = None
+        if self.ref_run:
+            self.ref_run.close()
+
     # ---- the stages, at the end of the test loop ----------------------------------------------
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session):
-        if not self.ref:
+        if not self.ref_run:
             result = yield
             if self.baseline and self.recorder and not session.shouldfail:
                 self._profile_against_baseline(session)
             return result
-        ref_run = against.RefRun(self.ref, list(self.config.invocation_params.args), list(self.config.args),
-                                 self.config.invocation_params.dir, self.config.rootpath, self.settings.thresholds,
-                                 xdist=self.config.pluginmanager.hasplugin("xdist"), warm=self.recorder is not None)
         try:
-            ref_run.open()
-            if self.recorder and self._duet():
-                # Each test runs on both sides at once, test by test: the noise both share cancels in their ratio.
-                self.recorder.partner = ref_run.start_duet()
             result = yield
             if not session.shouldstop and not session.shouldfail:
-                self._measure_against(session, ref_run)
+                self._measure_against(session, self.ref_run)
             return result
         finally:
-            if self.recorder:
-                self.recorder.partner = None
-            ref_run.close()
+            self.close_ref()
+
+    def pytest_unconfigure(self) -> None:
+        self.close_ref()  # a session stopped before its test loop (a collection error, Ctrl-C) has one open
 
     def _duet(self) -> bool:
         """--soap-sides: duet, or with auto, when a core is idle for each side."""
-        return self.settings.sides == "duet" or (self.settings.sides == "auto" and against.core_to_spare())
+        if self.settings.sides != "auto":
+            return self.settings.sides == "duet"
+        return against.core_to_spare(self.config.stash.get(STARTED, None))
 
     def _measure_against(self, session: pytest.Session, ref_run: against.RefRun) -> None:
         # This session re-runs its own suspects; under xdist the workers are gone, and it cannot.

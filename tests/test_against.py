@@ -9,6 +9,7 @@ import sys
 import git
 import pytest
 
+from pytest_soap.against import CpuClock
 from pytest_soap.compare import Thresholds, judge_paired
 from pytest_soap.records import Measurement, Sample
 from pytest_soap.sides import side_arguments
@@ -151,12 +152,16 @@ def test_both_sides_have_an_up_to_date_bytecode_cache_before_their_tests_run(pro
     """A fresh worktree has no bytecode cache, nor has a fresh clone: the first imports compile, and under
     PYTHONDONTWRITEBYTECODE every process's do. Against HEAD, a test running `python -m pkg.cli --help` read
     0.25x (improved, p=0.004) in 6 null comparisons of 6 that way: the ref's processes compiled the package,
-    the head's read its cache. Each side's test here logs which of pkg's modules, imported or not, have one."""
+    the head's read its cache. Each side's test here logs which of pkg's modules, imported or not, have one.
+    (The ref's unchanged modules get the head's pycs: see warm_bytecode.)"""
     write(project.path / "pkg" / "cli.py", "import argparse\n")
     write(project.path / "tests" / "test_cache.py", CACHE_CHECK)
     (project.path / ".gitignore").write_text("report.json\npkg/generated.py\n")
     commit(project.repo, "a cli, and a check of the bytecode cache")
     write(project.path / "pkg" / "untracked.py", "X = 1\n")  # part of the working tree as it is
+    # The ref's unchanged modules get the head's pycs; this one, changed in the working tree, its own.
+    with open(project.path / "pkg" / "work.py", "a") as work:
+        work.write("# changed since HEAD\n")
     write(project.path / "pkg" / "generated.py", "X = 1\n")  # ignored: nobody's code
     # Nothing else writes a cache: neither side's processes, and no earlier run.
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
@@ -274,6 +279,22 @@ def paired(head_rounds, base_rounds):
         m.rounds = [len(r) for r in rounds[1:]]
         return m
     return build(head_rounds), build(base_rounds)
+
+
+@pytest.mark.parametrize("other_busy, own_busy, idle", [
+    (0.0, 1.0, 2.0),  # the session starting up on one core, the other idle: both are free for the sides
+    (1.0, 1.0, 1.0),  # another job busy on the other core
+    (1.0, 0.0, 1.0),  # the same while the session slept
+    (0.0, 0.0, 2.0),
+])
+def test_idle_cores_count_the_sessions_own_start_up_as_idle(other_busy, own_busy, idle):
+    """--soap-sides auto reads the machine's idle time over the session's own start-up, with no sleep: its
+    own CPU time then is what the sides will use, not another job's. Two cores at 100 ticks a second, 0.3 s."""
+    ticks = 0.3 * 100
+    before = CpuClock(idle_ticks=1000, total_ticks=5000, own_s=2.0, at=0.0)
+    after = CpuClock(idle_ticks=int(1000 + ticks * (2 - other_busy - own_busy)), total_ticks=int(5000 + 2 * ticks),
+                     own_s=2.0 + 0.3 * own_busy, at=0.3)
+    assert after.idle_since(before, cores=2, tick_s=0.01) == pytest.approx(idle)
 
 
 def test_mann_whitney_is_exact_on_small_samples():
