@@ -39,6 +39,11 @@ MAX_PENDING_ROUNDS = 3
 # of the U test, whose runs come from fresh rounds only (a networkx null run flagged a test at 1.21x when
 # they were in it: the process that made the test a suspect made its rechecks slow too).
 RECHECK_RUNS = 2
+# How near its line a test's first pair must come to be rechecked: a quarter of the way, where a round needs
+# half (compare.SUSPECT_MARGIN). A recheck costs no start-up, and one unlucky pair is all that keeps a real
+# regression from a second look: sqlparse's real 1.19x once read under 1.05x in a duet's first pass and was
+# never a suspect (1 gate in 5).
+RECHECK_MARGIN = 0.25
 # What the rounds for tests that are not past their line may cost, as a share of one pass of the suite (the
 # base pass's wall time). The two passes cost up to two runs of the suite; with this, a gate that finds
 # nothing past the line stays within two and a third. At a half, near-line tests of a null comparison on a
@@ -333,7 +338,8 @@ class RefRun:
         price of a few runs, with no start-up. Their runs join the first pass's process pair; the suspects
         still past their line after them go on to the rounds, with how many runs each."""
         run = self.run
-        suspects = affordable_suspects(head, run.base, self.thresholds, cost, budget, runs=RECHECK_RUNS, start_ups=False)
+        suspects = affordable_suspects(head, run.base, self.thresholds, cost, budget, runs=RECHECK_RUNS, start_ups=False,
+                                       margin=RECHECK_MARGIN)
         run.suspects = len(suspects)
         if not suspects:
             return {}, None

@@ -69,11 +69,11 @@ def process_drift(head: dict[str, Measurement], base: dict[str, Measurement], na
 
 def affordable_suspects(head: dict[str, Measurement], base: dict[str, Measurement], thresholds: compare.Thresholds,
                         cost: RoundCost, budget: float, among: Iterable[str] | None = None, runs: int | None = None,
-                        start_ups: bool = True) -> dict[str, int]:
+                        start_ups: bool = True, margin: float = compare.SUSPECT_MARGIN) -> dict[str, int]:
     """The tests (of `among`, else all) that get more runs, with how many on each side: `runs`, else as
     many as a first round takes (see FAR_RUNS). They are picked on the figures so far, with the time and
     TMU of every base figure times process_drift. Every test past its whole line towards a regression gets
-    them, whatever it costs. A test past only half of it (a real regression that read low, or noise), or
+    them, whatever it costs. A test past only `margin` of it (a real regression that read low, or noise), or
     one past its whole line the other way, does while its runs cost at most `budget` seconds, the furthest
     from its base first; with `start_ups` (a round, not a recheck) that budget also pays the round's two
     process start-ups when no test past the line does. On networkx's suite a process's start-up is a third
@@ -86,7 +86,7 @@ def affordable_suspects(head: dict[str, Measurement], base: dict[str, Measuremen
     candidates = both if among is None else [n for n in both if n in among]
     past_line = [n for n in candidates if compare.suspect_metrics(head[n], figures[n], thresholds)]
     near_line = [n for n in candidates if n not in past_line and (
-                 compare.suspect_metrics(head[n], figures[n], thresholds, False, compare.SUSPECT_MARGIN)
+                 compare.suspect_metrics(head[n], figures[n], thresholds, False, margin)
                  or compare.suspect_metrics(head[n], figures[n], thresholds, True))]
 
     def first_runs(n: str) -> int:

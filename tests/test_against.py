@@ -9,7 +9,7 @@ import sys
 import git
 import pytest
 
-from pytest_soap.against import CpuClock
+from pytest_soap.against import RECHECK_MARGIN, CpuClock
 from pytest_soap.compare import Thresholds, judge_paired
 from pytest_soap.records import Measurement, Sample
 from pytest_soap.sides import side_arguments
@@ -514,6 +514,13 @@ def test_tests_near_the_line_get_runs_only_within_their_budget_start_ups_include
     # Rechecks: as many runs each as asked, and no process to start.
     assert affordable_suspects(head, base, Thresholds(), cost, 0.5, runs=2, start_ups=False) == {
         "t::far": 2, "t::short": 2, "t::much_faster": 2}
+    # A test 3% slower, under half the line, is a suspect for the rechecks' quarter of it (RECHECK_MARGIN):
+    # a real regression's one unlucky pair gets a second look.
+    base["t::near"], head["t::near"] = m("t::near", 0.010), m("t::near", 0.0103)
+    assert "t::near" not in affordable_suspects(head, base, Thresholds(), cost, 0.5, runs=2, start_ups=False)
+    assert affordable_suspects(head, base, Thresholds(), cost, 0.5, runs=2, start_ups=False, margin=RECHECK_MARGIN) == {
+        "t::far": 2, "t::short": 2, "t::much_faster": 2, "t::near": 2}
+    del head["t::near"], base["t::near"]
     # With nothing past the line, the round's start-ups count: in a project that takes 2 s to start, they
     # alone spend the budget. With a test past the line, the round happens anyway and the short one joins it.
     del head["t::far"], base["t::far"], head["t::much_faster"], base["t::much_faster"]
