@@ -63,7 +63,7 @@ def process_drift(head: dict[str, Measurement], base: dict[str, Measurement], na
               and max(h, b) >= thresholds.min_time_s]
     if len(ratios) < DRIFT_MIN_TESTS:
         return 1.0
-    drift, reach = statistics.median(ratios), 1 + (thresholds.limit("time_s") - 1) * compare.SUSPECT_MARGIN
+    drift, reach = statistics.median(ratios), compare.partway(thresholds.limit("time_s"), compare.SUSPECT_MARGIN)
     return drift if 1 / reach < drift < reach else 1.0
 
 

@@ -325,7 +325,7 @@ def test_one_slow_process_is_not_a_regression():
                         [[0.020], [0.020, 0.021, 0.020], [0.019, 0.020, 0.020]])
     assert judge_paired(head, base, Thresholds()).verdict != "regressed"
     # Every run slower, but one pair of processes disagrees: still not enough.
-    head, base = paired([[0.030], [0.031, 0.030, 0.031], [0.021, 0.0215, 0.021]],
+    head, base = paired([[0.030], [0.031, 0.030, 0.031], [0.020, 0.0205, 0.020]],
                         [[0.020], [0.020, 0.020, 0.020], [0.020, 0.020, 0.020]])
     v = judge_paired(head, base, Thresholds())
     assert v.verdict != "regressed" and "disagree" in v.metrics["time_s"].reason
@@ -352,6 +352,18 @@ def test_close_to_the_line_two_agreeing_process_pairs_are_not_enough():
     head.samples = [Sample(s.time_s, s.cpu_s, peak_mb=22.4) for s in head.samples]
     base.samples = [Sample(s.time_s, s.cpu_s, peak_mb=20.0) for s in base.samples]
     assert judge_paired(head, base, Thresholds()).metrics["peak_mb"].verdict == "regressed"
+    # Near the line one pair reads under it: 15% slower, a first pass at 9%. It agrees (past half the line),
+    # and the pooled runs decide.
+    head, base = paired([[0.0218], [0.0231, 0.0229, 0.0230, 0.0232], [0.0230, 0.0229, 0.0231]],
+                        [[0.020], [0.020, 0.0199, 0.0201, 0.020], [0.020, 0.0201, 0.0199]])
+    assert judge_paired(head, base, Thresholds()).verdict == "regressed"
+    # Runs that scatter 2x (a test of random length) read 1.99x, p < 0.01, on two pairs of a null comparison:
+    # the interval reaches down to 1.2x, under twice the threshold, so it takes a third pair.
+    head, base = paired([[0.029, 0.017, 0.017], [0.021, 0.029, 0.028, 0.029, 0.027]],
+                        [[0.012, 0.014, 0.026], [0.024, 0.010, 0.018, 0.013, 0.014]])
+    v = judge_paired(head, base, Thresholds())
+    assert v.metrics["time_s"].p_value <= 0.01 and v.metrics["time_s"].interval[0] < 1.21
+    assert v.verdict == "unconfirmed" and "third pair" in v.metrics["time_s"].reason
     # Pairs that disagree are not waiting for one more.
     head, base = paired([[0.0205], [0.0224] * 5], [[0.020], [0.020] * 5])
     assert not judge_paired(head, base, Thresholds()).pending
@@ -368,7 +380,12 @@ MIRRORED = [  # (head's runs, base's runs) by process, as `paired` takes them
     ([[0.0224], [0.0224] * 5], [[0.020], [0.020] * 5]),
     ([[0.0224], [0.0224] * 5, [0.0225] * 3], [[0.020], [0.020] * 5, [0.020] * 3]),
     # Every run slower, but one process pair disagrees.
-    ([[0.030], [0.031, 0.030, 0.031], [0.021, 0.0215, 0.021]], [[0.020], [0.020] * 3, [0.020] * 3]),
+    ([[0.030], [0.031, 0.030, 0.031], [0.020, 0.0205, 0.020]], [[0.020], [0.020] * 3, [0.020] * 3]),
+    # 15% slower, one pair reading 9% (under the line, past half of it), the pooled runs significant.
+    ([[0.0218], [0.0231, 0.0229, 0.0230, 0.0232], [0.0230, 0.0229, 0.0231]],
+     [[0.020], [0.020, 0.0199, 0.0201, 0.020], [0.020, 0.0201, 0.0199]]),
+    # Runs that scatter 2x, read 2x slower on two pairs: the interval reaches under twice the threshold.
+    ([[0.029, 0.017, 0.017], [0.021, 0.029, 0.028, 0.029, 0.027]], [[0.012, 0.014, 0.026], [0.024, 0.010, 0.018, 0.013, 0.014]]),
     # The first pass far apart, the round's median past the line, its runs too few for p <= 0.01.
     ([[0.060], [0.030, 0.031]], [[0.020], [0.020, 0.021]]),
 ]
