@@ -111,6 +111,7 @@ class PairedRun:
     problem: str | None = None  # why the ref could not be measured
     sides: str = "sequential"  # or "duet": each test ran on both sides at the same moment (see DuetPartner)
     suspects: int = 0  # tests that got rounds
+    unsettled: set[str] = field(default_factory=set)  # suspects still undecided when the rounds ran out
     profiles: dict[str, tuple[Profile, Profile]] = field(default_factory=dict)  # regressed: (head, base)
     # Wall time of each stage: worktree; base, its first pass; waited, for it after the head's tests; rounds; profiles.
     seconds: dict[str, float] = field(default_factory=dict)
@@ -356,7 +357,9 @@ class RefRun:
         """Rounds of fresh process pairs until the suspects are decided, or the rounds or the budget end."""
         run, thresholds, duet = self.run, self.thresholds, self.partner is not None
         near = DUET_NEAR_RUNS if duet else NEAR_RUNS
+        tried: set[str] = set()
         while suspects:
+            tried |= set(suspects)
             run.rounds += 1
             (fresh_base, fresh_head), problem = self._round(suspects)
             if problem:
@@ -375,6 +378,8 @@ class RefRun:
                 # the line, but are too few, or their runs too few, to say it with confidence.
                 suspects = {n: near for n in undecided
                             if compare.judge_paired(head[n], run.base[n], thresholds, duet).pending}
+        # Left undecided when the rounds or their budget ran out: their verdict says so, never "unchanged".
+        run.unsettled = {n for n in tried if compare.paired_undecided(head[n], run.base[n], thresholds, 0, 1, duet)}
         return None
 
     def _profiles(self, head: dict[str, Measurement], base_pass: SideRun,

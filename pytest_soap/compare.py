@@ -302,7 +302,8 @@ def pairs_needed(metric: str, effect: float, limit: float) -> int:
     return 2 if metric == "peak_mb" or effect >= limit**2 else 3
 
 
-def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds, duet: bool = False) -> TestVerdict:
+def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds, duet: bool = False,
+                 unsettled: bool = False) -> TestVerdict:
     """A test measured on both sides in this run: regressed when the ratio crosses the line, a one-sided
     test on the rounds' runs says head is larger (p <= paired_alpha), and every pair of processes agrees,
     the first pass's included, so one slow process cannot make the verdict; close to the line that takes
@@ -313,7 +314,8 @@ def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds, duet
     `duet` the i-th runs of both sides ran at the same moment: the ratio is the median of the pairs' ratios
     and the test is Wilcoxon's signed-rank on their logs, so noise that hit both runs of a pair cancels.
     A test past the line whose pairs all agree, but whose evidence is short, is UNCONFIRMED (pending:
-    another round could settle it), never unchanged."""
+    another round could settle it), never unchanged; and so is an `unsettled` one (the rounds ran out while
+    it was undecided) that any process pair read past the line."""
     figures = base.figures()
     if m.outcome not in JUDGED_OUTCOMES:
         return TestVerdict(m, figures, m.outcome)
@@ -334,6 +336,7 @@ def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds, duet
         v = metrics[metric] = MetricVerdict(metric, Verdict.UNCHANGED, at.base, current, runs=len(head_values),
                                             ratio=current / at.base if at.base > 0 else None,
                                             interval=ratio_interval(head_values, base_values))
+        pairs = list(zip(m.by_process(metric), base.by_process(metric)))  # each process pair's medians
         logs = _paired_logs(head_values, base_values) if duet else None
         if logs:
             v.ratio, v.interval = math.exp(statistics.median(logs)), paired_ratio_interval(head_values, base_values)
@@ -352,7 +355,6 @@ def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds, duet
             # A pair agrees when it reads the same way, past half the line: near the line a real change reads
             # under it in some pair (a planted 1.15x read 1.09x in a first pass and 1.14x in its round, and was
             # called unchanged). The pooled runs must still cross the line, significantly, on enough pairs.
-            pairs = list(zip(m.by_process(metric), base.by_process(metric)))
             agree = all(Line(b, partway(at.limit, SUSPECT_MARGIN), at.floor * SUSPECT_MARGIN).beyond(h, worse)
                         for h, b in pairs)
             effect = _near_end(v.interval, worse) or (larger / smaller if smaller > 0 else math.inf)
@@ -368,6 +370,10 @@ def judge_paired(m: Measurement, base: Measurement, thresholds: Thresholds, duet
                 v.reason = (f"p={v.p_value:.3g} over {runs}, {len(pairs)} process pairs{'' if agree else ' that disagree'}: "
                             + ("a change this close to the line needs a third pair" if significant and agree
                                else "not significant"))
+        if unsettled and v.verdict == Verdict.UNCHANGED and any(Line(b, at.limit, at.floor).crossed_by(h) for h, b in pairs):
+            v.verdict = Verdict.UNCONFIRMED
+            v.reason = (f"process pairs read {', '.join(f'{h / b:.2f}x' for h, b in pairs if b > 0)}: "
+                        "the rounds ran out before they agreed")
     return _overall(m, figures, metrics)
 
 

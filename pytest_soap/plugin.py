@@ -294,7 +294,8 @@ class Gate:
             tests = self.baseline.tests if self.baseline else {}
             return [compare.judge(m, tests.get(m.nodeid), thresholds) for m in measured]
         base, duet = self.paired.base, self.paired.sides == "duet"
-        verdicts = [compare.judge_paired(m, base[m.nodeid], thresholds, duet) if m.nodeid in base
+        verdicts = [compare.judge_paired(m, base[m.nodeid], thresholds, duet, m.nodeid in self.paired.unsettled)
+                    if m.nodeid in base
                     else compare.TestVerdict(m, None, compare.Verdict.NEW if m.judged else m.outcome) for m in measured]
         removed = [compare.TestVerdict(Measurement(nodeid, outcome=Outcome.REMOVED), b.figures(), compare.Verdict.REMOVED)
                    for nodeid, b in base.items() if nodeid not in self.measurements]

@@ -364,6 +364,16 @@ def test_close_to_the_line_two_agreeing_process_pairs_are_not_enough():
     v = judge_paired(head, base, Thresholds())
     assert v.metrics["time_s"].p_value <= 0.01 and v.metrics["time_s"].interval[0] < 1.21
     assert v.verdict == "unconfirmed" and "third pair" in v.metrics["time_s"].reason
+    # The rounds ran out with the pairs at odds (the base's round process slow): 1.2x in the first pass,
+    # 0.87x in the round. Settled, that is unchanged; left unsettled by the budget, it is unconfirmed.
+    head, base = paired([[0.035, 0.0357, 0.0363], [0.0349, 0.0339, 0.0346, 0.0347, 0.0342]],
+                        [[0.029, 0.030, 0.0301], [0.0401, 0.0386, 0.0396, 0.0404, 0.0297]])
+    assert judge_paired(head, base, Thresholds()).verdict == "unchanged"
+    v = judge_paired(head, base, Thresholds(), unsettled=True)
+    assert v.verdict == "unconfirmed" and "1.19x, 0.87x" in v.metrics["time_s"].reason
+    # Unsettled, but no pair ever past the line: unchanged.
+    head, base = paired([[0.0205], [0.0203] * 3], [[0.020], [0.020] * 3])
+    assert judge_paired(head, base, Thresholds(), unsettled=True).verdict == "unchanged"
     # Pairs that disagree are not waiting for one more.
     head, base = paired([[0.0205], [0.0224] * 5], [[0.020], [0.020] * 5])
     assert not judge_paired(head, base, Thresholds()).pending
