@@ -25,7 +25,7 @@ from .attribute import profiles_memory
 from .measure.functions import Profile
 from .records import JUDGED_OUTCOMES, Measurement, Outcome
 from .sides import DuetPartner, Side, SideRun, conduct, side_arguments
-from .suspects import DUET_NEAR_RUNS, NEAR_RUNS, RoundCost, affordable_suspects
+from .suspects import DUET_NEAR_RUNS, NEAR_RUNS, WARM_UP_RUNS, RoundCost, affordable_suspects
 from .worktree import temporary_worktree, warm_bytecode
 
 # Rounds of a suspect at most: each costs a process pair's start-up (on networkx's suite half a plain run).
@@ -268,8 +268,9 @@ class RefRun:
         head's. What went wrong, if it did."""
         if self.partner is None:
             fresh = []
+            warmed = {nodeid: count + WARM_UP_RUNS for nodeid, count in suspects.items()}
             for side in (self.base_side, self.head_side):
-                measured, problem = side.run(self.round_args, self.work, suspects)
+                measured, problem = side.run(self.round_args, self.work, warmed)
                 if problem:
                     return ({}, {}), f"a confirming run on {side.label} failed ({problem})"
                 fresh.append(measured)
@@ -364,9 +365,10 @@ class RefRun:
             (fresh_base, fresh_head), problem = self._round(suspects)
             if problem:
                 return problem
+            warm_ups = 0 if duet else WARM_UP_RUNS  # see _round
             for nodeid in suspects:
-                _add_runs(run.base[nodeid], fresh_base.get(nodeid))
-                _add_runs(head[nodeid], fresh_head.get(nodeid))
+                _add_runs(run.base[nodeid], fresh_base.get(nodeid), warm_ups=warm_ups)
+                _add_runs(head[nodeid], fresh_head.get(nodeid), warm_ups=warm_ups)
             lap()
             undecided = [n for n in suspects
                          if compare.paired_undecided(head[n], run.base[n], thresholds, run.rounds, MAX_ROUNDS, duet)
@@ -417,12 +419,13 @@ class RefRun:
         return {n: (head_profiles[n], base_profiles[n]) for n in head_profiles if n in base_profiles}
 
 
-def _add_runs(m: Measurement, fresh: Measurement | None, new_process: bool = True) -> None:
-    """Fold a round's runs (or, not `new_process`, a recheck's) into a test's measurement; a test that
-    failed in them is flaky."""
+def _add_runs(m: Measurement, fresh: Measurement | None, new_process: bool = True, warm_ups: int = 0) -> None:
+    """Fold a round's runs (or, not `new_process`, a recheck's) into a test's measurement, less the first
+    `warm_ups` (see WARM_UP_RUNS); a test that failed in them is flaky."""
     if fresh is None or fresh.outcome not in JUDGED_OUTCOMES:
         m.outcome = Outcome.FLAKY
         return
-    m.samples.extend(fresh.samples)
+    kept = fresh.samples[warm_ups:] if len(fresh.samples) > warm_ups else fresh.samples
+    m.samples.extend(kept)
     if new_process:
-        m.rounds.append(len(fresh.samples))
+        m.rounds.append(len(kept))
