@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .eval import PROFILES, TIMEOUT_S
+from .soap import PROVIDERS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,10 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("dataset", type=Path, nargs="?", metavar="DATASET",
                     help="EffiBench records, JSON or JSONL (default: the bundled examples/eval/problems.jsonl)")
     ev.add_argument("--model", help="the model to ask (default: see pytest --help, --soap-model)")
+    ev.add_argument("--provider", choices=PROVIDERS, default=PROVIDERS[0],
+                    help="the model's API: anthropic (default; ANTHROPIC_API_KEY) or openai, the OpenAI-compatible "
+                         "chat completions API (OPENAI_API_KEY, none needed with --base-url)")
+    ev.add_argument("--base-url", metavar="URL",
+                    help="the model API's base URL, e.g. http://127.0.0.1:8000/v1 for a local vLLM (default: "
+                         "ANTHROPIC_BASE_URL or OPENAI_BASE_URL, else the provider's public endpoint)")
     ev.add_argument("--iterations", type=int, default=5, help="rounds of the loop (default 5, as the paper)")
     ev.add_argument("--profile", choices=PROFILES, default="both",
                     help="what the model sees of the profile: both line reports (default), time or memory only, "
                          "the totals only (summary), or none: the paper's ablations")
+    ev.add_argument("--metrics", choices=("exact", "paper"), default="exact",
+                    help="how programs are scored: exact (default: warm, in-process, the heap by memray) or paper "
+                         "(the paper's harness: a cold process each, its RSS sampled by memory_profiler every 1 ms, "
+                         "10 s timeout or a shorter --timeout, the first 100 lines of tests)")
     ev.add_argument("--problems", metavar="IDX,IDX", help="only these problem_idx values")
     ev.add_argument("--limit", type=int, metavar="N", help="only the first N problems")
     ev.add_argument("--timeout", type=float, default=TIMEOUT_S, metavar="S",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from .compare import Thresholds
-from .soap import DEFAULT_MODEL
+from .soap import DEFAULT_MODEL, PROVIDERS
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,11 @@ OPTIONS = [
            "accepted revisions go to .soap/optimized.patch", False, bool),
     Option("--soap-apply", "with --soap-optimize: write accepted revisions into the working tree", False, bool),
     Option("--soap-model", f"the model the SOAP loop asks (default {DEFAULT_MODEL})", DEFAULT_MODEL, str, "NAME"),
+    Option("--soap-provider", "the model's API: 'anthropic' (default; ANTHROPIC_API_KEY) or 'openai', the "
+           "OpenAI-compatible chat completions API of OpenAI, vLLM, Ollama or llama.cpp's server (OPENAI_API_KEY, "
+           "none needed with a base URL)", PROVIDERS[0], PROVIDERS, "NAME"),
+    Option("--soap-base-url", "the model API's base URL, e.g. http://127.0.0.1:8000/v1 for a local vLLM (default: "
+           "ANTHROPIC_BASE_URL or OPENAI_BASE_URL, else the provider's public endpoint)", None, str, "URL"),
     Option("--soap-iterations", "rounds of the SOAP loop per function (default 5)", 5, int, "N"),
 ]
 
@@ -147,11 +152,18 @@ class Settings:
     optimize: bool = False
     apply: bool = False
     model: str = DEFAULT_MODEL
+    provider: str = "anthropic"  # --soap-provider: one of llm.PROVIDERS
+    base_url: str | None = None  # --soap-base-url
     iterations: int = 5
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
         v = {opt.ini: _value(config, opt) for opt in OPTIONS + INTERNAL}
+        if v["soap_optimize"] and v["soap_provider"] != PROVIDERS[0] and not (
+                config.getoption("soap_model") or config.getini("soap_model")):
+            # The default names an Anthropic model: another API's server would answer 404 after the gate ran.
+            raise pytest.UsageError(f"--soap-provider {v['soap_provider']} needs --soap-model (ini soap_model): "
+                                    "the name its server gives the model")
         return cls(
             enabled=v["soap"] or bool(given_flags(config)),
             baseline=v["soap_baseline"],
@@ -171,6 +183,8 @@ class Settings:
             optimize=v["soap_optimize"],
             apply=v["soap_apply"],
             model=v["soap_model"],
+            provider=v["soap_provider"],
+            base_url=v["soap_base_url"],
             iterations=max(1, v["soap_iterations"]),
             thresholds=Thresholds(
                 time_pct=v["soap_threshold"],

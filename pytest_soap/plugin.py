@@ -253,7 +253,7 @@ class Gate:
         from .soap import llm, session as loop_session  # the model's SDK loads only when the loop runs
 
         try:
-            provider = llm.provider_for(self.config)
+            provider = llm.provider_for(self.config, self.settings.provider, self.settings.base_url)
         except llm.ModelUnavailable as e:
             self.notes.append(str(e))
             return

@@ -20,6 +20,19 @@ def unique(items):
             seen.append(item)
     return seen
 '''
+# UNIQUE's tests: one quick, one long enough (a few ms) for the gate to time.
+UNIQUE_TESTS = '''\
+from pkg.work import unique
+
+
+def test_unique_keeps_first_seen_order():
+    assert unique([3, 1, 3, 2, 1]) == [3, 1, 2]
+
+
+def test_unique_on_a_large_list():
+    data = list(range(1500, 0, -1)) * 2
+    assert len(unique(data)) == 1500
+'''
 
 
 def write(path: Path, text: str) -> None:

@@ -11,26 +11,18 @@ import git
 import pytest
 
 from pytest_soap.report.markdown import MARKER
-from pytest_soap.soap.loopback import Forever, MessagesServer
+from pytest_soap.soap.loopback import ChatCompletionsServer, Forever, MessagesServer
 
 from github_server import GitHubServer  # tests/github_server.py
-from projects import UNIQUE as ORIGINAL  # tests/projects.py
+from projects import (
+    UNIQUE as ORIGINAL,
+    UNIQUE_TESTS,  # tests/projects.py
+)
 
 TOKEN, KEY = "ghs_SECRETtoken0123456789", "sk-ant-SECRETkey0123456789"
 REPO = "octo/shop"
 
-TESTS = '''\
-from pkg.work import unique
-
-
-def test_unique_keeps_first_seen_order():
-    assert unique([3, 1, 3, 2, 1]) == [3, 1, 2]
-
-
-def test_unique_on_a_large_list():
-    data = list(range(1500, 0, -1)) * 2
-    assert len(unique(data)) == 1500
-
+TESTS = UNIQUE_TESTS + '''
 
 def test_no_github_token_in_reach():
     import os
@@ -94,7 +86,7 @@ class Job:
         event_path = tmp_path / "event.json"
         event_path.write_text(json.dumps(payload or event(base_sha, head_sha)))
         self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("GITHUB_", "INPUT_", "ANTHROPIC_", "PYTEST_")) and k != "CI"}
+                    if not k.startswith(("GITHUB_", "INPUT_", "ANTHROPIC_", "OPENAI_", "PYTEST_")) and k != "CI"}
         self.env.update(CI="true", GITHUB_EVENT_NAME=event_name, GITHUB_EVENT_PATH=str(event_path),
                         GITHUB_REPOSITORY=REPO, GITHUB_API_URL=github_url, GITHUB_WORKSPACE=str(self.workspace),
                         GITHUB_STEP_SUMMARY=str(self.summary), GITHUB_OUTPUT=str(self.output),
@@ -231,6 +223,30 @@ def test_without_a_key_the_action_gates_only(tmp_path, origin):
     assert "optimisation skipped: no anthropic_api_key" in job.summary.read_text()
 
 
+def test_with_provider_openai_the_loop_asks_the_chat_completions_server_with_that_key_alone(tmp_path, origin):
+    openai_key = "sk-proj-SECRETkey0123456789"
+    # A reply without code: the loop runs and keeps nothing, so no branch is pushed to the shared origin.
+    with GitHubServer(REPO, token=TOKEN) as github, \
+            ChatCompletionsServer([Forever("I would rather not.")], expected_key=openai_key) as model:
+        job = Job(tmp_path, origin, github.url, provider="openai", base_url=f"{model.url}/v1",
+                  openai_api_key=openai_key, model="qwen2.5-coder")
+        result = job.run()
+        assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+        assert model.requests and {r.body["model"] for r in model.requests} == {"qwen2.5-coder"}
+        assert {r.headers["authorization"] for r in model.requests} == {f"Bearer {openai_key}"}
+    report = json.loads(open(job.outputs()["report"]).read())
+    assert [o["status"] for o in report["optimizations"]] == ["rejected"] and github.pulls == []
+    assert f"::add-mask::{openai_key}" in result.stdout and openai_key not in job.printed()
+
+
+def test_with_provider_openai_and_neither_key_nor_base_url_the_action_gates_only(tmp_path, origin):
+    with GitHubServer(REPO, token=TOKEN) as github:
+        job = Job(tmp_path, origin, github.url, provider="openai", model="qwen2.5-coder")  # no use for the anthropic key
+        result = job.run()
+    assert result.returncode == 1 and github.pulls == []
+    assert "optimisation skipped: no openai_api_key or base_url input" in job.summary.read_text()
+
+
 def test_a_base_commit_that_cannot_be_had_and_pull_request_target_are_clear_lines(tmp_path, origin):
     with GitHubServer(REPO, token=TOKEN) as github:
         job = Job(tmp_path, origin, github.url, payload=event("1" * 40, origin[2]))
@@ -269,6 +285,8 @@ def test_merge_only_mode_combines_shard_reports_into_one_summary_and_comment(tmp
 
 @pytest.mark.parametrize("setup, expected", [
     (dict(optimize="maybe"), "input optimize must be true or false, not 'maybe'"),
+    (dict(provider="gpt"), "input provider must be anthropic or openai, not 'gpt'"),
+    (dict(provider="openai"), "input model is needed with provider openai: the name its server gives the model"),
     (dict(pytest_args="-k 'unclosed"), "input pytest_args does not parse as a command line"),
     (dict(merge_reports="nowhere/*.json"), "merge_reports matched no file: nowhere/*.json"),
     (dict(payload={"pull_request": {"number": 7}}), "cannot read the pull_request event"),

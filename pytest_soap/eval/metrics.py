@@ -6,7 +6,7 @@ the problems that pass at every round, so that each round is measured on the sam
 scripts do with the problems common to every step. ET, MU and TMU are means over those problems; NET, NMU
 and NTMU are ratios of sums against the canonical solutions of the same problems (EffiLearner's
 report_variant.py: total ET over total canonical ET), not means of per-problem ratios, which a single tiny
-canonical time would dominate.
+canonical time would dominate. The same computation serves both scorers (run.METRICS): exact and paper.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 from .run import ProblemResult, ProblemStatus
 
-# The Score field behind each column: ET is time_s, MU the peak, TMU the area under the heap.
+# The Score field behind each column: ET is time_s, MU the peak, TMU the area (the heap's, or paper mode's RSS).
 FIELDS = {"et": "time_s", "mu": "peak_mb", "tmu": "tmu_mbs"}
 
 

@@ -8,7 +8,7 @@ import html
 from ..report.units import mebibyte_seconds, mebibytes, seconds
 from ..soap import CandidateStatus
 from .metrics import RoundRow, change
-from .run import TOKENS, ProblemResult, ProblemStatus, Settings
+from .run import METRICS, TOKENS, ProblemResult, ProblemStatus, Settings
 
 SCHEMA = 1
 
@@ -23,8 +23,9 @@ def _percent(value: float | None) -> str:
 
 def markdown(rows: list[RoundRow], results: list[ProblemResult], settings: Settings, dataset: str) -> str:
     lines = [f"## soap eval: {dataset}", "",
-             f"Model `{settings.model}`, {settings.iterations} rounds, profile given to the model: `{settings.profile}`; "
-             f"{_spent(results)}.", "",
+             f"Model `{settings.model}`, {settings.iterations} rounds, profile given to the model: `{settings.profile}`, "
+             f"task descriptions from `{settings.descriptions}`; {_spent(results)}. "
+             f"Metrics `{settings.metrics}`: {METRICS[settings.metrics]}.", "",
              "| round | pass@1 | ET (s) | NET | MU (MiB) | NMU | TMU (MiB·s) | NTMU |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
@@ -78,7 +79,8 @@ def _loop(r: ProblemResult) -> str:
 
 def record(rows: list[RoundRow], results: list[ProblemResult], settings: Settings, dataset: str) -> dict:
     return {"schema": SCHEMA, "dataset": dataset, "model": settings.model, "iterations": settings.iterations,
-            "profile": settings.profile, "rounds": [row.to_dict() for row in rows],
+            "profile": settings.profile, "descriptions": settings.descriptions, "metrics": settings.metrics,
+            "metrics_definition": METRICS[settings.metrics], "rounds": [row.to_dict() for row in rows],
             "problems": [r.to_dict() for r in results],
             "tokens": {key: sum(r.tokens[key] for r in results) for key in TOKENS},
             "cost_usd": _total_cost(results)}

@@ -5,7 +5,8 @@ metrics); the initial code is the record's `completion`, or the model writes it 
 must pass the public tests, or the problem is counted as failing and not optimised. Then the loop runs on
 `Solution.<method>` in a small git project of its own (the module, and the public tests as a pytest test),
 with the task and the public tests in the prompt, and every round's best is scored on the hidden tests,
-which the model never sees.
+which the model never sees. Scoring is `exact` (score.py: warm, in-process, the heap) or `paper` (paper.py:
+the paper's harness, a cold process per program and its RSS), by `Settings.metrics`.
 """
 
 from __future__ import annotations
@@ -24,12 +25,20 @@ from ..soap import OptimizationStatus, Target
 from ..soap.candidate import CandidateError, extract_code
 from ..soap.llm import ModelError
 from ..soap.loop import MEMORY_MB, best_after, optimize
-from . import TIMEOUT_S
+from . import TIMEOUT_S, paper
 from .dataset import DatasetError, Problem, module, program, with_tests
-from .score import Score, score_all
+from .score import REPEAT, Score, score_all
 
 MODULE, TEST = "solution.py", "test_public.py"
 TOKENS = ("input", "output", "cache_read", "cache_write")
+# How programs are scored (--metrics), each with the one-line definition every table and eval.json carries.
+METRICS = {
+    "exact": "warm and in-process: ET the median of warm runs, MU the heap's peak and TMU the area under the heap "
+             "(memray, every 1 ms)",
+    "paper": "the paper's harness: a cold process per program, its RSS sampled by memory_profiler every 1 ms; ET "
+             f"first to last sample, MU the largest, TMU the trapezoid area; {paper.TIMEOUT_S:g} s timeout, the "
+             f"first {paper.TEST_LINES} lines of tests",
+}
 
 WRITE_SYSTEM = """\
 You write correct, efficient Python solutions to programming tasks.
@@ -43,6 +52,8 @@ class Settings:
     profile: str = "both"
     timeout_s: float = TIMEOUT_S
     memory_mb: int = MEMORY_MB
+    descriptions: str = "description"  # the records' field(s) the task descriptions came from
+    metrics: str = "exact"  # how programs are scored: a key of METRICS
 
 
 class ProblemStatus(TextEnum):
@@ -99,10 +110,11 @@ def evaluate_problem(problem: Problem, provider, settings: Settings,
         result.status, result.reason = ProblemStatus.BROKEN, str(e)
         return result
     initial = problem.completion
-    canonical = with_tests(module(problem.canonical), problem.hidden_tests)
+    hidden, public_tests = tests(problem.hidden_tests, settings), tests(problem.public_tests, settings)
+    canonical = with_tests(module(problem.canonical), hidden)
     # First, one run each: the canonical solution must pass its hidden tests, the initial code its public ones.
-    public_run = [program(initial, problem.public_tests)] if initial is not None else []
-    checks = score_all([canonical, *public_run], settings.timeout_s, settings.memory_mb, repeat=1)
+    public_run = [program(initial, public_tests)] if initial is not None else []
+    checks = scores_of([canonical, *public_run], settings, repeat=1)
     result.canonical = checks[0]
     if not result.canonical.passed:
         result.status, result.reason = ProblemStatus.BROKEN, f"the canonical solution fails its hidden tests: {result.canonical.reason}"
@@ -111,7 +123,7 @@ def evaluate_problem(problem: Problem, provider, settings: Settings,
         public = checks[1]
     else:  # only now, when the problem is known to be sound, is the model asked
         initial, why = write_initial(problem, provider, settings.model, result)
-        public = (score_all([program(initial, problem.public_tests)], settings.timeout_s, settings.memory_mb, repeat=1)[0]
+        public = (scores_of([program(initial, public_tests)], settings, repeat=1)[0]
                   if initial is not None else Score(False, why))
     if not public.passed or initial is None:  # no initial code has failed already
         result.status, result.reason = ProblemStatus.FAILING, f"the initial code fails its public tests: {public.reason}"
@@ -121,17 +133,16 @@ def evaluate_problem(problem: Problem, provider, settings: Settings,
         root = project(Path(tmp), module(initial), problem.public_tests)
         target = Target(root, MODULE, f"Solution.{method}", (f"{TEST}::test_public",))
         opt = optimize(target, provider, settings.model, settings.iterations, ["tmu_mbs"],
-                       evidence(public, settings.profile), profile_view=settings.profile, task=task_text(problem),
-                       progress=progress)
+                       evidence(public, settings.profile, settings.metrics), profile_view=settings.profile,
+                       task=task_text(problem), progress=progress)
     result.spend(opt.tokens, opt.cost_usd)
     result.loop = opt.to_dict()
     if opt.status not in (OptimizationStatus.ACCEPTED, OptimizationStatus.REJECTED):  # the loop could not run: say why
         result.reason = f"the loop {opt.status}: {opt.reason}"
-    # Every round's best on the hidden tests, with the canonical solution, in one process (see score.py).
+    # Every round's best on the hidden tests, with the canonical solution: in one process when exact (see score.py).
     bests = [best_after(opt, k) for k in range(settings.iterations + 1)]
     distinct = list(dict.fromkeys(bests))
-    scores = score_all([canonical] + [with_tests(text, problem.hidden_tests) for text in distinct],
-                       settings.timeout_s, settings.memory_mb)
+    scores = scores_of([canonical] + [with_tests(text, hidden) for text in distinct], settings)
     result.canonical = scores[0]
     if not result.canonical.passed:  # it passed a moment ago: the machine, not the solution
         result.status, result.reason = ProblemStatus.BROKEN, f"the canonical solution's scoring run failed: {result.canonical.reason}"
@@ -139,6 +150,17 @@ def evaluate_problem(problem: Problem, provider, settings: Settings,
     result.rounds = [scores[1 + distinct.index(text)] for text in bests]
     result.final_code = bests[-1]
     return result
+
+
+def tests(text: str, settings: Settings) -> str:
+    """The tests a program runs: all of them, or in paper mode the harness's first 100 lines."""
+    return paper.first_lines(text) if settings.metrics == "paper" else text
+
+
+def scores_of(programs: list[str], settings: Settings, repeat: int = REPEAT) -> list[Score]:
+    if settings.metrics == "paper":  # the harness's 10 s, or a shorter --timeout
+        return paper.score_all(programs, min(settings.timeout_s, paper.TIMEOUT_S), settings.memory_mb)
+    return score_all(programs, settings.timeout_s, settings.memory_mb, repeat)
 
 
 def write_initial(problem: Problem, provider, model: str, result: ProblemResult) -> tuple[str | None, str]:
@@ -166,11 +188,12 @@ def task_text(problem: Problem) -> str:
             f"```python\n{problem.public_tests.strip()}\n```")
 
 
-def evidence(public: Score, view: str) -> str:
+def evidence(public: Score, view: str, metrics: str = "exact") -> str:
     """The paper's totals (ET, peak, TMU), which every ablation but `none` shows the model."""
     if view == "none":
         return "not shown"
-    return (f"the initial code on the public tests took {seconds(public.time_s)}, with a peak heap of "
+    peak = "a peak resident memory (the whole process's)" if metrics == "paper" else "a peak heap"
+    return (f"the initial code on the public tests took {seconds(public.time_s)}, with {peak} of "
             f"{mebibytes(public.peak_mb)} and a total memory usage of {mebibyte_seconds(public.tmu_mbs)}")
 
 

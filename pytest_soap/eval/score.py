@@ -18,6 +18,8 @@ runs: a 1 ms program would otherwise get one snapshot or none. Memory is the hea
 not the process's RSS that the paper's mprof read: an interpreter's 10 MiB of RSS would drown a solution's own
 memory, and it is the same for every solution.
 
+This is `soap eval --metrics exact`; paper.py scores as the paper's harness did (`--metrics paper`).
+
 `score_all()` is the caller's side. It runs the above in a scratch directory, under a timeout and a memory
 limit, with an environment scrubbed of keys and tokens, as the loop runs candidates.
 """
@@ -39,8 +41,8 @@ from pathlib import Path
 
 from ..measure.heap import track_heap
 from ..soap.sandbox import (
-    _crash_reason,
     behind_wall,
+    crash_reason,
     memory_limit_mb,
     network_namespace,
     read_wall_log,
@@ -59,9 +61,9 @@ MAX_RUNS = 1000
 class Score:
     passed: bool
     reason: str = ""  # why it did not pass, in one line
-    time_s: float | None = None  # ET: the median of the timed runs
-    peak_mb: float | None = None  # the heap's high-water mark, MiB
-    tmu_mbs: float | None = None  # the area under heap-over-time, MiB·s
+    time_s: float | None = None  # ET: the median of the timed runs (paper.py: first to last RSS sample)
+    peak_mb: float | None = None  # the heap's high-water mark, MiB (paper.py: the largest RSS sample)
+    tmu_mbs: float | None = None  # the area under heap-over-time, MiB·s (paper.py: under RSS-over-time)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,7 +108,7 @@ def _run_scorer(programs: list[str], timeout_s: float, memory_mb: int, repeat: i
         except (OSError, ValueError, TypeError):
             if finished.out_of_memory():
                 return Score(False, f"exceeded the {memory_limit_mb(memory_mb)} MiB memory limit")
-            return Score(False, _crash_reason(finished, "the scorer"))
+            return Score(False, crash_reason(finished, "the scorer"))
 
 
 # ---- inside the sandbox -------------------------------------------------------------------------------------

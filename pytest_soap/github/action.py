@@ -29,7 +29,7 @@ from git import GitCommandError
 
 from ..merge import MergeError, load_report, merge_into
 from ..report.markdown import MARKER, before_after_rows, render, table
-from ..soap import CandidateStatus, OptimizationStatus
+from ..soap import PROVIDERS, CandidateStatus, OptimizationStatus
 from ..worktree import temporary_worktree
 from .api import GitHub, GitHubError
 
@@ -48,7 +48,7 @@ class ActionError(Exception):
 @dataclass(frozen=True)
 class Inputs:
     token: str
-    api_key: str
+    api_key: str  # anthropic_api_key
     optimize: bool
     threshold: str
     pytest_args: list[str]
@@ -57,6 +57,9 @@ class Inputs:
     fail_on_regression: bool
     drafts: bool
     merge_reports: str
+    provider: str = "anthropic"
+    base_url: str = ""
+    openai_api_key: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Inputs:
@@ -73,10 +76,29 @@ class Inputs:
             pytest_args = shlex.split(get("pytest_args"))
         except ValueError as e:
             raise ActionError(f"input pytest_args does not parse as a command line: {e}") from None
+        provider = get("provider", "anthropic")
+        if provider not in PROVIDERS:
+            raise ActionError(f"input provider must be {' or '.join(PROVIDERS)}, not {provider!r}")
+        if provider != PROVIDERS[0] and flag("optimize", True) and not get("model"):
+            raise ActionError(f"input model is needed with provider {provider}: the name its server gives the model")
         return cls(token=get("github_token"), api_key=get("anthropic_api_key"), optimize=flag("optimize", True),
                    threshold=get("threshold"), pytest_args=pytest_args, model=get("model"),
                    max_iterations=get("max_iterations"), fail_on_regression=flag("fail_on_regression", True),
-                   drafts=flag("run_on_drafts", False), merge_reports=get("merge_reports"))
+                   drafts=flag("run_on_drafts", False), merge_reports=get("merge_reports"), provider=provider,
+                   base_url=get("base_url"), openai_api_key=get("openai_api_key"))
+
+    @property
+    def model_reachable(self) -> bool:
+        """Whether the loop has what its provider needs: a key, or for an OpenAI-compatible server a base URL
+        (a self-hosted one may need no key)."""
+        if self.provider == "openai":
+            return bool(self.openai_api_key or self.base_url)
+        return bool(self.api_key)
+
+    @property
+    def missing_model(self) -> str:
+        """The input to set when model_reachable is False."""
+        return "openai_api_key or base_url input" if self.provider == "openai" else "anthropic_api_key input"
 
 
 @dataclass(frozen=True)
@@ -147,7 +169,7 @@ def run(env: dict[str, str] | None = None) -> int:
     step = Step(env)
     try:
         inputs = Inputs.from_env(env)
-        for secret in (inputs.token, inputs.api_key):
+        for secret in (inputs.token, inputs.api_key, inputs.openai_api_key):
             if secret:  # the runner hides it in every later line of the log, wherever it came from
                 print(f"::add-mask::{secret}", flush=True)
         workspace = Path(env.get("GITHUB_WORKSPACE") or os.getcwd())
@@ -177,11 +199,11 @@ def run(env: dict[str, str] | None = None) -> int:
     except ActionError as e:
         return step.fail(str(e))
 
-    optimize = inputs.optimize and not pr.fork and bool(inputs.api_key)
+    optimize = inputs.optimize and not pr.fork and inputs.model_reachable
     if inputs.optimize and pr.fork:
         step.note(FORK_NOTE)
-    elif inputs.optimize and not inputs.api_key:
-        step.note("optimisation skipped: no anthropic_api_key input; the gate ran alone")
+    elif inputs.optimize and not inputs.model_reachable:
+        step.note(f"optimisation skipped: no {inputs.missing_model}; the gate ran alone")
     report_path = report_path_in(env)
     gate_status = run_gate(workspace, pr, inputs, optimize, report_path, env)
     try:
@@ -279,8 +301,14 @@ def run_gate(workspace: Path, pr: PullRequest, inputs: Inputs, optimize: bool, r
         args.append("--soap-optimize")
         args += [f"--soap-model={inputs.model}"] * bool(inputs.model)
         args += [f"--soap-iterations={inputs.max_iterations}"] * bool(inputs.max_iterations)
-    gate_env = {k: v for k, v in env.items() if not k.startswith("INPUT_") and k not in ("GITHUB_TOKEN", "ANTHROPIC_API_KEY")}
-    if optimize:
+        args.append(f"--soap-provider={inputs.provider}")
+        args += [f"--soap-base-url={inputs.base_url}"] * bool(inputs.base_url)
+    gate_env = {k: v for k, v in env.items()
+                if not k.startswith("INPUT_") and k not in ("GITHUB_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY")}
+    # The chosen provider's key alone; none for a self-hosted server that asks for none.
+    if optimize and inputs.provider == "openai" and inputs.openai_api_key:
+        gate_env["OPENAI_API_KEY"] = inputs.openai_api_key
+    elif optimize and inputs.provider == "anthropic":
         gate_env["ANTHROPIC_API_KEY"] = inputs.api_key
     print("$ " + " ".join(args[1:]), flush=True)
     report.unlink(missing_ok=True)

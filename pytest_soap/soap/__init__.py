@@ -14,6 +14,9 @@ from ..records import TextEnum
 # claude-sonnet-4-5, which is in the SDK's DEPRECATED_MODELS table and reaches end of life on 2026-11-30.
 # --soap-model overrides it.
 DEFAULT_MODEL = "claude-sonnet-5-5"
+# The model APIs the loop can ask (--soap-provider; llm.provider_for builds each), the default first. Named
+# here, with no SDK imported, so that the options, the CLI and the action can offer them.
+PROVIDERS = ("anthropic", "openai")
 
 
 

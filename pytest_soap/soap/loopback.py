@@ -1,7 +1,9 @@
-"""A loopback server that speaks enough of the Anthropic Messages API for the real SDK to talk to it.
+"""Loopback servers that speak enough of a model API for its real SDK to talk to them: MessagesServer the
+Anthropic Messages API, ChatCompletionsServer the OpenAI-compatible chat completions API.
 
-It replays a script: one step per POST /v1/messages, in order. Point ANTHROPIC_BASE_URL at `.url`, from
-this process or from a subprocess. The tests script the model with it, and `soap demo` replays the
+Each replays a script: one step per POST to its endpoint, in order. Point ANTHROPIC_BASE_URL at a
+MessagesServer's `.url`, or OPENAI_BASE_URL (or --soap-base-url) at a ChatCompletionsServer's `.url` + "/v1",
+from this process or from a subprocess. The tests script the model with them, and `soap demo` replays the
 recorded replies shipped with the example when no key is set.
 """
 
@@ -14,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import count
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
 class Error:
-    """Answer with this HTTP status and an Anthropic-style error body."""
+    """Answer with this HTTP status and an error body in the style of the server's API."""
 
     status: int
     message: str
@@ -29,7 +31,7 @@ class Error:
 
 @dataclass(frozen=True)
 class Raw:
-    """Answer 200 with this body as it is: a gateway or page that is not the Messages API."""
+    """Answer 200 with this body as it is: a gateway or page that is not the model API."""
 
     body: str
     content_type: str = "text/html"
@@ -62,7 +64,7 @@ class _Empty:
         return "EMPTY"
 
 
-EMPTY = _Empty()  # a 200 whose content list is empty
+EMPTY = _Empty()  # a 200 with no text: an empty content list, or a chat message whose content is null
 
 Step = str | Error | Raw | Slow | Choose | _Empty
 
@@ -89,8 +91,15 @@ def token_count(text: str) -> int:
     return (len(text) + 3) // 4
 
 
-class MessagesServer:
-    """`with MessagesServer(["reply"]) as server:` serves on 127.0.0.1 at `server.url` until the block ends."""
+_Server = TypeVar("_Server", bound="ScriptedServer")
+
+
+class ScriptedServer:
+    """What both fakes share: the script, the recorded requests, the HTTP server on 127.0.0.1 at `.url`
+    while the `with` block runs. A subclass says where its endpoint is and how its replies look."""
+
+    paths: tuple[str, ...] = ()  # the endpoint
+    key_name = ""  # what a request without the key, or with the wrong one, is told it lacks
 
     def __init__(self, script: list[Step | Forever], expected_key: str | None = None) -> None:
         self.requests: list[RecordedRequest] = []
@@ -108,7 +117,7 @@ class MessagesServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._http.server_port}"
 
-    def __enter__(self) -> MessagesServer:
+    def __enter__(self: _Server) -> _Server:
         self._thread.start()
         return self
 
@@ -128,6 +137,31 @@ class MessagesServer:
             self._script.pop(0)
             return first
 
+    def reply(self, body: dict[str, Any], text: str) -> dict[str, Any]:
+        """The API's answer to the request `body`, carrying `text`."""
+        raise NotImplementedError
+
+    def error_body(self, error: Error) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _cache(self, prefix: str) -> bool:
+        """Whether `prefix` was cached already; it is from now on."""
+        with self._lock:
+            seen = prefix in self._cached_prefixes
+            self._cached_prefixes.add(prefix)
+            return seen
+
+    def _next_id(self) -> int:
+        with self._lock:
+            return next(self._ids)
+
+
+class MessagesServer(ScriptedServer):
+    """`with MessagesServer(["reply"]) as server:` serves the Messages API at `server.url` until the block ends."""
+
+    paths = ("/v1/messages",)
+    key_name = "x-api-key"
+
     def usage(self, body: dict[str, Any], reply_text: str) -> dict[str, int]:
         """Token counts as the API reports them: the prefix up to the block marked cache_control is
         written to the cache the first time and read from it after; input_tokens counts the rest.
@@ -135,12 +169,10 @@ class MessagesServer:
         cached, rest = _split_at_cache_mark(body)
         written = read = 0
         if cached:
-            with self._lock:
-                if cached in self._cached_prefixes:
-                    read = token_count(cached)
-                else:
-                    self._cached_prefixes.add(cached)
-                    written = token_count(cached)
+            if self._cache(cached):
+                read = token_count(cached)
+            else:
+                written = token_count(cached)
         return {
             "input_tokens": token_count(rest),
             "output_tokens": token_count(reply_text),
@@ -149,8 +181,65 @@ class MessagesServer:
         }
 
     def message_id(self) -> str:
-        with self._lock:
-            return f"msg_fake{next(self._ids):04d}"
+        return f"msg_fake{self._next_id():04d}"
+
+    def reply(self, body: dict[str, Any], text: str) -> dict[str, Any]:
+        return {
+            "id": self.message_id(),
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model"),
+            "content": [{"type": "text", "text": text}] if text else [],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": self.usage(body, text),
+        }
+
+    def error_body(self, error: Error) -> dict[str, Any]:
+        error_type = _ERROR_TYPES.get(error.status, "api_error")
+        return {"type": "error", "error": {"type": error_type, "message": error.message}}
+
+
+class ChatCompletionsServer(ScriptedServer):
+    """`with ChatCompletionsServer(["reply"]) as server:` serves the chat completions API, as OpenAI, vLLM
+    or Ollama do, at `server.url` + "/v1" (or at `server.url` itself) until the block ends."""
+
+    paths = ("/v1/chat/completions", "/chat/completions")
+    key_name = "bearer key"
+
+    def usage(self, body: dict[str, Any], reply_text: str) -> dict[str, Any]:
+        """Token counts as a server with automatic prefix caching (vLLM, OpenAI) reports them: the system
+        message is served from the cache once it has been seen; prompt_tokens counts it either way."""
+        texts = [_message_text(message) for message in body.get("messages", [])]
+        system = texts[0] if body.get("messages") and body["messages"][0].get("role") == "system" else ""
+        cached = token_count(system) if system and self._cache(system) else 0
+        prompt, completion = token_count("".join(texts)), token_count(reply_text)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        }
+
+    def reply(self, body: dict[str, Any], text: str) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-fake{self._next_id():04d}",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text or None},
+                         "finish_reason": "stop", "logprobs": None}],
+            "usage": self.usage(body, text),
+        }
+
+    def error_body(self, error: Error) -> dict[str, Any]:
+        error_type = "server_error" if error.status >= 500 else _ERROR_TYPES.get(error.status, "invalid_request_error")
+        return {"error": {"message": error.message, "type": error_type, "param": None, "code": None}}
+
+
+def _message_text(message: dict[str, Any]) -> str:
+    content = message.get("content") or ""
+    return content if isinstance(content, str) else "".join(part.get("text", "") for part in content)
 
 
 def _split_at_cache_mark(body: dict[str, Any]) -> tuple[str, str]:
@@ -166,7 +255,7 @@ def _split_at_cache_mark(body: dict[str, Any]) -> tuple[str, str]:
     return "".join(texts[:cut]), "".join(texts[cut:])
 
 
-def _handler_for(server: MessagesServer) -> type[BaseHTTPRequestHandler]:
+def _handler_for(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length", "0"))
@@ -174,13 +263,13 @@ def _handler_for(server: MessagesServer) -> type[BaseHTTPRequestHandler]:
             path = urlsplit(self.path).path
             with server._lock:
                 server.requests.append(RecordedRequest(path, {k.lower(): v for k, v in self.headers.items()}, body))
-            if path != "/v1/messages":
+            if path not in server.paths:
                 return self._send_error(Error(404, f"no such endpoint: {path}"))
             key = self._key()
             if key is None:
-                return self._send_error(Error(401, "x-api-key header is required"))
+                return self._send_error(Error(401, f"{server.key_name} header is required"))
             if server.expected_key is not None and key != server.expected_key:
-                return self._send_error(Error(401, "invalid x-api-key"))
+                return self._send_error(Error(401, f"invalid {server.key_name}"))
             self._answer(server.next_step(), body)
 
         def _key(self) -> str | None:
@@ -202,26 +291,11 @@ def _handler_for(server: MessagesServer) -> type[BaseHTTPRequestHandler]:
             if isinstance(step, Raw):
                 return self._send(200, step.body.encode(), step.content_type)
             text = "" if isinstance(step, _Empty) else step
-            content = [{"type": "text", "text": text}] if text else []
-            self._send_json(
-                200,
-                {
-                    "id": server.message_id(),
-                    "type": "message",
-                    "role": "assistant",
-                    "model": body.get("model"),
-                    "content": content,
-                    "stop_reason": "end_turn",
-                    "stop_sequence": None,
-                    "usage": server.usage(body, text),
-                },
-            )
+            self._send_json(200, server.reply(body, text))
 
         def _send_error(self, error: Error) -> None:
-            error_type = _ERROR_TYPES.get(error.status, "api_error")
             headers = {} if error.retry_after is None else {"retry-after": f"{error.retry_after:g}"}
-            body = {"type": "error", "error": {"type": error_type, "message": error.message}}
-            self._send_json(error.status, body, headers)
+            self._send_json(error.status, server.error_body(error), headers)
 
         def _send_json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             self._send(status, json.dumps(payload).encode(), "application/json", headers)

@@ -176,7 +176,7 @@ class Sandbox:
             return f"{hook}; no network at all (a network namespace without interfaces)"
         return f"{hook}, network use included; no network namespace here ({why_not})"
 
-    def run(self, cmd: Sequence[str], cwd: Path, timeout_s: float, memory_mb: int) -> _Finished:
+    def run(self, cmd: Sequence[str], cwd: Path, timeout_s: float, memory_mb: int) -> Finished:
         """`cmd` (`python -m MODULE ...`) in a fresh process behind the wall, under the limits, in the sandbox's
         environment. The first run records what it does; each later one is stopped at the first thing of a kind
         the first did not do, and `refused` says what."""
@@ -277,7 +277,7 @@ class RunResult:
 
 
 @dataclass
-class _Finished:
+class Finished:
     """A sandboxed process that ended, or was ended."""
 
     returncode: int  # negative: killed by that signal
@@ -295,11 +295,11 @@ def _mentions_memory_error(text: str) -> bool:
     return re.search(r"^(E\s+)?MemoryError\b", text, re.MULTILINE) is not None
 
 
-def _limit_memory(limit_bytes: int) -> None:
+def limit_memory(limit_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
 
 
-def _kill_group(pgid: int) -> None:
+def kill_group(pgid: int) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -307,7 +307,7 @@ def _kill_group(pgid: int) -> None:
 
 
 def run_limited(cmd: list[str], cwd: Path, env: Mapping[str, str], log: Path, timeout_s: float,
-                memory_mb: int) -> _Finished:
+                memory_mb: int) -> Finished:
     """Run `cmd` as the leader of a session of its own, under the memory limit, its output to `log` (a file,
     which a leftover grandchild cannot block as it can a pipe); on every way out the whole group is killed."""
     started = time.perf_counter()
@@ -315,7 +315,7 @@ def run_limited(cmd: list[str], cwd: Path, env: Mapping[str, str], log: Path, ti
         proc = subprocess.Popen(
             cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=lambda: _limit_memory(memory_limit_mb(memory_mb) * 1024 * 1024),
+            preexec_fn=lambda: limit_memory(memory_limit_mb(memory_mb) * 1024 * 1024),
         )
         timed_out = False
         try:
@@ -324,10 +324,10 @@ def run_limited(cmd: list[str], cwd: Path, env: Mapping[str, str], log: Path, ti
             timed_out = True
         finally:
             # On every way out, Ctrl-C included, and after a normal exit too: nothing the run started outlives it.
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             proc.wait()
     output = log.read_text(encoding="utf-8", errors="replace")[-OUTPUT_TAIL:]
-    return _Finished(proc.returncode, timed_out, output, time.perf_counter() - started)
+    return Finished(proc.returncode, timed_out, output, time.perf_counter() - started)
 
 
 def _timeout_reason(timeout_s: float) -> str:
@@ -338,7 +338,7 @@ def _memory_reason(memory_mb: int) -> str:
     return f"exceeded the {memory_limit_mb(memory_mb)} MiB memory limit"
 
 
-def _crash_reason(finished: _Finished, what: str) -> str:
+def crash_reason(finished: Finished, what: str) -> str:
     if finished.returncode < 0:
         try:
             return f"{what} was killed by {signal.Signals(-finished.returncode).name}"
@@ -386,7 +386,7 @@ def run_pytest(sandbox: Sandbox, nodeids: Sequence[str], timeout_s: float, memor
                       f"{first.nodeid} {'failed' if first.outcome == Outcome.FAILED else 'errored'}: {first.error}")
     if finished.returncode == 5:
         return result(RunStatus.ERROR, "no tests ran: pytest collected none of " + (", ".join(nodeids) or "the default selection"))
-    return result(RunStatus.ERROR, _crash_reason(finished, "pytest"))
+    return result(RunStatus.ERROR, crash_reason(finished, "pytest"))
 
 
 @dataclass
