@@ -19,12 +19,9 @@ from __future__ import annotations
 import io
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +34,11 @@ from ..soap.sandbox import (
     Finished,
     behind_wall,
     crash_reason,
-    kill_group,
-    limit_memory,
     memory_limit_mb,
     network_namespace,
     read_wall_log,
     refusal,
+    run_limited,
     scrubbed_env,
 )
 from .score import Score
@@ -113,37 +109,19 @@ def score(program_text: str, timeout_s: float, memory_mb: int) -> Score:
 
 def sampled(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, timeout_s: float,
             memory_mb: int) -> tuple[Finished, list[tuple[float, float]]]:
-    """Run `cmd` in a session of its own under the memory limit, its stderr to `log` (its stdout, as the
-    harness's, unread), sampling its RSS every INTERVAL_S until it ends or `timeout_s` has passed."""
-    started = time.perf_counter()
+    """Run `cmd` as the sandbox runs any program, its stderr to `log` (its stdout, as the harness's, unread),
+    sampling its RSS every INTERVAL_S until it ends or `timeout_s` has passed."""
     stream = io.StringIO()
-    deadline = threading.Event()
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-            start_new_session=True, preexec_fn=lambda: limit_memory(memory_limit_mb(memory_mb) * 1024 * 1024),
-        )
 
-        def stop() -> None:
-            deadline.set()
-            kill_group(proc.pid)
-
-        # The `timeout`: memory_usage samples until the process ends, and a timer ends it (its whole group).
-        timer = threading.Timer(timeout_s, stop)
-        timer.start()
+    def sample(proc: subprocess.Popen[bytes]) -> None:
         try:
             memory_usage(proc=proc, interval=INTERVAL_S, timestamps=True, max_usage=False, include_children=False,
                          stream=stream)
         except psutil.NoSuchProcess:
             pass  # it was gone before a sample: the samples taken stand
-        finally:
-            # On every way out, Ctrl-C included, and after a normal exit too: nothing the run started outlives it.
-            timer.cancel()
-            kill_group(proc.pid)
-            proc.wait()
-    timed_out = deadline.is_set() and proc.returncode == -signal.SIGKILL
-    output = log.read_text(encoding="utf-8", errors="replace")
-    return Finished(proc.returncode, timed_out, output, time.perf_counter() - started), read_samples(stream.getvalue())
+
+    finished = run_limited(cmd, cwd, env, log, timeout_s, memory_mb, watch=sample, keep_stdout=False)
+    return finished, read_samples(stream.getvalue())
 
 
 def failure(stderr: str, program: str = PROGRAM) -> str | None:

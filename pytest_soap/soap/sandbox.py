@@ -26,9 +26,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,25 +308,39 @@ def kill_group(pgid: int) -> None:
 
 
 def run_limited(cmd: list[str], cwd: Path, env: Mapping[str, str], log: Path, timeout_s: float,
-                memory_mb: int) -> Finished:
+                memory_mb: int, watch: Callable[[subprocess.Popen[bytes]], None] | None = None,
+                keep_stdout: bool = True) -> Finished:
     """Run `cmd` as the leader of a session of its own, under the memory limit, its output to `log` (a file,
-    which a leftover grandchild cannot block as it can a pipe); on every way out the whole group is killed."""
+    which a leftover grandchild cannot block as it can a pipe); on every way out the whole group is killed.
+
+    `watch(proc)`, when given, runs while the process does (a sampler, say); a timer ends the process at
+    `timeout_s` whatever `watch` is doing. Without `keep_stdout` only stderr goes to `log`, stdout nowhere."""
     started = time.perf_counter()
+    ended = threading.Event()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=out if keep_stdout else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if keep_stdout else out, start_new_session=True,
             preexec_fn=lambda: limit_memory(memory_limit_mb(memory_mb) * 1024 * 1024),
         )
-        timed_out = False
+
+        def end() -> None:
+            ended.set()
+            kill_group(proc.pid)
+
+        timer = threading.Timer(timeout_s, end)
+        timer.start()
         try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+            if watch is not None:
+                watch(proc)
+            proc.wait()
         finally:
             # On every way out, Ctrl-C included, and after a normal exit too: nothing the run started outlives it.
+            timer.cancel()
             kill_group(proc.pid)
             proc.wait()
+    timed_out = ended.is_set() and proc.returncode == -signal.SIGKILL  # not one that exited as the timer fired
     output = log.read_text(encoding="utf-8", errors="replace")[-OUTPUT_TAIL:]
     return Finished(proc.returncode, timed_out, output, time.perf_counter() - started)
 
