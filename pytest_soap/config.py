@@ -59,6 +59,8 @@ OPTIONS = [
     Option("--soap-base-url", "the model API's base URL, e.g. http://127.0.0.1:8000/v1 for a local vLLM (default: "
            "ANTHROPIC_BASE_URL or OPENAI_BASE_URL, else the provider's public endpoint)", None, str, "URL"),
     Option("--soap-iterations", "rounds of the SOAP loop per function (default 5)", 5, int, "N"),
+    Option("--soap-prior", "with --soap-optimize: revisions an earlier run kept (JSON, as `soap action` writes it); "
+           "each is re-verified before the first round and kept unless a new candidate beats it", None, Path, "PATH"),
 ]
 
 
@@ -155,6 +157,7 @@ class Settings:
     provider: str = "anthropic"  # --soap-provider: one of llm.PROVIDERS
     base_url: str | None = None  # --soap-base-url
     iterations: int = 5
+    prior: Path | None = None  # --soap-prior
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -186,6 +189,7 @@ class Settings:
             provider=v["soap_provider"],
             base_url=v["soap_base_url"],
             iterations=max(1, v["soap_iterations"]),
+            prior=v["soap_prior"],
             thresholds=Thresholds(
                 time_pct=v["soap_threshold"],
                 memory_pct=v["soap_memory_threshold"],

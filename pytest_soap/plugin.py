@@ -27,6 +27,7 @@ from .recorder import Recorder
 from .records import Measurement, Outcome
 from .report import json_report, terminal
 from .rerun import profile_each, run_more
+from .soap import Prior, read_priors
 
 if TYPE_CHECKING:
     from .soap.session import LoopRun
@@ -69,6 +70,7 @@ def role_of(config: pytest.Config, settings: Settings) -> Role:
 
 # What pytest_configure found, for pytest_sessionstart to register the role's plugins with.
 CONFIGURED = pytest.StashKey[tuple[Settings, "store.Baseline | None", "against.Ref | None"]]()
+PRIORS = pytest.StashKey[Mapping[str, Prior]]()  # --soap-prior's revisions by target key, read at configure time
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -87,7 +89,9 @@ def pytest_configure(config: pytest.Config) -> None:
             ref = against.resolve(config.rootpath, settings.against)
         elif not settings.save:
             baseline = store.load(settings.baseline)
-    except (store.BaselineError, against.AgainstError) as e:
+        if settings.optimize and settings.prior:
+            config.stash[PRIORS] = read_priors(settings.prior)
+    except (store.BaselineError, against.AgainstError, ValueError) as e:
         raise pytest.UsageError(f"pytest-soap: {e}") from None
     config.stash[CONFIGURED] = settings, baseline, ref
 
@@ -265,7 +269,8 @@ class Gate:
         progress = ((lambda line: None) if quiet or reporter is None
                     else (lambda line: reporter.write_line(f"pytest-soap: {line}")))
         self.loop = loop_session.run(planned, provider, self.settings.model, self.settings.iterations,
-                                     self.settings.thresholds, root, self.settings.apply, progress)
+                                     self.settings.thresholds, root, self.settings.apply, progress,
+                                     self.config.stash.get(PRIORS, {}))
 
     def _attribute(self, profiles: Mapping[str, tuple[Profile, Profile | None]],
                    changes: Callable[[], ChangeSet]) -> None:

@@ -10,23 +10,32 @@
     POST  /repos/{repo}/pulls                                      {"title", "body", "head", "base", ...}
     GET   /repos/{repo}/pulls/{number}
     PATCH /repos/{repo}/pulls/{number}                             {"title", "body", "state", "base"}
+    DELETE /repos/{repo}/git/refs/heads/{branch}                   (the branch may have slashes, quoted or not)
 
-Any issue number takes comments (the fake does not check that the issue exists). Every request is recorded
-in `.calls`; `.fail(...)`, `.raw(...)` and `.stall(...)` script what the next matching requests get.
+Any issue number takes comments (the fake does not check that the issue exists). A closed pull request
+({"state": "closed"}) is no longer listed by `?state=open`. Branches live in a real git repository: pass
+`GitHubServer(origin=path)`, a local bare repository standing for the repository's git storage, and DELETE
+removes the branch from it (`git update-ref -d`) and answers 204 with an empty body; a branch it does not have
+is 422 "Reference does not exist", as GitHub answers; without `origin` every DELETE of a ref is 404. Every
+request is recorded in `.calls`; `.fail(...)`, `.raw(...)` and `.stall(...)` script what the next matching
+requests get.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import count
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 BOT = {"login": "github-actions[bot]", "type": "Bot"}
+NO_CONTENT = object()  # an endpoint's answer that is no body at all (204), rather than JSON
 
 
 @dataclass
@@ -52,9 +61,15 @@ class _Script:
 
 
 class GitHubServer:
-    def __init__(self, repository: str = "owner/repo", token: str | None = None) -> None:
-        """`token`: when given, any other token is answered 401 "Bad credentials"; else any token passes."""
+    def __init__(
+        self, repository: str = "owner/repo", token: str | None = None,
+        origin: str | os.PathLike | None = None,
+    ) -> None:
+        """`token`: when given, any other token is answered 401 "Bad credentials"; else any token passes.
+        `origin`: a local bare git repository standing for the repository's git storage, where DELETE of a
+        branch takes effect; None: there is none, and such a DELETE is 404."""
         self.repository = repository
+        self.origin = origin
         self.owner = repository.split("/")[0]
         self.token = token
         self.calls: list[Call] = []
@@ -153,7 +168,7 @@ class GitHubServer:
             self.pulls.append(pull)
             return pull
 
-    # -- the endpoints: each returns (status, JSON) ---------------------------------------------------
+    # -- the endpoints: each returns (status, JSON), or (204, NO_CONTENT) -----------------------------
 
     def answer(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
         prefix = f"/repos/{self.repository}/"
@@ -193,7 +208,21 @@ class GitHubServer:
                         if isinstance(body, dict) and "base" in body:
                             pull["base"] = {"ref": body["base"], "label": f"{self.owner}:{body['base']}"}
                     return 200, pull
+                case "DELETE", ["git", "refs", "heads", *branch] if branch and all(branch):
+                    return self._delete_branch(unquote("/".join(branch)))
         return 404, {"message": "Not Found"}
+
+    def _delete_branch(self, branch: str) -> tuple[int, Any]:
+        if self.origin is None:
+            return 404, {"message": "Not Found"}
+        ref = f"refs/heads/{branch}"
+        known = subprocess.run(["git", "show-ref", "--verify", "--quiet", ref], cwd=self.origin,
+                               check=False, capture_output=True)
+        if known.returncode != 0:
+            return 422, {"message": "Reference does not exist",
+                         "documentation_url": "https://docs.github.com/rest/git/refs#delete-a-reference"}
+        subprocess.run(["git", "update-ref", "-d", ref], cwd=self.origin, check=True, capture_output=True)
+        return 204, NO_CONTENT
 
     def _comment(self, comment_id: int) -> dict | None:
         for comments in self.comments.values():
@@ -282,7 +311,15 @@ def _handler_for(server: GitHubServer) -> type[BaseHTTPRequestHandler]:
             return None
 
         def _send(self, status: int, payload: Any) -> None:
+            if payload is NO_CONTENT:
+                return self._send_empty(status)
             self._send_bytes(status, json.dumps(payload).encode(), "application/json; charset=utf-8", {})
+
+        def _send_empty(self, status: int) -> None:
+            """An answer with no body: no Content-Type, Content-Length 0 (GitHub's 204)."""
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         def _send_bytes(self, status: int, body: bytes, content_type: str, headers: dict[str, str]) -> None:
             self.send_response(status)

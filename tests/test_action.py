@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ import git
 import pytest
 
 from pytest_soap.report.markdown import MARKER
-from pytest_soap.soap.loopback import ChatCompletionsServer, Forever, MessagesServer
+from pytest_soap.soap.loopback import ChatCompletionsServer, Choose, Forever, MessagesServer
 
 from github_server import GitHubServer  # tests/github_server.py
 from projects import (
@@ -32,9 +33,10 @@ FAST = "Faster:\n\n```python\ndef unique(items):\n    return list(dict.fromkeys(
 ACTOR = git.Actor("dev", "dev@example.com")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def origin(tmp_path_factory):
-    """A bare `origin` with `main`, and `feature`: a pull request's branch that slows `unique` down."""
+    """A bare `origin` with `main`, and `feature`: a pull request's branch that slows `unique` down. Each test
+    has its own: what one run pushes to `soap/feature` is what the next run on the pull request starts from."""
     tmp = tmp_path_factory.mktemp("origin")
     bare = git.Repo.init(tmp / "origin.git", bare=True)
     dev = git.Repo.init(tmp / "dev", initial_branch="main")
@@ -58,9 +60,10 @@ def origin(tmp_path_factory):
     return tmp / "origin.git", base.hexsha, head.hexsha
 
 
-def event(base_sha, head_sha, *, head_ref="feature", fork=False, draft=False, sender=("dev", "User")):
-    return {"action": "synchronize", "number": 7, "sender": {"login": sender[0], "type": sender[1]},
-            "pull_request": {"number": 7, "draft": draft,
+def event(base_sha, head_sha, *, head_ref="feature", fork=False, draft=False, sender=("dev", "User"),
+          action="synchronize", merged=False):
+    return {"action": action, "number": 7, "sender": {"login": sender[0], "type": sender[1]},
+            "pull_request": {"number": 7, "draft": draft, "merged": merged,
                              "head": {"ref": head_ref, "sha": head_sha,
                                       "repo": {"full_name": "someone/shop" if fork else REPO}},
                              "base": {"ref": "main", "sha": base_sha, "repo": {"full_name": REPO}}}}
@@ -72,6 +75,8 @@ class Job:
     def __init__(self, tmp_path, origin, github_url, messages_url=None, payload=None, event_name="pull_request",
                  shallow=False, **inputs):
         bare, base_sha, head_sha = origin
+        payload = payload or event(base_sha, head_sha)
+        head_sha = payload.get("pull_request", {}).get("head", {}).get("sha", head_sha)  # the commit the event names
         tmp_path.mkdir(parents=True, exist_ok=True)
         self.tmp = tmp_path
         self.workspace = tmp_path / "workspace"
@@ -84,7 +89,7 @@ class Job:
         for path in (self.summary, self.output):
             path.write_text("")
         event_path = tmp_path / "event.json"
-        event_path.write_text(json.dumps(payload or event(base_sha, head_sha)))
+        event_path.write_text(json.dumps(payload))
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith(("GITHUB_", "INPUT_", "ANTHROPIC_", "OPENAI_", "PYTEST_")) and k != "CI"}
         self.env.update(CI="true", GITHUB_EVENT_NAME=event_name, GITHUB_EVENT_PATH=str(event_path),
@@ -92,6 +97,7 @@ class Job:
                         GITHUB_STEP_SUMMARY=str(self.summary), GITHUB_OUTPUT=str(self.output),
                         RUNNER_TEMP=str(tmp_path / "runner"), INPUT_GITHUB_TOKEN=TOKEN, INPUT_ANTHROPIC_API_KEY=KEY,
                         INPUT_MAX_ITERATIONS="1")
+        self.env.pop("TMPDIR", None)
         if messages_url:
             self.env["ANTHROPIC_BASE_URL"] = messages_url
         self.env.update({f"INPUT_{k.upper()}": v for k, v in inputs.items()})
@@ -118,11 +124,34 @@ def branches(bare) -> dict:
     return dict(line.split() for line in out.splitlines())
 
 
-def test_a_regressing_pull_request_gets_one_comment_and_one_optimisation_pr_updated_on_the_second_run(tmp_path, origin):
-    bare = origin[0]
-    with GitHubServer(REPO, token=TOKEN) as github, MessagesServer([Forever(FAST)]) as model:
-        job = Job(tmp_path, origin, github.url, model.url)
-        first = job.run()
+def push(origin, tmp_path, work: str | None = None, **files: str) -> str:
+    """A new push to `feature`: pkg/work.py becomes `work` (when given) and each of `files` is written; the new head."""
+    clone = git.Repo.clone_from(str(origin[0]), tmp_path, branch="feature")
+    if work is not None:
+        (tmp_path / "pkg" / "work.py").write_text(work)
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    clone.git.add("--all")
+    head = clone.index.commit("another push", author=ACTOR, committer=ACTOR)
+    clone.remotes.origin.push("feature")
+    return head.hexsha
+
+
+def soap_commits(bare) -> list[git.Commit]:
+    """The commits on soap/feature that pytest-soap made, newest first."""
+    return [c for c in git.Repo(bare).iter_commits("soap/feature", first_parent=True) if "Soap-Target" in c.trailers_dict]
+
+
+WRONG = "Shorter:\n\n```python\ndef unique(items):\n    return sorted(set(items))\n```\n"
+
+
+def test_through_a_pull_requests_life_no_work_is_done_twice_and_no_revision_is_lost(tmp_path, origin):
+    bare, base, head = origin
+    with GitHubServer(REPO, token=TOKEN, origin=bare) as github:
+        # The first push: the gate fails, the loop keeps a revision, one commit carries what it was built from.
+        with MessagesServer([Forever(FAST)]) as model:
+            job = Job(tmp_path / "run1", origin, github.url, model.url)
+            first = job.run()
         assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
         outputs = job.outputs()
         assert int(outputs["regressions"]) >= 1 and outputs["pr_url"] and outputs["report"].endswith(".json")
@@ -130,30 +159,125 @@ def test_a_regressing_pull_request_gets_one_comment_and_one_optimisation_pr_upda
         assert {t["outcome"] for t in json.loads(open(outputs["report"]).read())["tests"]} == {"passed"}
         summary = job.summary.read_text()
         assert "tests/test_work.py::test_unique_on_a_large_list" in summary and "xychart-beta" in summary
-        assert "pkg/work.py" in summary and "unique" in summary
-        # An annotation at the function to blame.
-        assert "::warning file=pkg/work.py,line=1," in first.stdout
-        second = job.run()
-        assert second.returncode == 1, second.stdout[-3000:]
-        # Exactly one pull request into the head branch and one sticky comment, each updated, never duplicated.
-        assert [(p["head"]["ref"], p["base"]["ref"]) for p in github.pulls] == [("soap/feature", "feature")]
-        assert len(github.comments[7]) == 1 and github.comments[7][0]["body"].startswith(MARKER)
-        writes = [(c.method, c.path.split("?")[0].rsplit("/", 1)[0]) for c in github.writes]
-        assert writes.count(("POST", f"/repos/{REPO}/issues/7")) == 1 and ("PATCH", f"/repos/{REPO}/issues/comments") in writes
-        assert writes.count(("POST", f"/repos/{REPO}")) == 1 and ("PATCH", f"/repos/{REPO}/pulls") in writes
+        assert "::warning file=pkg/work.py,line=1," in first.stdout  # an annotation at the function to blame
+        used = int(re.search(r"model tokens: ([\d,]+) used by this run; 0 saved", summary)[1].replace(",", ""))
+        assert used > 0
+        [built] = soap_commits(bare)
+        trailers = {k: v[-1] for k, v in built.trailers_dict.items()}
+        assert trailers["Soap-Target"] == "pkg/work.py::unique" and built.parents[0].hexsha == head
+        assert (trailers["Soap-Head"], trailers["Soap-Base"]) == (head, base) and trailers["Soap-Source"].startswith("sha256:")
+        assert int(trailers["Soap-Tokens"]) == used
         body = github.pulls[0]["body"]
         assert "| before | after |" in body and "accepted" in body and "How to apply" in body
-        # The pushed code was checked once more behind the sandbox's wall, and the body says so.
         assert "  - final check: passed: its covering tests ran again with the revision in the tree, behind the " \
                "sandbox's wall" in body and "  - sandbox: an audit hook stops anything" in body
         assert TOKEN not in job.printed() and KEY not in job.printed()
-    # The pushed branch holds the faster code, and its tests pass.
-    assert "soap/feature" in branches(bare)
-    checkout = git.Repo.clone_from(str(bare), tmp_path / "check", branch="soap/feature")
-    work = (tmp_path / "check" / "pkg" / "work.py").read_text()
-    assert "dict.fromkeys" in work and checkout.head.commit.parents[0].hexsha == origin[2]
+        pushed, pull = branches(bare)["soap/feature"], dict(github.pulls[0])
+
+        # A re-run on the same head and base: no model request, no push, the pull request as it was; the comment
+        # and the summary say what stands, and what it saved.
+        with MessagesServer([Forever(WRONG)]) as model:
+            job = Job(tmp_path / "run2", origin, github.url, model.url)
+            writes = len(github.writes)
+            second = job.run()
+            assert model.requests == []
+        assert second.returncode == 1, second.stdout[-3000:] + second.stderr[-3000:]
+        assert branches(bare)["soap/feature"] == pushed and github.pulls == [pull]
+        assert [(c.method, c.path.split("/")[-2]) for c in github.writes[writes:]] == [("PATCH", "comments")]
+        summary = job.summary.read_text()
+        assert f"model tokens: 0 used by this run; {used:,} saved" in summary and "the loop did not run" in summary
+        assert "Reused: the revision of commit " in summary and "built for this head and base, not run again" in summary
+        assert job.outputs()["pr_url"] == outputs["pr_url"] and int(job.outputs()["regressions"]) >= 1
+        [sticky] = github.comments[7]  # the one comment, updated
+        assert sticky["body"].startswith(MARKER) and "built for this head and base, not run again" in sticky["body"]
+
+        # A push that leaves unique as it was: the earlier revision is round 0, and survives worse replies.
+        head2 = push(origin, tmp_path / "push2", **{"NOTES.md": "notes\n"})
+        with MessagesServer([Forever(WRONG)]) as model:
+            job = Job(tmp_path / "run3", origin, github.url, model.url, payload=event(base, head2))
+            third = job.run()
+            assert len(model.requests) == 1
+        assert third.returncode == 1, third.stdout[-3000:] + third.stderr[-3000:]
+        [again] = soap_commits(bare)
+        assert again.parents[0].hexsha == head2 and "dict.fromkeys" in again.tree["pkg/work.py"].data_stream.read().decode()
+        report = json.loads(open(job.outputs()["report"]).read())
+        [o] = report["optimizations"]
+        assert [(c["iteration"], c["status"]) for c in o["candidates"]] == [(0, "accepted"), (1, "rejected")]
+        assert o["reused"] == {"from": f"commit {built.hexsha[:12]}", "tokens": used}
+        summary = job.summary.read_text()
+        assert "saved by reusing earlier revisions" in summary and f"{used:,} saved" in summary
+        assert "re-verified on this tree as round 0" in summary and "reused: the revision of commit" in github.pulls[0]["body"]
+        assert int({k: v[-1] for k, v in again.trailers_dict.items()}["Soap-Tokens"]) > used  # what it cost, all told
+
+        # A push that changes unique: it is optimised anew, from no earlier revision.
+        head3 = push(origin, tmp_path / "push3", ORIGINAL.replace("if item not in seen:", "if item not in sorted(seen, reverse=True):"))
+        with MessagesServer([Forever(FAST)]) as model:
+            job = Job(tmp_path / "run4", origin, github.url, model.url, payload=event(base, head3))
+            fourth = job.run()
+        assert fourth.returncode == 1, fourth.stdout[-3000:] + fourth.stderr[-3000:]
+        [o] = json.loads(open(job.outputs()["report"]).read())["optimizations"]
+        assert [(c["iteration"], c["status"]) for c in o["candidates"]] == [(1, "accepted")] and not o["reused"]
+        assert "pkg/work.py::unique changed since its revision was built: the loop optimises it anew" in job.summary.read_text()
+        [anew] = soap_commits(bare)
+        assert anew.parents[0].hexsha == head3
+        assert anew.trailers_dict["Soap-Source"] != built.trailers_dict["Soap-Source"]
+        assert [(p["head"]["ref"], p["base"]["ref"], p["state"]) for p in github.pulls] == [("soap/feature", "feature", "open")]
+
+        # The pull request is merged: its optimisation pull request is closed with a word why, its branch deleted.
+        job = Job(tmp_path / "run5", origin, github.url, payload=event(base, head3, action="closed", merged=True))
+        closed = job.run()
+        assert closed.returncode == 0, closed.stdout[-3000:] + closed.stderr[-3000:]
+        assert github.pulls[0]["state"] == "closed" and "soap/feature" not in branches(bare)
+        number = github.pulls[0]["number"]
+        assert "#7 was merged, so this pull request into its branch is closed too" in github.comments[number][-1]["body"]
+        assert "deleted soap/feature" in job.summary.read_text()
+    # The last pushed branch held the faster code, and its tests passed.
+    checkout = git.Repo.clone_from(str(bare), tmp_path / "check", branch="feature")
+    checkout.git.merge(anew.hexsha)
+    assert "dict.fromkeys" in (tmp_path / "check" / "pkg" / "work.py").read_text()
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q"], cwd=tmp_path / "check", capture_output=True, text=True)
     assert tests.returncode == 0, tests.stdout
+
+
+def test_a_push_that_loses_the_race_to_another_run_is_one_line_and_the_verdict_stands(tmp_path, origin):
+    bare, _, head = origin
+
+    def another_run_pushes_first(request):
+        # While this run asks the model, another run of the same pull request pushes soap/feature.
+        subprocess.run(["git", "update-ref", "refs/heads/soap/feature", head], cwd=bare, check=True)
+        return FAST
+
+    with GitHubServer(REPO, token=TOKEN, origin=bare) as github, MessagesServer([Choose(another_run_pushes_first)]) as model:
+        job = Job(tmp_path, origin, github.url, model.url)
+        result = job.run()
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = [line for line in job.summary.read_text().splitlines() if "another run pushed to it" in line]
+    assert len(lines) == 1 and "soap/feature was not updated" in lines[0]
+    assert branches(bare)["soap/feature"] == head and github.pulls == []
+
+
+def test_a_closed_pull_request_without_an_optimisation_branch_needs_nothing_and_a_refusal_is_one_line(tmp_path, origin):
+    bare, base, head = origin
+    with GitHubServer(REPO, token=TOKEN, origin=bare) as github:
+        job = Job(tmp_path / "quiet", origin, github.url, payload=event(base, head, action="closed"))
+        assert job.run().returncode == 0
+        assert "has no optimisation pull request or branch to tidy up" in job.summary.read_text()
+        assert [c.method for c in github.writes] == ["DELETE"]
+        github.add_pull("soap/feature", "feature")
+        github.fail("PATCH", f"/repos/{REPO}/pulls/", 403, "Resource not accessible by integration")
+        job = Job(tmp_path / "refused", origin, github.url, payload=event(base, head, action="closed"))
+        result = job.run()
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("pytest-soap:")]
+    assert len(lines) == 1 and "was not tidied up" in lines[0] and "403" in lines[0], result.stdout
+
+
+def test_each_job_has_a_report_file_of_its_own():
+    from pytest_soap.github.action import report_path_in
+
+    first, second = report_path_in({}), report_path_in({})
+    assert first != second and first.parent != second.parent
+    assert first.name != "pytest-soap-report.json" and first.parent.name.startswith("pytest-soap-")
 
 
 def test_a_fork_gets_the_gate_and_summary_with_no_write_at_all(tmp_path, origin):
@@ -225,7 +349,7 @@ def test_without_a_key_the_action_gates_only(tmp_path, origin):
 
 def test_with_provider_openai_the_loop_asks_the_chat_completions_server_with_that_key_alone(tmp_path, origin):
     openai_key = "sk-proj-SECRETkey0123456789"
-    # A reply without code: the loop runs and keeps nothing, so no branch is pushed to the shared origin.
+    # A reply without code: the loop runs and keeps nothing, so no branch is pushed.
     with GitHubServer(REPO, token=TOKEN) as github, \
             ChatCompletionsServer([Forever("I would rather not.")], expected_key=openai_key) as model:
         job = Job(tmp_path, origin, github.url, provider="openai", base_url=f"{model.url}/v1",

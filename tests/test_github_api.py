@@ -7,6 +7,7 @@ import time
 import urllib.request
 from datetime import datetime, timezone
 
+import git
 import pytest
 
 from pytest_soap.github.api import GitHub, GitHubError
@@ -17,6 +18,8 @@ TOKEN = "ghs_s3cretTOKENvalue123"
 MARKER = "<!-- pytest-soap -->"
 COMMENTS = "/repos/owner/repo/issues/7/comments"
 PULLS = "/repos/owner/repo/pulls"
+REFS = "/repos/owner/repo/git/refs/heads"
+ACTOR = git.Actor("dev", "dev@example.com")
 
 
 def client(server: GitHubServer, sleeps: list[float] | None = None, **options) -> GitHub:
@@ -177,6 +180,103 @@ def test_a_validation_failure_carries_githubs_reason():
     assert str(error) == (
         f"GitHub answered POST {PULLS} with 422: Validation Failed (No commits between feature and feature)"
     )
+
+
+def test_close_pull_closes_it_so_find_pull_no_longer_finds_it():
+    with GitHubServer() as server:
+        pull = server.add_pull("soap/optimize-7", "feature")
+        github = client(server)
+        closed = github.close_pull(pull["number"])
+        found = github.find_pull("soap/optimize-7", "feature")
+
+    assert closed["number"] == pull["number"] and closed["state"] == "closed"
+    assert found is None
+    assert server.pulls[0]["state"] == "closed"
+    (write,) = server.writes
+    assert (write.method, write.path, write.json) == ("PATCH", f"{PULLS}/{pull['number']}", {"state": "closed"})
+    assert github.calls == 1
+
+
+def test_comment_posts_a_new_comment_beside_the_sticky_one():
+    with GitHubServer() as server:
+        github = client(server)
+        github.upsert_comment(7, MARKER, "table")
+        posted = github.comment(7, "Closed: the pull request's branch was merged.")
+
+    sticky, plain = server.comments[7]
+    assert posted["id"] == plain["id"] != sticky["id"]
+    assert plain["body"] == "Closed: the pull request's branch was merged."
+    assert sticky["body"] == f"{MARKER}\ntable"
+    assert (server.writes[-1].method, server.writes[-1].path) == ("POST", COMMENTS)
+    assert github.calls == 2
+
+
+# -- branches ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def origin(tmp_path):
+    """A bare repository with `main` and `soap/feature`, pushed from a clone."""
+    bare = git.Repo.init(tmp_path / "origin.git", bare=True)
+    dev = git.Repo.init(tmp_path / "dev", initial_branch="main")
+    (tmp_path / "dev" / "README").write_text("shop\n")
+    dev.git.add("--all")
+    dev.index.commit("shop", author=ACTOR, committer=ACTOR)
+    dev.create_remote("origin", str(bare.git_dir)).push("main")
+    dev.git.checkout("-b", "soap/feature")
+    dev.remotes.origin.push("soap/feature")
+    assert {head.name for head in bare.heads} == {"main", "soap/feature"}
+    return bare
+
+
+def test_delete_branch_removes_it_and_a_second_delete_finds_it_gone(origin):
+    with GitHubServer(origin=origin.git_dir) as server:
+        github = client(server)
+        assert github.delete_branch("soap/feature") is True
+        assert [head.name for head in origin.heads] == ["main"]
+        assert github.delete_branch("soap/feature") is False
+
+    assert [(call.method, call.path) for call in server.writes] == [
+        ("DELETE", f"{REFS}/soap/feature"), ("DELETE", f"{REFS}/soap/feature"),
+    ]
+    assert github.calls == 2
+
+
+def test_delete_branch_quotes_each_segment_and_keeps_the_slashes(origin):
+    origin.git.update_ref("refs/heads/soap/fix#7+1", "main")
+    with GitHubServer(origin=origin.git_dir) as server:
+        assert client(server).delete_branch("soap/fix#7+1") is True
+
+    (call,) = server.writes
+    assert call.path == f"{REFS}/soap/fix%237%2B1"
+    assert {head.name for head in origin.heads} == {"main", "soap/feature"}
+
+
+def test_delete_branch_in_a_repository_the_token_cannot_see_is_a_404_line_not_a_branch_already_gone():
+    with GitHubServer() as server:  # no origin: the fake answers 404, as GitHub does for a repository out of sight
+        error = refusal(lambda: client(server).delete_branch("soap/feature"))
+    assert error.status == 404 and "\n" not in str(error)
+
+
+def test_a_refused_branch_deletion_says_which_permissions_the_workflow_needs(origin):
+    with GitHubServer(origin=origin.git_dir) as server:
+        server.fail("DELETE", REFS, 403, "Resource not accessible by integration")
+        error = refusal(lambda: client(server).delete_branch("soap/feature"))
+
+    assert error.status == 403
+    assert str(error).startswith(
+        f"GitHub refused DELETE {REFS}/soap/feature (403): Resource not accessible by integration"
+    )
+    assert "permissions: contents: write, pull-requests: write" in str(error)
+    assert {head.name for head in origin.heads} == {"main", "soap/feature"}
+
+
+def test_another_refusal_of_a_branch_deletion_is_raised(origin):
+    with GitHubServer(origin=origin.git_dir) as server:
+        server.fail("DELETE", REFS, 422, "Reference update failed")
+        error = refusal(lambda: client(server).delete_branch("soap/feature"))
+
+    assert str(error) == f"GitHub answered DELETE {REFS}/soap/feature with 422: Reference update failed"
 
 
 # -- rate limits ---------------------------------------------------------------------------------------

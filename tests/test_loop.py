@@ -10,7 +10,7 @@ import textwrap
 import git
 import pytest
 
-from pytest_soap.soap import Target
+from pytest_soap.soap import Prior, Target
 from pytest_soap.soap.llm import AnthropicProvider
 from pytest_soap.soap.loop import optimize
 from pytest_soap.soap.loopback import EMPTY, Error, Forever, MessagesServer
@@ -84,10 +84,17 @@ def target(root):
                                                   "tests/test_work.py::test_unique_on_a_large_list"))
 
 
-def run_loop(root, script, iterations, metrics=("time_s",)):
+def run_loop(root, script, iterations, metrics=("time_s",), prior=None):
     with MessagesServer(script) as server:
         provider = AnthropicProvider(api_key="sk-test", base_url=server.url, timeout=10, max_retries=2)
-        return optimize(target(root), provider, "claude-test", iterations, list(metrics), "time 12.0×"), server
+        return optimize(target(root), provider, "claude-test", iterations, list(metrics), "time 12.0×",
+                        prior=prior), server
+
+
+def prior_of(code: str) -> Prior:
+    """An earlier run's revision of unique: the module with `code` for it."""
+    return Prior("pkg/work.py", "unique", ORIGINAL[:ORIGINAL.index("def unique")] + textwrap.dedent(code),
+                 "commit 0123456789ab", tokens=5000)
 
 
 def test_every_kind_of_bad_candidate_is_rejected_with_its_reason_and_the_correct_faster_one_is_kept(project):
@@ -150,6 +157,42 @@ def test_the_fastest_correct_candidate_is_kept_not_the_last(project):
     assert [c.status for c in opt.candidates] == ["accepted", "accepted", "no gain", "no gain"], (  # then converged
         opt.reason, [(c.status, c.reason) for c in opt.candidates])
     assert opt.status == "accepted" and "dict.fromkeys" in opt.revised
+
+
+def test_an_earlier_revision_is_round_0_and_stays_the_best_when_the_replies_are_worse(project):
+    fast = "def unique(items):\n    return list(dict.fromkeys(items))\n"
+    opt, server = run_loop(project, [SLOWER], iterations=1, prior=prior_of(fast))
+    rounds = [(c.iteration, c.status, c.reason) for c in opt.candidates]
+    assert [r[:2] for r in rounds] == [(0, "accepted"), (1, "no gain")], rounds
+    assert rounds[0][2].startswith("the earlier revision (commit 0123456789ab), re-verified: time ")
+    assert opt.status == "accepted" and "dict.fromkeys" in opt.revised
+    assert opt.reused == {"from": "commit 0123456789ab", "tokens": 5000}
+    # The model was shown the earlier revision as the best so far, to improve on.
+    request = json.dumps(server.requests[0].body["messages"])
+    assert "The best revision so far, which is kept" in request and "dict.fromkeys" in request
+
+
+def test_an_earlier_revision_that_is_wrong_or_reaches_further_here_is_rejected_and_the_loop_goes_on(project):
+    wrong = prior_of("def unique(items):\n    return sorted(set(items))\n")
+    opt, server = run_loop(project, [FAST], iterations=1, prior=wrong)
+    assert [(c.iteration, c.status) for c in opt.candidates] == [(0, "rejected"), (1, "accepted")]
+    assert opt.candidates[0].reason.startswith("tests failed") and opt.reused == {}
+    assert "round 0: the revision an earlier run kept, rejected: tests failed" in json.dumps(server.requests[0].body)
+    # A revision is model-written code: merged into a new tree, it still may use nothing the original does not.
+    reaching = prior_of("import os\n\ndef unique(items):\n    os.getcwd()\n    return list(dict.fromkeys(items))\n")
+    opt, _ = run_loop(project, [Forever("I would rather not.")], iterations=1, prior=reaching)
+    assert opt.candidates[0].status == "rejected" and "os" in opt.candidates[0].reason and opt.status == "rejected"
+
+
+def test_a_prior_file_that_is_not_one_is_a_usage_error_in_one_line(project):
+    bad = project / "prior.json"
+    for text, expected in (("{not json", "is not JSON"), ('{"schema": 1, "revisions": [{"file": 1}]}', "revision 0 is not"),
+                           ('{"schema": 9, "revisions": []}', "is not a file of earlier revisions")):
+        bad.write_text(text)
+        run = subprocess.run([sys.executable, "-m", "pytest", "--soap", "--soap-optimize", f"--soap-prior={bad}",
+                              "-p", "no:cacheprovider"], cwd=project, capture_output=True, text=True)
+        assert run.returncode == 4 and expected in run.stderr, run.stderr
+        assert len([line for line in run.stderr.splitlines() if "soap-prior" in line]) == 1
 
 
 def test_a_revision_is_applied_only_over_the_text_the_loop_started_from(project):

@@ -5,11 +5,17 @@ event's payload at GITHUB_EVENT_PATH, the API at GITHUB_API_URL, the files for t
 outputs. So it runs, and is tested, the same outside GitHub.
 
 The order: decide whether to run at all (not for drafts, the action's own branches or bots); make sure the
-base commit is here; run the gate (`pytest --soap --soap-against <base sha>`) in a subprocess without the
-GitHub token in its environment; write the job summary, the outputs and the annotations; then, only for a
-pull request from this repository, keep one sticky comment and, when the loop kept a revision, push it to
-`soap/<head branch>` and open (or update) one pull request into the head branch. The gate's verdict is the
-exit status; what fails after it (a refused call, a rejected push) is one line in the summary.
+base commit is here; read what `soap/<head branch>` already holds (provenance.py); run the gate (`pytest
+--soap --soap-against <base sha>`) in a subprocess without the GitHub token in its environment; write the
+job summary, the outputs and the annotations; then, only for a pull request from this repository, keep one
+sticky comment and, when the loop kept a revision, push one commit per revision to `soap/<head branch>` and
+open (or update) one pull request into the head branch. The gate's verdict is the exit status; what fails
+after it (a refused call, a rejected push) is one line in the summary.
+
+Through a pull request's life: a run on the head and base the branch was built for runs no loop and pushes
+nothing; after a new push, each revision whose target is unchanged is the loop's round 0, and the branch is
+never replaced by one that holds fewer of them; the `closed` event closes the optimisation pull request and
+deletes its branch.
 """
 
 from __future__ import annotations
@@ -22,16 +28,18 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from git import GitCommandError
+from git import GitCommandError, Repo
 
 from ..merge import MergeError, load_report, merge_into
 from ..report.markdown import MARKER, before_after_rows, render, table
-from ..soap import PROVIDERS, CandidateStatus, OptimizationStatus
+from ..soap import PROVIDERS, CandidateStatus, OptimizationStatus, Prior, write_priors
 from ..worktree import temporary_worktree
+from . import provenance
 from .api import GitHub, GitHubError
+from .provenance import Built
 
 BRANCH_PREFIX = "soap/"
 BOT = "pytest-soap[bot]"
@@ -112,6 +120,8 @@ class PullRequest:
     fork: bool
     sender: str
     sender_is_bot: bool
+    action: str = "synchronize"  # the event's activity: opened, synchronize, closed...
+    merged: bool = False
 
     @classmethod
     def from_event(cls, event: dict) -> PullRequest:
@@ -122,7 +132,8 @@ class PullRequest:
         return cls(number=int(pr["number"]), head_ref=pr["head"]["ref"], head_sha=pr["head"]["sha"],
                    base_ref=pr["base"]["ref"], base_sha=pr["base"]["sha"], draft=bool(pr.get("draft")),
                    fork=head_repo != base_repo, sender=sender.get("login", ""),
-                   sender_is_bot=sender.get("type") == "Bot" or sender.get("login", "").endswith("[bot]"))
+                   sender_is_bot=sender.get("type") == "Bot" or sender.get("login", "").endswith("[bot]"),
+                   action=str(event.get("action") or ""), merged=bool(pr.get("merged")))
 
     @property
     def soap_branch(self) -> str:
@@ -187,6 +198,8 @@ def run(env: dict[str, str] | None = None) -> int:
     except ActionError as e:
         return step.fail(str(e))
 
+    if pr.action == "closed":
+        return close_down(pr, inputs, env, step)
     skip = skip_reason(pr, inputs)
     if skip:
         step.note(f"skipped: {skip}")
@@ -205,7 +218,17 @@ def run(env: dict[str, str] | None = None) -> int:
     elif inputs.optimize and not inputs.model_reachable:
         step.note(f"optimisation skipped: no {inputs.missing_model}; the gate ran alone")
     report_path = report_path_in(env)
-    gate_status = run_gate(workspace, pr, inputs, optimize, report_path, env)
+    github = client(inputs, env, step) if not pr.fork else None
+    earlier = Earlier.read(workspace, pr, inputs, env, step) if github and optimize else Earlier()
+    reuse = earlier.built_for(pr)
+    prior = None
+    if reuse:
+        step.note(f"the loop did not run: {pr.soap_branch} holds {len(earlier.built)} revision"
+                  f"{'s' * (len(earlier.built) != 1)} built for this head and base, which stand as they are")
+    elif earlier.built:
+        prior = report_path.with_suffix(".prior.json")
+        write_priors(prior, earlier.priors(workspace, step))
+    gate_status = run_gate(workspace, pr, inputs, optimize and not reuse, report_path, env, prior)
     try:
         report = load_report(report_path)
     except MergeError:
@@ -215,9 +238,14 @@ def run(env: dict[str, str] | None = None) -> int:
         return gate_status or 1
 
     pr_url = ""
-    github = client(inputs, env, step) if not pr.fork else None
-    if github and optimize and report.get("patch") and any(o.get("status") == OptimizationStatus.ACCEPTED for o in report["optimizations"]):
-        pr_url = open_optimisation_pr(workspace, pr, report, github, inputs, env, step)
+    if github and optimize:
+        if reuse:
+            report["optimizations"] = [b.as_optimization() for b in earlier.built]
+            report_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        else:
+            pr_url = publish(workspace, pr, report, github, inputs, env, step, earlier)
+        pr_url = pr_url or (existing_pull(github, pr) if earlier.tip else "")
+        step.note(token_line(report))
     annotate(report, step)
     markdown = render(report, pr_url=pr_url or None, notes=step.lines)
     step.summary(markdown)
@@ -225,6 +253,83 @@ def run(env: dict[str, str] | None = None) -> int:
     if github:
         comment(github, pr.number, markdown, bool(report.get("regressions")), step)
     return exit_status(gate_status, inputs)
+
+
+@dataclass
+class Earlier:
+    """What `soap/<head branch>` held when this run started: its tip ("" when there is none, None when it
+    could not be read) and the revisions on it."""
+
+    tip: str | None = ""
+    built: list[Built] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, workspace: Path, pr: PullRequest, inputs: Inputs, env: dict[str, str], step: Step) -> Earlier:
+        auth = dict(env, **token_config(inputs.token))
+        listed = git(workspace, "ls-remote", "origin", f"refs/heads/{pr.soap_branch}", env=auth, check=False)
+        if listed.returncode != 0:
+            step.note(f"{pr.soap_branch} could not be read from origin ({_masked(listed.stderr, inputs)}): "
+                      "its revisions are not reused")
+            return cls(tip=None)
+        if not listed.stdout.strip():
+            return cls()
+        tip = listed.stdout.split()[0]
+        fetched = git(workspace, "fetch", "--no-tags", "--quiet", "origin", f"refs/heads/{pr.soap_branch}",
+                      env=auth, check=False)
+        if fetched.returncode != 0:
+            step.note(f"{pr.soap_branch} could not be fetched from origin ({_masked(fetched.stderr, inputs)}): "
+                      "its revisions are not reused")
+            return cls(tip=tip)
+        return cls(tip, provenance.read_branch(Repo(workspace), tip))
+
+    def built_for(self, pr: PullRequest) -> bool:
+        """Whether every revision was built for this head and base: then there is nothing to do again."""
+        return bool(self.built) and all((b.head, b.base) == (pr.head_sha, pr.base_sha) for b in self.built)
+
+    def unchanged(self, workspace: Path) -> list[Built]:
+        """The revisions whose target's source is as it was when they were built."""
+        return [b for b in self.built if provenance.source_hash(_read(workspace / b.file), b.qualname) == b.source]
+
+    def priors(self, workspace: Path, step: Step) -> list[Prior]:
+        """The loop's round 0 for each unchanged target: its revision merged into this tree."""
+        kept, found = self.unchanged(workspace), []
+        for b in self.built:
+            if b not in kept:
+                step.note(f"{b.key} changed since its revision was built: the loop optimises it anew")
+            elif (merged := provenance.seed(Repo(workspace), b, _read(workspace / b.file))) is None:
+                step.note(f"the revision of {b.key} does not merge into this tree: the loop optimises it anew")
+            else:
+                found.append(Prior(b.file, b.qualname, merged, f"commit {b.commit[:12]}", b.tokens))
+        return found
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return ""
+
+
+def _masked(stderr: str, inputs: Inputs) -> str:
+    line = last_line(stderr)
+    return line.replace(inputs.token, "***") if inputs.token else line
+
+
+def token_line(report: dict) -> str:
+    """The model tokens this run used, and those that reusing earlier revisions saved."""
+    optimizations = report.get("optimizations") or []
+    used = sum((o.get("tokens") or {}).get(k, 0) for o in optimizations for k in ("input", "output"))
+    saved = sum((o.get("reused") or {}).get("tokens", 0) for o in optimizations)
+    return f"model tokens: {used:,} used by this run; {saved:,} saved by reusing earlier revisions"
+
+
+def existing_pull(github: GitHub, pr: PullRequest) -> str:
+    """The open optimisation pull request's URL, or ""."""
+    try:
+        pull = github.find_pull(pr.soap_branch, pr.head_ref)
+    except GitHubError:
+        return ""
+    return (pull or {}).get("html_url", "")
 
 
 def client(inputs: Inputs, env: dict[str, str], step: Step) -> GitHub | None:
@@ -256,7 +361,13 @@ def read_event(env: dict[str, str]) -> PullRequest:
 
 
 def report_path_in(env: dict[str, str]) -> Path:
-    return Path(env.get("RUNNER_TEMP") or tempfile.gettempdir()) / "pytest-soap-report.json"
+    """A report file of this run's own: under the job's RUNNER_TEMP, else in a new temporary folder, never a
+    fixed name that two jobs on one self-hosted machine would share."""
+    folder = env.get("RUNNER_TEMP") or tempfile.mkdtemp(prefix="pytest-soap-")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    handle, path = tempfile.mkstemp(prefix="pytest-soap-report-", suffix=".json", dir=folder)
+    os.close(handle)
+    return Path(path)
 
 
 def skip_reason(pr: PullRequest, inputs: Inputs) -> str | None:
@@ -290,9 +401,11 @@ def ensure_commit(workspace: Path, sha: str) -> None:
                           "check out with `fetch-depth: 0` in actions/checkout")
 
 
-def run_gate(workspace: Path, pr: PullRequest, inputs: Inputs, optimize: bool, report: Path, env: dict[str, str]) -> int:
+def run_gate(workspace: Path, pr: PullRequest, inputs: Inputs, optimize: bool, report: Path, env: dict[str, str],
+             prior: Path | None = None) -> int:
     """pytest with the gate, in the project's environment; the GitHub token never reaches it, and the model's
-    key only when the loop runs (its sandbox keeps the key from the model's code)."""
+    key only when the loop runs (its sandbox keeps the key from the model's code). `prior`: the earlier
+    revisions the loop starts from."""
     args = [sys.executable, "-m", "pytest", *inputs.pytest_args, "--soap", f"--soap-against={pr.base_sha}",
             f"--soap-json={report}"]
     if inputs.threshold:
@@ -303,6 +416,7 @@ def run_gate(workspace: Path, pr: PullRequest, inputs: Inputs, optimize: bool, r
         args += [f"--soap-iterations={inputs.max_iterations}"] * bool(inputs.max_iterations)
         args.append(f"--soap-provider={inputs.provider}")
         args += [f"--soap-base-url={inputs.base_url}"] * bool(inputs.base_url)
+        args += [f"--soap-prior={prior}"] * bool(prior)
     gate_env = {k: v for k, v in env.items()
                 if not k.startswith("INPUT_") and k not in ("GITHUB_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY")}
     # The chosen provider's key alone; none for a self-hosted server that asks for none.
@@ -333,24 +447,51 @@ def annotate(report: dict, step: Step) -> None:
                           f"{entry['qualname']} ({what}) is blamed for the regression of {', '.join(tests)}")
 
 
+def publish(workspace: Path, pr: PullRequest, report: dict, github: GitHub, inputs: Inputs, env: dict[str, str],
+            step: Step, earlier: Earlier) -> str:
+    """Push this run's revisions and open or update their pull request, unless that would lose one the branch
+    holds: a revision whose target is unchanged that this run did not keep again (its regression was not
+    found, or its revision did not merge) keeps the branch as it is. A revision that failed its re-verification
+    on this tree is dropped, and said. The pull request's URL, or "" when nothing was pushed."""
+    optimizations = report.get("optimizations") or []
+    kept = {f"{o['file']}::{o['qualname']}" for o in optimizations if o.get("status") == OptimizationStatus.ACCEPTED}
+    failed = {f"{o['file']}::{o['qualname']}": o["candidates"][0] for o in optimizations
+              if o.get("candidates") and o["candidates"][0].get("iteration") == 0
+              and o["candidates"][0].get("status") != CandidateStatus.ACCEPTED}
+    lost = []
+    for b in earlier.unchanged(workspace):
+        if b.key in failed:
+            fate = "this run's revision replaces it" if b.key in kept else "it is dropped"
+            step.note(f"the revision of {b.key} on {pr.soap_branch} fails on this head ({failed[b.key]['status']}: "
+                      f"{failed[b.key].get('reason', '')}): {fate}")
+        elif b.key not in kept:
+            lost.append(b.key)
+    if lost:
+        step.note(f"{pr.soap_branch} is left as it is: it holds revisions this run did not keep again "
+                  f"({', '.join(lost)}), and pushing would lose them")
+        return ""
+    if not kept or not report.get("patch"):
+        return ""
+    return open_optimisation_pr(workspace, pr, report, github, inputs, env, step, earlier.tip)
+
+
 def open_optimisation_pr(workspace: Path, pr: PullRequest, report: dict, github: GitHub, inputs: Inputs,
-                         env: dict[str, str], step: Step) -> str:
-    """Commit the kept revisions on soap/<head branch> (from the head commit, in a worktree of its own), push
-    it with the token in git's environment (never in argv or a URL), and open or update one pull request
-    into the head branch. Its URL, or "" when a step failed (said in the summary)."""
-    patch = Path(report["patch"])
-    if not patch.is_absolute():
-        patch = workspace / patch
+                         env: dict[str, str], step: Step, lease: str | None = None) -> str:
+    """Commit each kept revision on soap/<head branch> (from the head commit, in a worktree of its own), its
+    provenance in the commit's trailers, push it with the token in git's environment (never in argv or a URL),
+    and open or update one pull request into the head branch. The push is refused if the branch moved since
+    it was read (`lease`, its tip then; read now when unknown): another run got there first. The pull
+    request's URL, or "" when a step failed (said in the summary)."""
     accepted = [o for o in report["optimizations"] if o.get("status") == OptimizationStatus.ACCEPTED]
     push_env = dict(env, **token_config(inputs.token))
     try:
         with temporary_worktree(workspace, pr.head_sha, "soap-branch-") as tree:
-            git(tree, "apply", "--index", str(patch))
-            message = f"pytest-soap: optimise {', '.join(o['qualname'] for o in accepted)}"
-            git(tree, "-c", f"user.name={BOT}", "-c", f"user.email={BOT_EMAIL}", "commit", "--quiet", "-m", message)
-            remote = git(workspace, "ls-remote", "origin", f"refs/heads/{pr.soap_branch}", env=push_env, check=False)
-            expected = remote.stdout.split()[0] if remote.returncode == 0 and remote.stdout.strip() else ""
-            pushed = git(tree, "push", "--quiet", f"--force-with-lease=refs/heads/{pr.soap_branch}:{expected}",
+            for o in accepted:
+                commit_revision(tree, workspace, pr, o)
+            if lease is None:
+                remote = git(workspace, "ls-remote", "origin", f"refs/heads/{pr.soap_branch}", env=push_env, check=False)
+                lease = remote.stdout.split()[0] if remote.returncode == 0 and remote.stdout.strip() else ""
+            pushed = git(tree, "push", "--quiet", f"--force-with-lease=refs/heads/{pr.soap_branch}:{lease}",
                          "origin", f"HEAD:refs/heads/{pr.soap_branch}", env=push_env, check=False)
     except ActionError as e:
         step.note(f"the optimised code was not committed: {e}")
@@ -359,8 +500,12 @@ def open_optimisation_pr(workspace: Path, pr: PullRequest, report: dict, github:
         step.note(f"the optimised code was not committed: git worktree failed: {last_line(str(e.stderr))}")
         return ""
     if pushed.returncode != 0:
-        reason = last_line(pushed.stderr).replace(inputs.token, "***")
-        step.note(f"the optimised code was not pushed to {pr.soap_branch}: git push was rejected ({reason})")
+        if "stale info" in pushed.stderr:
+            step.note(f"{pr.soap_branch} was not updated: another run pushed to it while this one ran; "
+                      "its pull request stands as that run left it")
+        else:
+            step.note(f"the optimised code was not pushed to {pr.soap_branch}: git push was rejected "
+                      f"({_masked(pushed.stderr, inputs)})")
         return ""
     try:
         pull = github.upsert_pull(pr.soap_branch, pr.head_ref, f"pytest-soap: faster {', '.join(o['qualname'] for o in accepted)}",
@@ -369,6 +514,20 @@ def open_optimisation_pr(workspace: Path, pr: PullRequest, report: dict, github:
         step.note(f"the optimisation pull request was not opened: {e}")
         return ""
     return pull.get("html_url", "")
+
+
+def commit_revision(tree: Path, workspace: Path, pr: PullRequest, o: dict) -> None:
+    """One revision as one commit: its own diff, and trailers saying what it was built from (provenance.py)."""
+    diff = tree / ".git-soap-revision.patch"
+    diff.write_text(o["diff"], encoding="utf-8")
+    try:
+        git(tree, "apply", "--index", str(diff))
+    finally:
+        diff.unlink()
+    source = provenance.source_hash(_read(workspace / o["file"]), o["qualname"]) or "unknown"
+    tokens = sum((o.get("tokens") or {}).get(k, 0) for k in ("input", "output")) + (o.get("reused") or {}).get("tokens", 0)
+    message = provenance.message(o, source, pr.head_sha, pr.base_sha, tokens)
+    git(tree, "-c", f"user.name={BOT}", "-c", f"user.email={BOT_EMAIL}", "commit", "--quiet", "-m", message)
 
 
 def token_config(token: str) -> dict[str, str]:
@@ -399,6 +558,9 @@ def pull_body(pr: PullRequest, report: dict, accepted: list[dict]) -> str:
         kept = sum(c.get("status") == CandidateStatus.ACCEPTED for c in rounds)
         lines.append(f"- `{o['qualname']}`: {len(rounds)} round{'s' * (len(rounds) != 1)}, {kept} accepted; tests run: "
                      f"{', '.join(o.get('tests', [])) or 'the project suite'}")
+        if o.get("reused"):
+            lines.append(f"  - reused: the revision of {o['reused']['from']} (an earlier run on this pull request), "
+                         "re-verified on this head as round 0")
         for key in ("behaviour", "final_check", "sandbox"):
             if o.get(key):
                 lines.append(f"  - {key.replace('_', ' ')}: {o[key]}")
@@ -408,6 +570,36 @@ def pull_body(pr: PullRequest, report: dict, accepted: list[dict]) -> str:
               f"`{pr.head_ref}`, or `git fetch origin {pr.soap_branch} && git merge origin/{pr.soap_branch}`. "
               "pytest-soap updates this pull request on later pushes."]
     return "\n".join(lines)
+
+
+def close_down(pr: PullRequest, inputs: Inputs, env: dict[str, str], step: Step) -> int:
+    """The pull request was closed or merged: close its optimisation pull request, with a word why, and delete
+    soap/<head branch>. Nothing to do for pytest-soap's own branches and for forks (no write token)."""
+    what = "merged" if pr.merged else "closed"
+    github = None
+    if pr.head_ref.startswith(BRANCH_PREFIX) or pr.fork:
+        step.note(f"nothing to tidy up: #{pr.number} has no optimisation branch of its own here")
+    else:
+        github = client(inputs, env, step)
+    if github is None:
+        step.summary(f"{MARKER}\npytest-soap: #{pr.number} was {what}; nothing to tidy up.")
+        return 0
+    try:
+        pull = github.find_pull(pr.soap_branch, pr.head_ref)
+        if pull:
+            github.comment(pull["number"], f"{MARKER}\n#{pr.number} was {what}, so this pull request into its branch "
+                                           "is closed too, and its branch deleted.")
+            github.close_pull(pull["number"])
+            step.note(f"closed the optimisation pull request #{pull['number']}")
+        if github.delete_branch(pr.soap_branch):
+            step.note(f"deleted {pr.soap_branch}")
+    except GitHubError as e:
+        return step.fail(f"the optimisation pull request of #{pr.number} was not tidied up: {e}")
+    if not step.lines:
+        step.note(f"#{pr.number} has no optimisation pull request or branch to tidy up")
+    step.summary(f"{MARKER}\npytest-soap: #{pr.number} was {what}.\n\n" + "\n".join(f"- {line}" for line in step.lines))
+    step.outputs(regressions="0", report="", pr_url="")
+    return 0
 
 
 def merge_only(inputs: Inputs, env: dict[str, str], step: Step, workspace: Path) -> int:

@@ -1,4 +1,5 @@
-"""A small client for the few GitHub REST endpoints the action uses: issue comments and pull requests.
+"""A small client for the few GitHub REST endpoints the action uses: issue comments, pull requests and branch
+deletion.
 
 It runs on the standard library's urllib (JSON in and out, with a timeout), so the action needs no new
 dependency. Every failure is a GitHubError whose text is one line for the job summary, and the token
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 PER_PAGE = 100  # GitHub's largest page
 MAX_PAGES = 100  # 10,000 comments: past this a server that ignores `page` would keep us reading forever
@@ -27,6 +28,7 @@ API_VERSION = "2022-11-28"
 USER_AGENT = "pytest-soap"
 MESSAGE_CHARS = 300  # GitHub's message in an error line is cut here, to keep the summary readable
 
+NO_SUCH_REF = "Reference does not exist"  # GitHub's 422 for a branch that is already gone
 CREATE_PR_REFUSED = "not permitted to create or approve pull requests"
 CREATE_PR_SETTING = (
     "Settings → Actions → General → Workflow permissions → "
@@ -108,6 +110,10 @@ class GitHub:
             return self._object("PATCH", path, {"body": body})
         if not create:
             return None
+        return self.comment(number, body)
+
+    def comment(self, number: int, body: str) -> dict:
+        """A new comment on issue or pull `number`: a plain one, not the sticky one."""
         return self._object("POST", f"/repos/{self.repository}/issues/{number}/comments", {"body": body})
 
     # -- pull requests -------------------------------------------------------------------------------
@@ -131,6 +137,24 @@ class GitHub:
             {"title": title, "body": body, "head": head_branch, "base": base_branch,
              "maintainer_can_modify": True},
         )
+
+    def close_pull(self, number: int) -> dict:
+        """Close pull request `number` (its branch stays)."""
+        return self._object("PATCH", f"/repos/{self.repository}/pulls/{number}", {"state": "closed"})
+
+    # -- branches ------------------------------------------------------------------------------------
+
+    def delete_branch(self, branch: str) -> bool:
+        """Delete `branch` from the repository: True when it went, False when it was already gone (GitHub's 422
+        "Reference does not exist"; a 404 means the token cannot see the repository, and is raised)."""
+        ref = "/".join(quote(segment, safe="") for segment in branch.split("/"))
+        try:
+            self._call("DELETE", f"/repos/{self.repository}/git/refs/heads/{ref}")
+        except GitHubError as refused:
+            if refused.status == 422 and NO_SUCH_REF in str(refused):
+                return False
+            raise
+        return True
 
     # -- HTTP ----------------------------------------------------------------------------------------
 

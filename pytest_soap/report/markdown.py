@@ -240,6 +240,9 @@ def _optimization(o: dict) -> list[str]:
     if rows:
         parts.append(table(["Metric", "Before", "After", "Ratio"], rows))
         parts.append("Figures of one run of the regressed tests, the median of the race's samples.")
+    if o.get("reused"):
+        how = "re-verified on this tree as round 0" if o.get("candidates") else "built for this head and base, not run again"
+        parts.append(f"Reused: the revision of {_prose(o['reused'].get('from', 'an earlier run'))}, {how}.")
     for label, key in (("Behaviour", "behaviour"), ("Final check", "final_check"), ("Sandbox", "sandbox")):
         if o.get(key):
             parts.append(f"{label}: {_prose(o[key])}.")

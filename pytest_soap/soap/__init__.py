@@ -4,6 +4,7 @@ sandbox (verify), loop."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,3 +78,48 @@ class Target:
     def revisable(self) -> tuple[str, ...]:
         """The functions of the target's file that a reply may revise besides the target."""
         return tuple(r.qualname for r in self.related if r.file == self.file and r.qualname != self.qualname)
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A revision an earlier run kept (`--soap-prior`, which `soap action` writes from its branch's commits):
+    the loop re-verifies it before its first round, and keeps it unless a new candidate beats it."""
+
+    file: str
+    qualname: str
+    revised: str  # the whole module: this tree's text with the earlier revision merged in
+    origin: str = ""  # where it came from, for the report: the commit that holds it
+    tokens: int = 0  # what the runs that found it spent, input and output
+
+    @property
+    def key(self) -> str:
+        return f"{self.file}::{self.qualname}"
+
+
+PRIOR_SCHEMA = 1
+
+
+def write_priors(path: Path, priors: list[Prior]) -> None:
+    path.write_text(json.dumps({"schema": PRIOR_SCHEMA, "revisions": [vars(p) for p in priors]}), encoding="utf-8")
+
+
+def read_priors(path: Path) -> dict[str, Prior]:
+    """The revisions in a --soap-prior file, by target key; ValueError, in one line, for a file that is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"--soap-prior {path} cannot be read: {e.strerror or e}") from None
+    except ValueError as e:
+        raise ValueError(f"--soap-prior {path} is not JSON: {e}") from None
+    if not isinstance(data, dict) or data.get("schema") != PRIOR_SCHEMA or not isinstance(data.get("revisions"), list):
+        raise ValueError(f"--soap-prior {path} is not a file of earlier revisions (schema {PRIOR_SCHEMA})")
+    priors = {}
+    for n, entry in enumerate(data["revisions"]):
+        try:
+            prior = Prior(**entry)
+        except TypeError:
+            raise ValueError(f"--soap-prior {path}: revision {n} is not file, qualname and revised text") from None
+        if not all(isinstance(v, str) for v in (prior.file, prior.qualname, prior.revised)):
+            raise ValueError(f"--soap-prior {path}: revision {n} is not file, qualname and revised text")
+        priors[prior.key] = prior
+    return priors

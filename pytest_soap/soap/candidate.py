@@ -650,6 +650,13 @@ def splice(module_source: str, qualname: str, code: str, revisable: tuple[str, .
     return module.with_changes(body=statements).code  # every piece parsed and compiled, so the whole does
 
 
+def check_revision(revised: str, original: str, qualname: str) -> None:
+    """Raises CandidateError, in one line, when a whole revised module (an earlier run's revision, merged into
+    this tree) cannot stand as a candidate: the target is not in it, or it uses what the original does not."""
+    locate(revised, qualname, where="the earlier revision")
+    _refuse_new_capabilities(_parse_ast(revised, "the earlier revision"), _parse_ast(original, "the module"))
+
+
 def _reachable(module: cst.Module, qualname: str) -> bool:
     try:
         _find_original(module, qualname)

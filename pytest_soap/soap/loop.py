@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from ..compare import Line, Thresholds
 from ..report.units import LABEL, ratio
 from ..stats import mann_whitney_greater
-from . import CandidateStatus, OptimizationStatus, Target, prompt
-from .candidate import CandidateError, extract_code, splice
+from . import CandidateStatus, OptimizationStatus, Prior, Target, prompt
+from .candidate import CandidateError, check_revision, extract_code, function_source, splice
 from .llm import ModelError
 from .profile import ProfileError, format_profile, profile_target
 from .sandbox import RunStatus, Sandbox, SandboxError, Verified, memory_limit_mb, verify
@@ -113,6 +113,7 @@ class Optimization:
     tokens: dict = field(default_factory=lambda: {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0})
     cost_usd: float | None = None
     checks: dict = field(default_factory=dict)  # the evidence: tests run and raced, calls compared, rounds, stage times
+    reused: dict = field(default_factory=dict)  # an earlier run's revision kept as round 0: {"from", "tokens"}
     original: str = field(default="", repr=False)
     revised: str | None = field(default=None, repr=False)  # the module with the kept revision
 
@@ -125,6 +126,7 @@ class Optimization:
     def to_dict(self) -> dict:
         data = asdict(self)
         del data["original"], data["revised"]
+        data["diff"] = self.diff()  # this revision alone, against the original: what `soap action` commits
         data["status"] = str(self.status)  # plain data: the statuses as plain strings
         for tried in data["candidates"]:
             del tried["revised"]
@@ -140,16 +142,17 @@ def best_after(opt: Optimization, iteration: int) -> str:
 
 def optimize(target: Target, provider, model: str, iterations: int, metrics: list[str], evidence: str,
              thresholds: Thresholds = Thresholds(), progress: Callable[[str], None] = lambda line: None,
-             profile_view: str = "both", task: str = "") -> Optimization:
+             profile_view: str = "both", task: str = "", prior: Prior | None = None) -> Optimization:
     """Run the loop on one target; never raises for a bad reply, a bad candidate or a failing API.
-    `profile_view` is what the model sees of each profile (profile.VIEWS); `task`, what the code is for."""
+    `profile_view` is what the model sees of each profile (profile.VIEWS); `task`, what the code is for;
+    `prior`, an earlier run's revision to re-verify as round 0 and to start from if it holds."""
     opt = Optimization(target.file, target.qualname, tests=list(target.tests))
     opt.original = (target.root / target.file).read_text(encoding="utf-8")
     goals = sorted({g for m in metrics for g in GOALS.get(m, ())}) or ["time_s", "peak_mb"]
     try:
         with Sandbox(target.root) as box:
             _loop(opt, target, box, provider, model, iterations, goals, evidence, thresholds, progress,
-                  profile_view, task)
+                  profile_view, task, prior)
     except SandboxError as e:
         opt.status, opt.reason = OptimizationStatus.SKIPPED, str(e)
     return opt
@@ -157,7 +160,7 @@ def optimize(target: Target, provider, model: str, iterations: int, metrics: lis
 
 def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str, iterations: int,
           goals: list[str], evidence: str, thresholds: Thresholds, progress: Callable[[str], None],
-          profile_view: str, task: str) -> None:
+          profile_view: str, task: str, prior: Prior | None) -> None:
     # The first run takes every test it is given (from the gate: the session's passing tests), and those that
     # call the target, or a function the reply may revise, are its covering tests from then on.
     race = list(target.race_tests)
@@ -209,6 +212,27 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
     rejected: list[prompt.Rejected] = []
     stale = 0
     opt.status = OptimizationStatus.REJECTED
+    calls = {name: f["calls"] for name, f in first.functions.items()}
+    if prior is not None:
+        # Round 0: the earlier run's revision, checked as any candidate is, on this tree. A later run must not
+        # lose what an earlier one found because the model's replies were worse this time.
+        progress(f"{target.key}: round 0, the revision an earlier run kept")
+        started = time.perf_counter()
+        try:
+            check_revision(prior.revised, opt.original, target.qualname)
+            tried = _check(prior.revised, 0, target, box, best_text, best_peak, tests, race, first.run.seconds, calls,
+                           first.calls_by_test, checking, goals, thresholds, opt, earlier=prior.origin or "an earlier run")
+        except CandidateError as e:
+            tried = Tried(0, CandidateStatus.REJECTED, str(e))
+        tried.seconds = {"check_and_race": round(time.perf_counter() - started, 3)}
+        opt.candidates.append(tried)
+        if tried.status == CandidateStatus.ACCEPTED:
+            best_text, best_code = prior.revised, function_source(prior.revised, target.qualname)[0]
+            best_peak = opt.after["peak_mb"]  # type: ignore[index]
+            opt.reused = {"from": prior.origin, "tokens": prior.tokens}
+        else:
+            rejected.append(prompt.Rejected(0, f"the revision an earlier run kept, {tried.status}: {tried.reason}"))
+            box.write(target.file, best_text)
     for iteration in range(1, iterations + 1):
         opt.checks["rounds"] = iteration
         seconds: dict[str, float] = {}
@@ -235,8 +259,7 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         _count(opt, reply)
         started = time.perf_counter()
         tried = _try(reply.text, iteration, target, box, best_text, best_peak, tests, race, first.run.seconds,
-                     {name: f["calls"] for name, f in first.functions.items()}, first.calls_by_test, checking, goals,
-                     thresholds, opt)
+                     calls, first.calls_by_test, checking, goals, thresholds, opt)
         seconds["check_and_race"] = time.perf_counter() - started
         tried.seconds = {stage: round(s, 3) for stage, s in seconds.items()}
         opt.candidates.append(tried)
@@ -286,6 +309,17 @@ def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: st
         candidate = splice(best_text, target.qualname, extract_code(reply), target.revisable)
     except CandidateError as e:
         return Tried(iteration, CandidateStatus.REJECTED, str(e))
+    return _check(candidate, iteration, target, box, best_text, best_peak, tests, race, first_s, expected_calls,
+                  calls_by_test, budget, goals, thresholds, opt)
+
+
+def _check(candidate: str, iteration: int, target: Target, box: Sandbox, best_text: str, best_peak: float | None,
+           tests: list[str], race: list[str], first_s: float, expected_calls: dict[str, int],
+           calls_by_test: dict[str, int], budget: Budget, goals: list[str], thresholds: Thresholds,
+           opt: Optimization, earlier: str = "") -> Tried:
+    """Verify and race a candidate module; a kept one becomes opt.revised and opt.after. An `earlier` run's
+    revision is kept when it is correct and made nothing worse: that run's race measured its gain, on the same
+    source of the target, and a quiet race here must not undo it."""
     box.write(target.file, candidate)
     v = verify(box, target.file, target.qualname, tests, opt.original, best_text, race,
                budget.seconds, MEMORY_MB, thresholds.paired_alpha, champion_peak_mb=best_peak,
@@ -301,9 +335,14 @@ def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: st
     opt.checks["compared_calls"] = max(opt.checks.get("compared_calls", 0), v.checked)
     verdict = judge_race(v.race, goals, thresholds)
     tried = Tried(iteration, verdict.status, verdict.reason, verdict.time_ratio, verdict.peak_ratio)
+    if earlier and not verdict.worse:
+        gain = "" if verdict.status == CandidateStatus.ACCEPTED else \
+            "; its gain was measured when it was found (this race found none significant)"
+        tried = Tried(iteration, CandidateStatus.ACCEPTED, f"the earlier revision ({earlier}), re-verified: "
+                      f"{verdict.figures}{gain}", verdict.time_ratio, verdict.peak_ratio)
     if opt.before is None:
         opt.before = verdict.champion
-    if verdict.status == CandidateStatus.ACCEPTED:
+    if tried.status == CandidateStatus.ACCEPTED:
         opt.revised, opt.after, tried.revised = candidate, verdict.challenger, candidate
         opt.behaviour = behaviour(v.functions)
     return tried
@@ -317,6 +356,8 @@ class RaceVerdict:
     peak_ratio: float | None
     champion: dict
     challenger: dict
+    figures: str = ""  # the ratios, in words
+    worse: bool = False  # a metric crossed its line the wrong way
 
 
 def judge_race(race: dict, goals: list[str], thresholds: Thresholds) -> RaceVerdict:
@@ -341,11 +382,12 @@ def judge_race(race: dict, goals: list[str], thresholds: Thresholds) -> RaceVerd
     champion, challenger = {"time_s": best_t, "peak_mb": best_p}, {"time_s": cand_t, "peak_mb": cand_p}
     if any(worse.values()):
         made_worse = " and ".join(LABEL[m] for m, w in worse.items() if w)
-        return RaceVerdict(CandidateStatus.NO_GAIN, f"{figures}: {made_worse} made worse", time_ratio, peak_ratio, champion, challenger)
+        return RaceVerdict(CandidateStatus.NO_GAIN, f"{figures}: {made_worse} made worse", time_ratio, peak_ratio,
+                           champion, challenger, figures, worse=True)
     if any(gains[g] for g in goals):
-        return RaceVerdict(CandidateStatus.ACCEPTED, figures, time_ratio, peak_ratio, champion, challenger)
-    return RaceVerdict(CandidateStatus.NO_GAIN, f"{figures}: no significant gain in {' or '.join(LABEL[g] for g in goals)}", time_ratio, peak_ratio,
-                       champion, challenger)
+        return RaceVerdict(CandidateStatus.ACCEPTED, figures, time_ratio, peak_ratio, champion, challenger, figures)
+    return RaceVerdict(CandidateStatus.NO_GAIN, f"{figures}: no significant gain in {' or '.join(LABEL[g] for g in goals)}",
+                       time_ratio, peak_ratio, champion, challenger, figures)
 
 
 def _count(opt: Optimization, reply) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -12,7 +12,7 @@ from ..attribute import Attribution
 from ..compare import TestVerdict, Thresholds
 from ..report.units import LABEL, ratio
 from ..store import atomic_write
-from . import OptimizationStatus, Related, Target
+from . import OptimizationStatus, Prior, Related, Target
 from .candidate import CandidateError, enclosing, locate
 from .loop import MEMORY_MB, UNMEASURED_S, Optimization, optimize
 from .sandbox import RunStatus, Sandbox, SandboxError, run_pytest
@@ -121,9 +121,9 @@ def unrevisable(target: Target) -> str | None:
 
 
 def run(planned: list[Planned], provider, model: str, iterations: int, thresholds: Thresholds, root: Path,
-        apply: bool, progress) -> LoopRun:
+        apply: bool, progress, priors: Mapping[str, Prior] = {}) -> LoopRun:
     """Each plan's alternatives in turn until the loop takes one (its result is not "skipped"); a function
-    that several plans name is run once."""
+    that several plans name is run once. A target with a revision in `priors` starts from it (loop.optimize)."""
     result = LoopRun()
     tried: set[str] = set()
     for p in planned:
@@ -133,7 +133,8 @@ def run(planned: list[Planned], provider, model: str, iterations: int, threshold
             tried.add(target.key)
             why = unrevisable(target)
             o = (Optimization(target.file, target.qualname, OptimizationStatus.SKIPPED, why, list(target.tests))
-                 if why else optimize(target, provider, model, iterations, p.metrics, p.evidence, thresholds, progress))
+                 if why else optimize(target, provider, model, iterations, p.metrics, p.evidence, thresholds, progress,
+                                   prior=priors.get(target.key)))
             result.optimizations.append(o)
             if o.status != OptimizationStatus.SKIPPED:
                 break
