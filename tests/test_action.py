@@ -217,23 +217,36 @@ def test_through_a_pull_requests_life_no_work_is_done_twice_and_no_revision_is_l
         assert fourth.returncode == 1, fourth.stdout[-3000:] + fourth.stderr[-3000:]
         [o] = json.loads(open(job.outputs()["report"]).read())["optimizations"]
         assert [(c["iteration"], c["status"]) for c in o["candidates"]] == [(1, "accepted")] and not o["reused"]
-        assert "pkg/work.py::unique changed since its revision was built: the loop optimises it anew" in job.summary.read_text()
+        assert "pkg/work.py::unique changed since its revision was built: that revision is not reused" in job.summary.read_text()
         [anew] = soap_commits(bare)
         assert anew.parents[0].hexsha == head3
         assert anew.trailers_dict["Soap-Source"] != built.trailers_dict["Soap-Source"]
         assert [(p["head"]["ref"], p["base"]["ref"], p["state"]) for p in github.pulls] == [("soap/feature", "feature", "open")]
 
+        # The optimisation is merged into the pull request: the next run finds its revision in the head, reuses
+        # nothing, loses nothing, and asks no model (unique is fast now).
+        clone = git.Repo.clone_from(str(bare), tmp_path / "push4", branch="feature")
+        clone.git.merge("origin/soap/feature")
+        clone.remotes.origin.push("feature")
+        head4 = clone.head.commit.hexsha
+        with MessagesServer([Forever(WRONG)]) as model:
+            job = Job(tmp_path / "run5", origin, github.url, model.url, payload=event(base, head4))
+            fifth = job.run()
+            assert model.requests == []
+        assert fifth.returncode == 0, fifth.stdout[-3000:] + fifth.stderr[-3000:]
+        assert "soap/feature is merged into this head: its revisions are part of the pull request now" in job.summary.read_text()
+        assert branches(bare)["soap/feature"] == anew.hexsha
+
         # The pull request is merged: its optimisation pull request is closed with a word why, its branch deleted.
-        job = Job(tmp_path / "run5", origin, github.url, payload=event(base, head3, action="closed", merged=True))
+        job = Job(tmp_path / "run6", origin, github.url, payload=event(base, head4, action="closed", merged=True))
         closed = job.run()
         assert closed.returncode == 0, closed.stdout[-3000:] + closed.stderr[-3000:]
         assert github.pulls[0]["state"] == "closed" and "soap/feature" not in branches(bare)
         number = github.pulls[0]["number"]
         assert "#7 was merged, so this pull request into its branch is closed too" in github.comments[number][-1]["body"]
         assert "deleted soap/feature" in job.summary.read_text()
-    # The last pushed branch held the faster code, and its tests passed.
-    checkout = git.Repo.clone_from(str(bare), tmp_path / "check", branch="feature")
-    checkout.git.merge(anew.hexsha)
+    # The pull request's branch holds the faster code now, and its tests pass.
+    git.Repo.clone_from(str(bare), tmp_path / "check", branch="feature")
     assert "dict.fromkeys" in (tmp_path / "check" / "pkg" / "work.py").read_text()
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q"], cwd=tmp_path / "check", capture_output=True, text=True)
     assert tests.returncode == 0, tests.stdout

@@ -280,6 +280,9 @@ class Earlier:
             step.note(f"{pr.soap_branch} could not be fetched from origin ({_masked(fetched.stderr, inputs)}): "
                       "its revisions are not reused")
             return cls(tip=tip)
+        if git(workspace, "merge-base", "--is-ancestor", tip, pr.head_sha, check=False).returncode == 0:
+            step.note(f"{pr.soap_branch} is merged into this head: its revisions are part of the pull request now")
+            return cls(tip=tip)
         return cls(tip, provenance.read_branch(Repo(workspace), tip))
 
     def built_for(self, pr: PullRequest) -> bool:
@@ -295,9 +298,9 @@ class Earlier:
         kept, found = self.unchanged(workspace), []
         for b in self.built:
             if b not in kept:
-                step.note(f"{b.key} changed since its revision was built: the loop optimises it anew")
+                step.note(f"{b.key} changed since its revision was built: that revision is not reused")
             elif (merged := provenance.seed(Repo(workspace), b, _read(workspace / b.file))) is None:
-                step.note(f"the revision of {b.key} does not merge into this tree: the loop optimises it anew")
+                step.note(f"the revision of {b.key} does not merge into this tree: it is not reused")
             else:
                 found.append(Prior(b.file, b.qualname, merged, f"commit {b.commit[:12]}", b.tokens))
         return found
