@@ -194,11 +194,11 @@ def main() -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
 
-    print(f"{'event':<42}{'exit':>5}{'wall':>8}{'asked':>6}{'used':>9}{'saved':>9}  {'rounds':<32}{'branch':<11}"
+    print(f"{'event':<42}{'exit':>5}{'wall':>8}{'asked':>6}{'used':>9}{'saved':>9}  {'rounds':<34}{'branch':<11}"
           f"{'on':<11}{'pull':<8}")
     for r in rows:
         print(f"{r['name']:<42}{r['rc']:>5}{r['wall']:>7.1f}s{r['requests']:>6}{r['used']:>9}{r['saved']:>9}  "
-              f"{r['rounds']:<32}{r['tip']:<11}{r['on']:<11}{r['pull']:<8}")
+              f"{r['rounds']:<34}{r['tip']:<11}{r['on']:<11}{r['pull']:<8}")
         print(f"{'':<6}branch holds: {r['targets']}")
         for note in r["notes"]:
             if any(word in note for word in ("loop", "revision", "changed", "deleted", "closed", "tokens")):
