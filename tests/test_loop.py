@@ -184,6 +184,25 @@ def test_an_earlier_revision_that_is_wrong_or_reaches_further_here_is_rejected_a
     assert opt.candidates[0].status == "rejected" and "os" in opt.candidates[0].reason and opt.status == "rejected"
 
 
+def test_the_race_verdict_says_when_a_metric_was_made_worse_which_alone_stops_an_earlier_revision():
+    from pytest_soap.compare import Thresholds
+    from pytest_soap.soap.loop import judge_race
+
+    best = [0.100, 0.102, 0.098, 0.101, 0.099, 0.100, 0.103, 0.097]
+
+    def race(factor, peak=10.0):
+        return {"time_s": {"champion": best, "challenger": [t * factor for t in best]},
+                "peak_mb": {"champion": 10.0, "challenger": peak}}
+
+    faster, same, slower = (judge_race(race(f), ["time_s"], Thresholds()) for f in (0.5, 1.0, 1.5))
+    assert (faster.status, faster.worse) == ("accepted", False)
+    # No significant gain, nothing made worse: a new candidate is not kept, an earlier revision stays (loop._check).
+    assert (same.status, same.worse) == ("no gain", False) and "no significant gain" in same.reason
+    assert (slower.status, slower.worse) == ("no gain", True) and "time made worse" in slower.reason
+    hungrier = judge_race(race(0.5, peak=20.0), ["time_s"], Thresholds())
+    assert hungrier.worse and "peak made worse" in hungrier.reason and hungrier.figures in hungrier.reason
+
+
 def test_a_prior_file_that_is_not_one_is_a_usage_error_in_one_line(project):
     bad = project / "prior.json"
     for text, expected in (("{not json", "is not JSON"), ('{"schema": 1, "revisions": [{"file": 1}]}', "revision 0 is not"),
