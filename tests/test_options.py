@@ -133,7 +133,8 @@ def test_a_subset_of_the_baseline_s_tests_is_an_ordinary_run(project):
 VALUES = {"--soap-baseline": ".soap/other.json", "--soap-threshold": "25", "--soap-memory-threshold": "25",
           "--soap-json": "report.json", "--soap-memory": "off", "--soap-min-time": "1", "--soap-min-memory": "1",
           "--soap-rounds": "5", "--soap-slowest": "3", "--soap-model": "some-model", "--soap-iterations": "1",
-          "--soap-sides": "sequential", "--soap-provider": "openai", "--soap-base-url": "http://127.0.0.1:9/v1"}
+          "--soap-sides": "sequential", "--soap-provider": "openai", "--soap-base-url": "http://127.0.0.1:9/v1",
+          "--soap-prior": "prior.json"}  # read with --soap-optimize only
 
 
 @pytest.mark.parametrize("flag", [opt.flag for opt in OPTIONS[1:] if opt.flag != "--soap-against"])

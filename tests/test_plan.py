@@ -6,7 +6,7 @@ import pytest
 from pytest_soap import compare
 from pytest_soap.attribute import Attribution, Cause
 from pytest_soap.records import Measurement, Sample
-from pytest_soap.soap import Related, Target, session
+from pytest_soap.soap import Prior, Related, Target, session
 from pytest_soap.soap.loop import Optimization
 
 PARSER = '''class Parser:
@@ -80,12 +80,15 @@ def test_without_the_gate_s_time_the_measured_time_is_unknown(root):
     assert session.plan([a], {"t.py::a": verdict("t.py::a")}, root)[0].target.measured_s is None
 
 
-def fake_loop(monkeypatch, statuses):
-    """session.optimize answering each target with the status given for its qualname, recording the calls."""
+def fake_loop(monkeypatch, statuses, priors_seen=None):
+    """session.optimize answering each target with the status given for its qualname, recording the calls (and
+    in `priors_seen`, the earlier revision each target was given)."""
     calls = []
 
-    def optimize(target, provider, model, iterations, metrics, evidence, thresholds, progress):
+    def optimize(target, provider, model, iterations, metrics, evidence, thresholds, progress, prior=None):
         calls.append(target.qualname)
+        if priors_seen is not None:
+            priors_seen[target.qualname] = prior
         status = statuses[target.qualname]
         return Optimization(target.file, target.qualname, status, f"{status} by the fake loop")
 
@@ -93,8 +96,9 @@ def fake_loop(monkeypatch, statuses):
     return calls
 
 
-def run(planned, root, lines=None):
-    return session.run(planned, None, "model", 1, None, root, False, (lines if lines is not None else []).append)
+def run(planned, root, lines=None, priors=None):
+    return session.run(planned, None, "model", 1, None, root, False, (lines if lines is not None else []).append,
+                       priors or {})
 
 
 def outcomes(result):
@@ -137,6 +141,17 @@ def test_a_function_two_plans_name_is_run_once(root, monkeypatch):
     result = run(session.plan([a, b], {"t.py::a": verdict("t.py::a"), "t.py::b": verdict("t.py::b")}, root), root)
     assert calls == ["Parser.parse", "helper", "Parser._advance"]
     assert [o.status for o in result.optimizations] == ["rejected", "skipped", "accepted"]
+
+
+def test_each_target_is_given_its_own_earlier_revision_and_no_other(root, monkeypatch):
+    seen = {}
+    fake_loop(monkeypatch, {"Parser.parse": "rejected", "helper": "skipped", "Parser._advance": "accepted"}, seen)
+    a = attribution("t.py::a", cause("Parser.parse", 0.9))
+    b = attribution("t.py::b", cause("helper", 0.8), cause("Parser.parse", 0.1), cause("Parser._advance", 0.1))
+    earlier = Prior("pkg/parser.py", "Parser._advance", "# the module, revised\n", "commit 0123456789ab", 900)
+    run(session.plan([a, b], {"t.py::a": verdict("t.py::a"), "t.py::b": verdict("t.py::b")}, root), root,
+        priors={earlier.key: earlier, "pkg/other.py::helper": earlier})
+    assert seen == {"Parser.parse": None, "helper": None, "Parser._advance": earlier}
 
 
 def test_soap_optimize_s_single_target_still_plans_as_before(root, monkeypatch):
