@@ -155,6 +155,7 @@ def test_through_a_pull_requests_life_no_work_is_done_twice_and_no_revision_is_l
         assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
         outputs = job.outputs()
         assert int(outputs["regressions"]) >= 1 and outputs["pr_url"] and outputs["report"].endswith(".json")
+        assert outputs["report"].startswith(str(tmp_path / "run1" / "runner"))  # the job's own RUNNER_TEMP
         # Every test passed, the one that looks for the GitHub token in its environment included.
         assert {t["outcome"] for t in json.loads(open(outputs["report"]).read())["tests"]} == {"passed"}
         summary = job.summary.read_text()
