@@ -152,6 +152,14 @@ def test_each_target_is_given_its_own_earlier_revision_and_no_other(root, monkey
     run(session.plan([a, b], {"t.py::a": verdict("t.py::a"), "t.py::b": verdict("t.py::b")}, root), root,
         priors={earlier.key: earlier, "pkg/other.py::helper": earlier})
     assert seen == {"Parser.parse": None, "helper": None, "Parser._advance": earlier}
+    # Past the alternative the loop took, only a target with an earlier revision is run: it must not be lost.
+    seen.clear()
+    fake_loop(monkeypatch, {"Parser.parse": "accepted", "helper": "rejected", "Parser._advance": "rejected"}, seen)
+    plan = session.plan([b], {"t.py::b": verdict("t.py::b")}, root)
+    assert [t.qualname for t in plan[0].alternatives] == ["helper", "Parser.parse", "Parser._advance"]
+    result = run(plan, root, priors={earlier.key: earlier})
+    assert seen == {"helper": None, "Parser._advance": earlier}
+    assert [o.qualname for o in result.optimizations] == ["helper", "Parser._advance"]
 
 
 def test_soap_optimize_s_single_target_still_plans_as_before(root, monkeypatch):

@@ -123,12 +123,15 @@ def unrevisable(target: Target) -> str | None:
 def run(planned: list[Planned], provider, model: str, iterations: int, thresholds: Thresholds, root: Path,
         apply: bool, progress, priors: Mapping[str, Prior] = {}) -> LoopRun:
     """Each plan's alternatives in turn until the loop takes one (its result is not "skipped"); a function
-    that several plans name is run once. A target with a revision in `priors` starts from it (loop.optimize)."""
+    that several plans name is run once. A target with a revision in `priors` starts from it (loop.optimize),
+    and is run even when an alternative before it was taken."""
     result = LoopRun()
     tried: set[str] = set()
     for p in planned:
+        taken = False
         for target in p.alternatives:
-            if target.key in tried:
+            # Past the one the loop took, only those with an earlier revision: a later run must not lose it.
+            if target.key in tried or (taken and target.key not in priors):
                 continue
             tried.add(target.key)
             why = unrevisable(target)
@@ -136,9 +139,9 @@ def run(planned: list[Planned], provider, model: str, iterations: int, threshold
                  if why else optimize(target, provider, model, iterations, p.metrics, p.evidence, thresholds, progress,
                                    prior=priors.get(target.key)))
             result.optimizations.append(o)
-            if o.status != OptimizationStatus.SKIPPED:
-                break
-            progress(f"{target.key}: skipped: {o.reason}")
+            if o.status == OptimizationStatus.SKIPPED:
+                progress(f"{target.key}: skipped: {o.reason}")
+            taken = taken or o.status != OptimizationStatus.SKIPPED
     if any(o.revised is not None for o in result.optimizations):
         progress("the final check: the kept revisions' covering tests, all revisions in one tree, behind the wall")
         final_check(root, result.optimizations)
