@@ -318,10 +318,15 @@ def _masked(stderr: str, inputs: Inputs) -> str:
     return line.replace(inputs.token, "***") if inputs.token else line
 
 
+def tokens_used(o: dict) -> int:
+    """The model tokens an optimisation's rounds took: input (cached or not) and output."""
+    return sum((o.get("tokens") or {}).get(k, 0) for k in ("input", "cache_read", "cache_write", "output"))
+
+
 def token_line(report: dict) -> str:
     """The model tokens this run used, and those that reusing earlier revisions saved."""
     optimizations = report.get("optimizations") or []
-    used = sum((o.get("tokens") or {}).get(k, 0) for o in optimizations for k in ("input", "output"))
+    used = sum(tokens_used(o) for o in optimizations)
     saved = sum((o.get("reused") or {}).get("tokens", 0) for o in optimizations)
     return f"model tokens: {used:,} used by this run; {saved:,} saved by reusing earlier revisions"
 
@@ -528,7 +533,7 @@ def commit_revision(tree: Path, workspace: Path, pr: PullRequest, o: dict) -> No
     finally:
         diff.unlink()
     source = provenance.source_hash(_read(workspace / o["file"]), o["qualname"]) or "unknown"
-    tokens = sum((o.get("tokens") or {}).get(k, 0) for k in ("input", "output")) + (o.get("reused") or {}).get("tokens", 0)
+    tokens = tokens_used(o) + (o.get("reused") or {}).get("tokens", 0)
     message = provenance.message(o, source, pr.head_sha, pr.base_sha, tokens)
     git(tree, "-c", f"user.name={BOT}", "-c", f"user.email={BOT_EMAIL}", "commit", "--quiet", "-m", message)
 

@@ -36,7 +36,7 @@ class Built:
     source: str  # "sha256:<hex>" of the target's source, as the loop found it
     head: str  # the pull request's head and base when it was built
     base: str
-    tokens: int  # model tokens (input and output) spent on it, by every run that led to it
+    tokens: int  # model tokens (input, cached or not, and output) spent on it, by every run that led to it
     before: dict  # the figures of the regressed tests: time_s, peak_mb
     after: dict
 

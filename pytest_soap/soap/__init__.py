@@ -89,7 +89,7 @@ class Prior:
     qualname: str
     revised: str  # the whole module: this tree's text with the earlier revision merged in
     origin: str = ""  # where it came from, for the report: the commit that holds it
-    tokens: int = 0  # what the runs that found it spent, input and output
+    tokens: int = 0  # what the runs that found it spent: input, cached or not, and output
 
     @property
     def key(self) -> str:
