@@ -89,8 +89,8 @@ def pytest_configure(config: pytest.Config) -> None:
             ref = against.resolve(config.rootpath, settings.against)
         elif not settings.save:
             baseline = store.load(settings.baseline)
-        if settings.optimize and settings.prior:
-            config.stash[PRIORS] = read_priors(settings.prior)
+        if settings.optimize and settings.prior and not (settings.side or settings.profile or settings.serve):
+            config.stash[PRIORS] = read_priors(settings.prior)  # the loop runs in the controlling session only
     except (store.BaselineError, against.AgainstError, ValueError) as e:
         raise pytest.UsageError(f"pytest-soap: {e}") from None
     config.stash[CONFIGURED] = settings, baseline, ref

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 CLOSE_S = 30
 # Options of the user's command line that concern the controlling session only.
 CONTROL_FLAGS = {"--soap-save"}
-CONTROL_OPTIONS = {"--soap-against", "--soap-json", "--soap-baseline"}
+CONTROL_OPTIONS = {"--soap-against", "--soap-json", "--soap-baseline", "--soap-prior"}
 
 
 def side_arguments(args: list[str], drop: tuple[str, ...] = ()) -> list[str]:

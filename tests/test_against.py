@@ -266,7 +266,7 @@ def test_a_shallow_clone_without_the_ref_says_how_to_fetch_it(project, tmp_path)
 
 def test_side_arguments_drop_what_belongs_to_the_controlling_session():
     args = ["-x", "--soap", "--soap-against", "main", "--soap-json=r.json", "tests", "--soap-baseline", "b.json",
-            "-k", "fast", "--soap-memory=off", "--soap-save"]
+            "-k", "fast", "--soap-memory=off", "--soap-save", "--soap-prior", "p.json"]
     assert side_arguments(args) == ["-x", "--soap", "tests", "-k", "fast", "--soap-memory=off"]
     assert side_arguments(args, drop=("tests",)) == ["-x", "--soap", "-k", "fast", "--soap-memory=off"]
 

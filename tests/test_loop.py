@@ -203,6 +203,30 @@ def test_the_race_verdict_says_when_a_metric_was_made_worse_which_alone_stops_an
     assert hungrier.worse and "peak made worse" in hungrier.reason and hungrier.figures in hungrier.reason
 
 
+def test_through_pytest_a_relative_prior_file_is_round_0_against_a_git_ref(project):
+    from pytest_soap.soap import write_priors
+
+    work = project / "pkg" / "work.py"
+    work.write_text(ORIGINAL.replace("if item not in seen:", "if item not in sorted(seen):"))
+    repo = git.Repo(project)
+    repo.git.add("--all")
+    repo.index.commit("slower", author=git.Actor("t", "t@example.com"), committer=git.Actor("t", "t@example.com"))
+    fast = work.read_text()
+    fast = fast[:fast.index("def unique")] + "def unique(items):\n    return list(dict.fromkeys(items))\n"
+    # Relative, and not in git: read by the session that runs the loop, not by the ref's side in its worktree.
+    write_priors(project / "prior.json", [Prior("pkg/work.py", "unique", fast, "commit 0123456789ab", 700)])
+    env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CI")}
+    with MessagesServer([Forever(SLOWER)]) as server:
+        env.update(ANTHROPIC_API_KEY="sk-test", ANTHROPIC_BASE_URL=server.url)
+        run = subprocess.run([sys.executable, "-m", "pytest", "--soap", "--soap-against", "HEAD~1", "--soap-optimize",
+                              "--soap-iterations=1", "--soap-prior", "prior.json", "--soap-json=report.json",
+                              "-p", "no:cacheprovider"], cwd=project, env=env, capture_output=True, text=True)
+    assert run.returncode == 1, run.stdout + run.stderr
+    [o] = json.loads((project / "report.json").read_text())["optimizations"]
+    assert [(c["iteration"], c["status"]) for c in o["candidates"]] == [(0, "accepted"), (1, "no gain")], o
+    assert o["reused"] == {"from": "commit 0123456789ab", "tokens": 700} and "dict.fromkeys" in o["diff"]
+
+
 def test_a_prior_file_that_is_not_one_is_a_usage_error_in_one_line(project):
     bad = project / "prior.json"
     for text, expected in (("{not json", "is not JSON"), ('{"schema": 1, "revisions": [{"file": 1}]}', "revision 0 is not"),
