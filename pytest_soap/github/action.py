@@ -21,6 +21,7 @@ deletes its branch.
 from __future__ import annotations
 
 import base64
+import functools
 import glob
 import json
 import os
@@ -227,7 +228,7 @@ def run(env: dict[str, str] | None = None) -> int:
                   f"{'s' * (len(earlier.built) != 1)} built for this head and base, which stand as they are")
     elif earlier.built:
         prior = report_path.with_suffix(".prior.json")
-        write_priors(prior, earlier.priors(workspace, step))
+        write_priors(prior, earlier.priors(step))
     gate_status = run_gate(workspace, pr, inputs, optimize and not reuse, report_path, env, prior)
     try:
         report = load_report(report_path)
@@ -262,6 +263,7 @@ class Earlier:
 
     tip: str | None = ""
     built: list[Built] = field(default_factory=list)
+    workspace: Path = Path()  # the tree this run gates, where the targets' sources are now
 
     @classmethod
     def read(cls, workspace: Path, pr: PullRequest, inputs: Inputs, env: dict[str, str], step: Step) -> Earlier:
@@ -283,23 +285,24 @@ class Earlier:
         if git(workspace, "merge-base", "--is-ancestor", tip, pr.head_sha, check=False).returncode == 0:
             step.note(f"{pr.soap_branch} is merged into this head: its revisions are part of the pull request now")
             return cls(tip=tip)
-        return cls(tip, provenance.read_branch(Repo(workspace), tip))
+        return cls(tip, provenance.read_branch(Repo(workspace), tip), workspace)
 
     def built_for(self, pr: PullRequest) -> bool:
         """Whether every revision was built for this head and base: then there is nothing to do again."""
         return bool(self.built) and all((b.head, b.base) == (pr.head_sha, pr.base_sha) for b in self.built)
 
-    def unchanged(self, workspace: Path) -> list[Built]:
-        """The revisions whose target's source is as it was when they were built."""
-        return [b for b in self.built if provenance.source_hash(_read(workspace / b.file), b.qualname) == b.source]
+    @functools.cached_property
+    def unchanged(self) -> list[Built]:
+        """The revisions whose target's source is as it was when they were built (computed once a run)."""
+        return [b for b in self.built if provenance.source_hash(_read(self.workspace / b.file), b.qualname) == b.source]
 
-    def priors(self, workspace: Path, step: Step) -> list[Prior]:
+    def priors(self, step: Step) -> list[Prior]:
         """The loop's round 0 for each unchanged target: its revision merged into this tree."""
-        kept, found = self.unchanged(workspace), []
+        repo, found = Repo(self.workspace), []
         for b in self.built:
-            if b not in kept:
+            if b not in self.unchanged:
                 step.note(f"{b.key} changed since its revision was built: that revision is not reused")
-            elif (merged := provenance.seed(Repo(workspace), b, _read(workspace / b.file))) is None:
+            elif (merged := provenance.seed(repo, b, _read(self.workspace / b.file))) is None:
                 step.note(f"the revision of {b.key} does not merge into this tree: it is not reused")
             else:
                 found.append(Prior(b.file, b.qualname, merged, f"commit {b.commit[:12]}", b.tokens))
@@ -467,7 +470,7 @@ def publish(workspace: Path, pr: PullRequest, report: dict, github: GitHub, inpu
               if o.get("candidates") and o["candidates"][0].get("iteration") == 0
               and o["candidates"][0].get("status") != CandidateStatus.ACCEPTED}
     lost = []
-    for b in earlier.unchanged(workspace):
+    for b in earlier.unchanged:
         if b.key in failed:
             fate = "this run's revision replaces it" if b.key in kept else "it is dropped"
             step.note(f"the revision of {b.key} on {pr.soap_branch} fails on this head ({failed[b.key]['status']}: "

@@ -220,10 +220,11 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         started = time.perf_counter()
         try:
             check_revision(prior.revised, opt.original, target.qualname)
-            tried = _check(prior.revised, 0, target, box, best_text, best_peak, tests, race, first.run.seconds, calls,
-                           first.calls_by_test, checking, goals, thresholds, opt, earlier=prior.origin or "an earlier run")
         except CandidateError as e:
             tried = Tried(0, CandidateStatus.REJECTED, str(e))
+        else:
+            tried = _check(prior.revised, 0, target, box, best_text, best_peak, tests, race, first.run.seconds, calls,
+                           first.calls_by_test, checking, goals, thresholds, opt, earlier=prior.origin or "an earlier run")
         tried.seconds = {"check_and_race": round(time.perf_counter() - started, 3)}
         opt.candidates.append(tried)
         if tried.status == CandidateStatus.ACCEPTED:
@@ -258,13 +259,18 @@ def _loop(opt: Optimization, target: Target, box: Sandbox, provider, model: str,
         seconds["model"] = time.perf_counter() - started
         _count(opt, reply)
         started = time.perf_counter()
-        tried = _try(reply.text, iteration, target, box, best_text, best_peak, tests, race, first.run.seconds,
-                     calls, first.calls_by_test, checking, goals, thresholds, opt)
+        try:
+            candidate = splice(best_text, target.qualname, extract_code(reply.text), target.revisable)
+        except CandidateError as e:
+            tried = Tried(iteration, CandidateStatus.REJECTED, str(e))
+        else:
+            tried = _check(candidate, iteration, target, box, best_text, best_peak, tests, race, first.run.seconds,
+                           calls, first.calls_by_test, checking, goals, thresholds, opt)
         seconds["check_and_race"] = time.perf_counter() - started
         tried.seconds = {stage: round(s, 3) for stage, s in seconds.items()}
         opt.candidates.append(tried)
         progress(f"{target.key}: round {iteration}: {tried.status}{': ' + tried.reason if tried.reason else ''}")
-        if tried.status == CandidateStatus.ACCEPTED:  # _try has set opt.revised and opt.after, which mypy cannot see
+        if tried.status == CandidateStatus.ACCEPTED:  # _check has set opt.revised and opt.after, which mypy cannot see
             best_text, best_code, best_profile, stale = (opt.revised, extract_code(reply.text),  # type: ignore[assignment]
                                                          None, 0)
             best_peak = opt.after["peak_mb"]  # type: ignore[index]
@@ -298,19 +304,6 @@ def behaviour(functions: dict[str, dict]) -> str:
         return f"checked by the tests alone: {why}"
     line = "calls compared with the original's: " + ", ".join(f"{n} of {name}" for name, n in checked.items())
     return line + (f"; {left} not compared, as {problems[0]}" if left and problems else "")
-
-
-def _try(reply: str, iteration: int, target: Target, box: Sandbox, best_text: str, best_peak: float | None,
-         tests: list[str], race: list[str], first_s: float, expected_calls: dict[str, int],
-         calls_by_test: dict[str, int], budget: Budget,
-         goals: list[str], thresholds: Thresholds, opt: Optimization) -> Tried:
-    """Verify and race one reply's candidate; a kept one becomes opt.revised and opt.after."""
-    try:
-        candidate = splice(best_text, target.qualname, extract_code(reply), target.revisable)
-    except CandidateError as e:
-        return Tried(iteration, CandidateStatus.REJECTED, str(e))
-    return _check(candidate, iteration, target, box, best_text, best_peak, tests, race, first_s, expected_calls,
-                  calls_by_test, budget, goals, thresholds, opt)
 
 
 def _check(candidate: str, iteration: int, target: Target, box: Sandbox, best_text: str, best_peak: float | None,
